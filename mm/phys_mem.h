@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <shared_mutex>
 #include <vector>
 
 #include "base/spinlock.h"
@@ -22,6 +23,10 @@ class File;
 struct RmapEntry {
   Mm* mm = nullptr;
   uint64_t addr = 0;
+  // The mapping is in a shared (VM_SHARED) VMA. Rmap walkers cannot look at
+  // VMAs (they never take mmap_lock), and page_mkclean only touches shared
+  // mappings, so the entry carries it (Linux reaches the vma from the rmap).
+  bool shared = false;
   bool operator==(const RmapEntry&) const = default;
 };
 
@@ -43,8 +48,11 @@ struct Page {
   std::atomic<int32_t> mapcount{0};  // number of PTEs mapping the frame
   std::atomic<uint32_t> flags{kPageFree};
   std::atomic<uint64_t> generation{0};  // bumped on every allocation and free
-  File* mapping = nullptr;              // page-cache owner, nullptr for anon
-  uint64_t index = 0;                   // page offset in mapping
+  // Page-cache owner (nullptr for anon) and page offset in it. Written while
+  // the page is not yet published or under the page lock; read under the page
+  // lock or at quiescent points.
+  File* mapping = nullptr;
+  uint64_t index = 0;
   SpinLock rmap_lock;
   std::vector<RmapEntry> rmap;  // under rmap_lock
   SpinLock ptl;                 // split page-table lock, when kPageTable
@@ -59,6 +67,7 @@ struct Page {
 struct PhysMemStats {
   size_t frames = 0;
   size_t free = 0;
+  size_t zero_page = 0;  // 1 once the shared zero page exists (it is never freed)
   uint64_t allocations = 0;
   uint64_t frees = 0;
 };
@@ -69,7 +78,10 @@ class PhysMem {
   // reads it through a stale mapping sees this value.
   static constexpr uint64_t kPoison = 0xdead4ead5f7e1abull;
 
-  explicit PhysMem(size_t frames);  // throws Error (kEnvironment) if memfd/mmap fail
+  static constexpr size_t kWordsPerFrame = kPageSize / sizeof(uint64_t);
+
+  // Throws Error: kBadInput for 0 frames, kEnvironment if memfd/mmap fail.
+  explicit PhysMem(size_t frames);
   ~PhysMem();
   PhysMem(const PhysMem&) = delete;
   PhysMem& operator=(const PhysMem&) = delete;
@@ -87,8 +99,18 @@ class PhysMem {
   // Allocates one frame, zero-filled, refcount 1, given flags set. Returns
   // kNoPfn when memory is exhausted.
   Pfn alloc(uint32_t flags = 0);
-  // Allocates `count` frames at consecutive pfns if possible (guest RAM).
+  // Allocates `count` frames, at consecutive pfns if such a run is free
+  // (guest RAM: fewer VMAs in the guest window), otherwise the next free
+  // frames; sorted ascending. Empty when fewer than `count` frames are free.
   std::vector<Pfn> alloc_contiguous(size_t count, uint32_t flags = 0);
+
+  // The shared zero page: allocated on first use, read-only, never freed,
+  // not counted in mapcount or rmap (Linux: vm_normal_page() is NULL for it).
+  // kNoPfn if memory is exhausted.
+  Pfn zero_pfn();
+  bool is_zero_pfn(Pfn pfn) const {
+    return pfn == zero_pfn_.load(std::memory_order_acquire) && pfn != kNoPfn;
+  }
 
   // Reference counting: get_page / put_page. put() frees the frame when the
   // count reaches zero; it checks the frame is not mapped (mapcount 0) and
@@ -97,6 +119,39 @@ class PhysMem {
   bool try_get(Pfn pfn);  // get_page_unless_zero, for GUP-fast
   void put(Pfn pfn);
 
+  // folio_ref_freeze / unfreeze: swap the count `expected` for 0 so that no
+  // new reference (GUP-fast's try_get) can appear while a page is moved or
+  // dropped from the page cache; free_frozen() then frees it.
+  bool ref_freeze(Pfn pfn, int32_t expected);
+  void ref_unfreeze(Pfn pfn, int32_t count);
+  void free_frozen(Pfn pfn);
+
+  // The page lock (lock_page / unlock_page). Linux's sleeps; this one yields.
+  void lock_page(Pfn pfn);
+  bool trylock_page(Pfn pfn);
+  void unlock_page(Pfn pfn);
+
+  // set_page_dirty: records that the content differs from the backing copy.
+  void mark_dirty(Pfn pfn);
+
+  // Frame content. Word-sized relaxed atomics: host CPUs, GUP holders and
+  // guests may touch a frame concurrently (by design in racy scenarios), and
+  // the emulator itself must stay free of data races for TSan.
+  uint64_t load_word(Pfn pfn, size_t word) const;
+  void store_word(Pfn pfn, size_t word, uint64_t value);
+  void fill_frame(Pfn pfn, uint64_t value);
+  void copy_frame(Pfn dst, Pfn src);
+  // Migration's copy: content plus the dirty and accessed state.
+  void copy_page(Pfn dst, Pfn src);
+  bool frames_equal(Pfn a, Pfn b) const;
+  bool is_poisoned(Pfn pfn) const;  // every word still kPoison
+
+  // Held shared by every rmap walker (migration, page_mkclean, reclaim) for
+  // the whole walk and exclusively by an exiting Mm, so that an Mm named by
+  // an rmap entry stays alive while a walker uses it (Linux: the anon_vma and
+  // i_mmap locks that exit_mmap's unlink takes).
+  std::shared_mutex& rmap_walk_lock() { return rmap_walk_lock_; }
+
   uint64_t generation(Pfn pfn) const {
     return pages_[pfn].generation.load(std::memory_order_acquire);
   }
@@ -104,15 +159,21 @@ class PhysMem {
   PhysMemStats stats() const;
 
  private:
+  void init_allocated(Pfn pfn, uint32_t flags);
   void free_frame(Pfn pfn);
+  std::atomic_ref<uint64_t> word_ref(Pfn pfn, size_t word) const;
 
   int memfd_ = -1;
   uint8_t* base_ = nullptr;
+  size_t bytes_ = 0;
   std::vector<Page> pages_;
   mutable std::mutex free_lock_;
   std::vector<Pfn> free_list_;  // a stack: recently freed frames are reused first
-  uint64_t allocations_ = 0;
-  uint64_t frees_ = 0;
+  uint64_t allocations_ = 0;    // under free_lock_
+  uint64_t frees_ = 0;          // under free_lock_
+  std::mutex zero_lock_;
+  std::atomic<Pfn> zero_pfn_{kNoPfn};
+  std::shared_mutex rmap_walk_lock_;
 };
 
 }  // namespace sptelab::mm

@@ -29,6 +29,10 @@ class Pte {
   // Software bits (ignored by hardware, 9..11): a non-present migration entry
   // that makes faults wait until the migration is done, like Linux's.
   static constexpr uint64_t kMigration = 1ull << 9;
+  // Software bit 10: a PROT_NONE mapping. The entry is not present to the
+  // hardware but still maps its page (mapcount, rmap, reference), like
+  // Linux's _PAGE_PROTNONE, so mprotect(PROT_NONE) keeps the content.
+  static constexpr uint64_t kProtNone = 1ull << 10;
   static constexpr uint64_t kPfnMask = 0x000ffffffffff000ull;
 
   constexpr Pte() = default;
@@ -47,7 +51,27 @@ class Pte {
   constexpr bool accessed() const { return raw_ & kAccessed; }
   constexpr bool dirty() const { return raw_ & kDirty; }
   constexpr bool is_migration() const { return !present() && (raw_ & kMigration); }
+  constexpr bool is_protnone() const {
+    return !present() && (raw_ & kProtNone) && !(raw_ & kMigration);
+  }
+  // The entry maps a page (holds a reference and an rmap entry): present or
+  // PROT_NONE. A migration entry holds neither.
+  constexpr bool maps_page() const { return present() || is_protnone(); }
   constexpr Pfn pfn() const { return (raw_ & kPfnMask) >> kPageShift; }
+
+  // A migration entry made from this mapping entry: the same bits (write,
+  // dirty, accessed, PROT_NONE) with the hardware present bit dropped, so that
+  // restoring it (to_mapped) keeps every permission and the dirty state.
+  constexpr Pte to_migration() const { return Pte((raw_ & ~kPresent) | kMigration); }
+  constexpr Pte to_mapped(Pfn new_pfn) const {
+    uint64_t bits = (raw_ & ~(kMigration | kPfnMask)) | (new_pfn << kPageShift);
+    if (!(bits & kProtNone)) bits |= kPresent | kUser;
+    return Pte(bits);
+  }
+  // Same translation and permission, whatever the hardware did to A/D.
+  constexpr bool same_mapping(Pte other) const {
+    return (raw_ & ~(kAccessed | kDirty)) == (other.raw_ & ~(kAccessed | kDirty));
+  }
 
   constexpr Pte with(uint64_t bits) const { return Pte(raw_ | bits); }
   constexpr Pte without(uint64_t bits) const { return Pte(raw_ & ~bits); }
@@ -70,6 +94,25 @@ enum class InvalidateEvent : uint8_t {
 };
 const char* invalidate_event_name(InvalidateEvent event);
 
+// The mm operations, as the "op" argument of trace kMmOpBegin/kMmOpEnd.
+enum class MmOp : uint8_t {
+  kMigrate,
+  kRemap,
+  kBreakCow,
+  kFork,
+  kDontneed,
+  kMunmap,
+  kMprotect,
+  kMkclean,
+  kWriteback,
+  kKsmMerge,
+  kReclaim,
+  kAge,
+  kExit,
+  kCount
+};
+const char* mm_op_name(MmOp op);
+
 class Mm;
 
 // A virtual range [start, end) of one address space being invalidated.
@@ -78,7 +121,10 @@ struct InvalidateRange {
   uint64_t start = 0;
   uint64_t end = 0;
   InvalidateEvent event = InvalidateEvent::kClear;
-  bool blockable = true;  // false: callbacks must not sleep (OOM reaper's case)
+  // false: callbacks must not sleep (Linux's OOM reaper). The emulated host
+  // has no OOM reaper, so every range it passes is blockable; being inside a
+  // spinlock is a separate fact (AtomicContext), not this flag.
+  bool blockable = true;
 };
 
 }  // namespace sptelab::mm

@@ -1,0 +1,167 @@
+#include "mm/file.h"
+
+#include <fmt/format.h>
+
+#include "base/error.h"
+
+namespace sptelab::mm {
+namespace {
+
+std::atomic<uint32_t> next_file_id{1};
+
+}  // namespace
+
+File::File(PhysMem& phys, std::string name, uint64_t size_pages)
+    : phys_(phys),
+      name_(std::move(name)),
+      id_(next_file_id.fetch_add(1, std::memory_order_relaxed)),
+      size_pages_(size_pages),
+      cache_(size_pages, kNoPfn),
+      disk_(size_pages) {
+  if (size_pages == 0) {
+    throw_bad_input(fmt::format("file '{}' must have at least one page", name_));
+  }
+}
+
+File::~File() {
+  std::vector<Pfn> cached;
+  {
+    std::lock_guard lock(cache_lock_);
+    for (Pfn& pfn : cache_) {
+      if (pfn != kNoPfn) cached.push_back(pfn);
+      pfn = kNoPfn;
+    }
+  }
+  for (Pfn pfn : cached) {
+    // A page still mapped somewhere outlives the file: make it an orphan
+    // rather than leave it pointing at a dead File (read under the lock).
+    phys_.lock_page(pfn);
+    phys_.page(pfn).mapping = nullptr;
+    phys_.unlock_page(pfn);
+    phys_.put(pfn);
+  }
+}
+
+uint64_t File::pattern_word(uint32_t file_id, uint64_t index, uint64_t version) {
+  return (uint64_t{file_id & 0xffffu} << 48) | ((index & 0xffffffffu) << 16) | (version & 0xffffu);
+}
+
+void File::check_index(uint64_t index) const {
+  if (index >= size_pages_) {
+    throw_bad_input(
+        fmt::format("page index {} is beyond file '{}' of {} pages", index, name_, size_pages_));
+  }
+}
+
+void File::read_disk_locked(uint64_t index, Pfn pfn) {
+  std::lock_guard lock(disk_lock_);
+  const uint64_t* stored = disk_[index].get();
+  for (size_t i = 0; i < PhysMem::kWordsPerFrame; ++i) {
+    phys_.store_word(pfn, i, stored ? stored[i] : pattern_word(id_, index, 0));
+  }
+}
+
+Pfn File::get_page(uint64_t index) {
+  check_index(index);
+  std::lock_guard lock(cache_lock_);
+  Pfn pfn = cache_[index];
+  if (pfn != kNoPfn) {
+    phys_.get(pfn);
+    return pfn;
+  }
+  // Linux adds a locked folio to the cache and reads it outside the lock;
+  // reading under the lock is the same thing seen from outside.
+  pfn = phys_.alloc(0);
+  if (pfn == kNoPfn) return kNoPfn;
+  // Set up under the page lock, as Linux adds a locked folio: a migration or
+  // reclaim that reaches the frame through a stale pfn reads Page::mapping
+  // only under that lock.
+  phys_.lock_page(pfn);
+  Page& page = phys_.page(pfn);
+  page.mapping = this;
+  page.index = index;
+  read_disk_locked(index, pfn);
+  cache_[index] = pfn;  // the cache keeps alloc()'s reference
+  phys_.get(pfn);       // and the caller gets one
+  phys_.unlock_page(pfn);
+  return pfn;
+}
+
+Pfn File::find_page(uint64_t index) {
+  check_index(index);
+  std::lock_guard lock(cache_lock_);
+  Pfn pfn = cache_[index];
+  if (pfn != kNoPfn) phys_.get(pfn);
+  return pfn;
+}
+
+Pfn File::cached_pfn(uint64_t index) const {
+  check_index(index);
+  std::lock_guard lock(cache_lock_);
+  return cache_[index];
+}
+
+size_t File::cached_pages() const {
+  std::lock_guard lock(cache_lock_);
+  size_t count = 0;
+  for (Pfn pfn : cache_) count += pfn != kNoPfn;
+  return count;
+}
+
+std::vector<Pfn> File::cached_frames() const {
+  std::lock_guard lock(cache_lock_);
+  std::vector<Pfn> frames;
+  for (Pfn pfn : cache_) {
+    if (pfn != kNoPfn) frames.push_back(pfn);
+  }
+  return frames;
+}
+
+bool File::remove_frozen(uint64_t index, Pfn pfn, int32_t expected_refs) {
+  check_index(index);
+  std::lock_guard lock(cache_lock_);
+  if (cache_[index] != pfn) return false;
+  // Freezing under the cache lock: a concurrent get_page() either took its
+  // reference before (the freeze fails) or finds the slot empty after.
+  if (!phys_.ref_freeze(pfn, expected_refs)) return false;
+  // Dirtied after the caller's writeback (say by a GUP holder that has just
+  // dropped its reference): keep it (__remove_mapping checks this too).
+  if (phys_.page(pfn).test(kPageDirty)) {
+    phys_.ref_unfreeze(pfn, expected_refs);
+    return false;
+  }
+  cache_[index] = kNoPfn;
+  return true;
+}
+
+bool File::migrate_page(uint64_t index, Pfn old_pfn, Pfn new_pfn, int32_t expected_refs) {
+  check_index(index);
+  std::lock_guard lock(cache_lock_);
+  if (cache_[index] != old_pfn || !phys_.ref_freeze(old_pfn, expected_refs)) return false;
+  phys_.copy_page(new_pfn, old_pfn);
+  Page& target = phys_.page(new_pfn);
+  target.mapping = this;
+  target.index = index;
+  phys_.page(old_pfn).mapping = nullptr;
+  cache_[index] = new_pfn;
+  phys_.ref_unfreeze(old_pfn, expected_refs - 1);
+  return true;
+}
+
+void File::write_disk(uint64_t index, Pfn pfn) {
+  check_index(index);
+  std::lock_guard lock(disk_lock_);
+  std::unique_ptr<uint64_t[]>& stored = disk_[index];
+  if (!stored) stored = std::make_unique<uint64_t[]>(PhysMem::kWordsPerFrame);
+  for (size_t i = 0; i < PhysMem::kWordsPerFrame; ++i) stored[i] = phys_.load_word(pfn, i);
+  writebacks_.fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t File::disk_word(uint64_t index, size_t word) const {
+  check_index(index);
+  std::lock_guard lock(disk_lock_);
+  const uint64_t* stored = disk_[index].get();
+  return stored ? stored[word] : pattern_word(id_, index, 0);
+}
+
+}  // namespace sptelab::mm

@@ -1,0 +1,214 @@
+// Operations on the PTEs of one address space under its mmap_lock:
+// remap_file_pages-style populate, COW break, mprotect, aging.
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "base/error.h"
+#include "mm/notify.h"
+#include "mm/ops.h"
+#include "mm/zap.h"
+
+namespace sptelab::mm {
+
+using inject::Point;
+
+namespace {
+
+void check_page_aligned(uint64_t addr, const char* op) {
+  if (addr % kPageSize != 0 || addr >= kUserAddressEnd) {
+    throw_bad_input(fmt::format("{}: address {:#x} must be page aligned and below {:#x}", op, addr,
+                                kUserAddressEnd));
+  }
+}
+
+// The PTE of `pte`'s page (or of a migration entry) under `prot`. PROT_NONE
+// keeps the page mapped but not present; write permission is only ever
+// removed here, never added (the next write faults instead).
+Pte apply_prot(Pte pte, uint32_t prot) {
+  uint64_t raw = pte.raw();
+  if (prot == kProtNone) {
+    raw = (raw & ~(Pte::kPresent | Pte::kWritable)) | Pte::kProtNone;
+  } else {
+    raw &= ~Pte::kProtNone;
+    if (!(prot & kProtWrite)) raw &= ~Pte::kWritable;
+    if (!pte.is_migration()) raw |= Pte::kPresent | Pte::kUser;
+  }
+  return Pte(raw);
+}
+
+// A read-only entry for a freshly populated page of a VMA with `prot`.
+Pte populated_pte(Pfn pfn, uint32_t prot) {
+  return apply_prot(Pte::make(pfn, false).with(Pte::kAccessed), prot);
+}
+
+template <typename Fn>
+void for_each_table(Mm& mm, uint64_t start, uint64_t end, Fn&& fn) {
+  for (uint64_t table_start = start; table_start < end;) {
+    const uint64_t table_end = std::min(end, (table_start & ~(kPteTableSpan - 1)) + kPteTableSpan);
+    if (const PteSlot first = mm.walk(table_start)) fn(first, table_start, table_end);
+    table_start = table_end;
+  }
+}
+
+}  // namespace
+
+// 2.6.2x install_file_pte / populate_range over a present PTE, with the
+// notifier points of ptep_clear_flush_notify (seeds/2008-01-andrea-...).
+bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
+  check_page_aligned(addr, "remap_file_page");
+  detail::OpTrace op(MmOp::kRemap, addr, addr + kPageSize);
+  PhysMem& phys = mm.phys();
+  MmapReadGuard lock(mm);
+  const Vma* vma = mm.find_vma(addr);
+  if (!vma || vma->anon() || !vma->shared) {
+    throw_bad_input(fmt::format("remap_file_page: {:#x} is not in a shared file mapping", addr));
+  }
+  const PteSlot slot = mm.walk_alloc(addr);
+  if (!slot) return false;
+  const Pfn fresh = vma->file->get_page(new_index);  // throws for an index beyond the file
+  if (fresh == kNoPfn) return false;
+  const Pte entry = populated_pte(fresh, vma->prot);
+  for (;;) {
+    const InvalidateRange range = detail::page_range(mm, addr, InvalidateEvent::kClear);
+    detail::notify_before(mm, range);
+    detail::inject_at(Point::kHostBeforePtl, addr, fresh);
+    Pte old;
+    bool migrating = false;
+    {
+      PtlGuard ptl(phys, slot.table);
+      const Pte current = Mm::load_pte(slot);
+      if (current.is_migration()) {
+        migrating = true;
+        old = current;
+      } else {
+        if (current.maps_page()) {
+          old = mm.clear_pte_flush(slot, addr);
+          detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
+          detail::notify_in_ptl(mm, addr, InvalidateEvent::kClear);
+          if (old.dirty()) phys.mark_dirty(old.pfn());
+        }
+        rmap_add(phys, fresh, RmapEntry{&mm, addr, true});
+        mm.install_pte(slot, addr, entry);
+        if (old.maps_page()) rmap_remove(phys, old.pfn(), &mm, addr);
+      }
+    }
+    detail::inject_at(Point::kHostAfterPtlUnlock, addr, fresh);
+    detail::notify_after_unlock(mm, range);
+    if (!migrating && old.maps_page()) {
+      detail::inject_at(Point::kHostBeforeRelease, addr, old.pfn());
+      phys.put(old.pfn());
+      detail::inject_at(Point::kHostAfterRelease, addr, old.pfn());
+    }
+    detail::notify_after_release(mm, range);
+    if (!migrating) return true;
+    wait_for_migration(mm, slot, old);
+  }
+}
+
+FaultResult break_cow(Mm& mm, uint64_t addr) {
+  check_page_aligned(page_align_down(addr), "break_cow");
+  addr = page_align_down(addr);
+  detail::OpTrace op(MmOp::kBreakCow, addr, addr + kPageSize);
+  MmapReadGuard lock(mm);
+  for (;;) {
+    FaultResult result = handle_mm_fault(mm, addr, true);
+    if (result != FaultResult::kRetry) return result;
+  }
+}
+
+// change_protection -> change_pte_range: ptep_modify_prot_start (clear),
+// commit the new PTE, one flush_tlb_range after the walk, before
+// invalidate_range_end.
+bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot) {
+  const uint64_t end = detail::checked_end(start, len, "mprotect");
+  if (prot & ~(kProtRead | kProtWrite)) {
+    throw_bad_input(fmt::format("mprotect prot {:#x} has unknown bits", prot));
+  }
+  detail::OpTrace op(MmOp::kMprotect, start, end);
+  PhysMem& phys = mm.phys();
+  MmapWriteGuard lock(mm);
+  uint64_t covered = 0;
+  for (const Vma& vma : mm.vmas_in(start, end)) covered += vma.end - vma.start;
+  if (covered != end - start) return false;  // -ENOMEM
+  mm.split_vmas(start, end);
+  mm.set_prot(start, end, prot);
+
+  const InvalidateRange range{&mm, start, end, InvalidateEvent::kProtectionVma, true};
+  detail::notify_before(mm, range);
+  uint64_t flush_start = std::numeric_limits<uint64_t>::max();
+  uint64_t flush_end = 0;
+  for_each_table(mm, start, end, [&](PteSlot first, uint64_t table_start, uint64_t table_end) {
+    detail::inject_at(Point::kHostBeforePtl, table_start);
+    {
+      PtlGuard ptl(phys, first.table);
+      for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
+        const PteSlot slot = Mm::slot_at(first, table_start, addr);
+        const Pte pte = Mm::load_pte(slot);
+        if (pte.none()) continue;
+        if (pte.is_migration()) {
+          // No hardware uses it; the migration restores what it finds.
+          const Pte target = apply_prot(pte, prot);
+          if (target != pte) mm.install_pte(slot, addr, target);
+          continue;
+        }
+        if (apply_prot(pte, prot).same_mapping(pte)) continue;
+        const Pte old = mm.clear_pte(slot, addr);
+        if (old.present()) {
+          flush_start = std::min(flush_start, addr);
+          flush_end = std::max(flush_end, addr + kPageSize);
+        }
+        detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
+        detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionVma);
+        mm.install_pte(slot, addr, apply_prot(old, prot));  // keeps the A/D bits of `old`
+      }
+    }
+    detail::inject_at(Point::kHostAfterPtlUnlock, table_start);
+  });
+  if (flush_end > flush_start) mm.flush_tlb_range(flush_start, flush_end);
+  detail::notify_after_unlock(mm, range);
+  detail::notify_after_release(mm, range);
+  return true;
+}
+
+size_t age_range(Mm& mm, uint64_t start, uint64_t end) {
+  if (end <= start) return 0;
+  detail::checked_end(start, end - start, "age_range");
+  detail::OpTrace op(MmOp::kAge, start, end);
+  PhysMem& phys = mm.phys();
+  NotifierHooks* hooks = mm.notifier_hooks();
+  size_t young = 0;
+  MmapReadGuard lock(mm);
+  for (const Vma& vma : mm.vmas_in(start, end)) {
+    for_each_table(mm, vma.start, vma.end,
+                   [&](PteSlot first, uint64_t table_start, uint64_t table_end) {
+                     PtlGuard ptl(phys, first.table);
+                     for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
+                       const PteSlot slot = Mm::slot_at(first, table_start, addr);
+                       if (!Mm::load_pte(slot).maps_page()) continue;
+                       // ptep_clear_young_notify: both are asked, neither short-circuits.
+                       bool was_young = mm.test_and_clear_young(slot, addr);
+                       if (hooks && hooks->clear_young(&mm, addr, addr + kPageSize))
+                         was_young = true;
+                       young += was_young;
+                     }
+                   });
+  }
+  return young;
+}
+
+bool test_young(Mm& mm, uint64_t addr) {
+  addr = page_align_down(addr);
+  NotifierHooks* hooks = mm.notifier_hooks();
+  MmapReadGuard lock(mm);
+  const PteSlot slot = mm.walk(addr);
+  if (!slot) return false;
+  PtlGuard ptl(mm.phys(), slot.table);
+  const Pte pte = Mm::load_pte(slot);
+  if (!pte.maps_page()) return false;
+  return pte.accessed() || (hooks && hooks->test_young(&mm, addr));
+}
+
+}  // namespace sptelab::mm

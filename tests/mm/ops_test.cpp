@@ -1,0 +1,377 @@
+// What the operations do to pages and content: balance of refcounts and
+// mapcounts, dirty state reaching the page, content surviving migration and
+// writeback+reclaim, KSM, mprotect, and the lost-dirty-data race of
+// seeds/2022-11-linus-delay-rmap-after-tlb-flush.txt.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "base/error.h"
+#include "mm/gup.h"
+#include "mm/ops.h"
+#include "tests/mm/mm_fixture.h"
+
+namespace sptelab::mm::testing {
+namespace {
+
+using OpsTest = MmTest;
+
+TEST_F(OpsTest, AuditCatchesAnUnbalancedReference) {
+  uint64_t addr = anon_written(1, 1);
+  ASSERT_TRUE(audit_all().empty());
+  phys.get(pfn_at(addr));
+  EXPECT_EQ(audit(phys, {&mm}, {&file}).size(), 1u);
+  phys.put(pfn_at(addr));
+  Pfn leaked = phys.alloc();
+  EXPECT_EQ(audit(phys, {&mm}, {&file}).size(), 1u);
+  phys.put(leaked);
+  phys.store_word(leaked, 0, 1);  // a write to a freed frame
+  EXPECT_EQ(audit(phys, {&mm}, {&file}).size(), 1u);
+  phys.fill_frame(leaked, PhysMem::kPoison);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, MigrateSharedFilePageMovesCacheSlotContentAndDirtyState) {
+  uint64_t addr = mm.mmap_file(file, 4, kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr + 24, 0x77);
+  Pfn old_pfn = file.cached_pfn(4);
+  ASSERT_TRUE(migrate_pfn(phys, old_pfn));
+  Pfn new_pfn = file.cached_pfn(4);
+  EXPECT_NE(new_pfn, old_pfn);
+  EXPECT_EQ(pfn_at(addr), new_pfn);
+  EXPECT_TRUE(phys.is_free(old_pfn));
+  EXPECT_TRUE(phys.page(new_pfn).test(kPageDirty));
+  EXPECT_EQ(phys.page(new_pfn).mapping, &file);
+  EXPECT_EQ(phys.page(new_pfn).index, 4u);
+  Pte pte = mm.read_pte_lockless(addr);
+  EXPECT_TRUE(pte.writable() && pte.dirty());  // permissions and dirty bit restored
+  EXPECT_EQ(cpu.load64(addr + 24), 0x77u);
+  EXPECT_EQ(cpu.load64(addr), File::pattern_word(file.id(), 4, 0));
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, MigrateRemapsEveryMmThatSharesThePage) {
+  uint64_t addr = anon_written(1, 31);
+  std::unique_ptr<Mm> child = mm.fork();
+  Pfn old_pfn = pfn_at(addr);
+  ASSERT_TRUE(migrate_pfn(phys, old_pfn));
+  EXPECT_NE(pfn_at(addr), old_pfn);
+  EXPECT_EQ(child->read_pte_lockless(addr).pfn(), pfn_at(addr));
+  EXPECT_EQ(phys.page(pfn_at(addr)).mapcount.load(), 2);
+  EXPECT_TRUE(audit(phys, {&mm, child.get()}, {&file}).empty());
+  child.reset();
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, MigrationEntryZappedMeanwhileIsNotRestored) {
+  uint64_t addr = anon_written(1, 31);
+  Pfn old_pfn = pfn_at(addr);
+  bool zapped = false;
+  inject::ScopedHook hook(inject::Point::kHostAfterRelease,
+                          [&](inject::Point, const inject::Context&) {
+                            if (zapped) return;
+                            zapped = true;
+                            ASSERT_TRUE(mm.read_pte_lockless(addr).is_migration());
+                            ASSERT_TRUE(madvise_dontneed(mm, addr, kPageSize));
+                          });
+  EXPECT_TRUE(migrate_page(mm, addr));
+  EXPECT_TRUE(mm.read_pte_lockless(addr).none());
+  EXPECT_TRUE(phys.is_free(old_pfn));
+  EXPECT_EQ(cpu.load64(addr), 0u);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, DirtyBitsReachThePageOnZapMkcleanAndReclaim) {
+  uint64_t addr = mm.mmap_file(file, 0, 3 * kPageSize, kProtRead | kProtWrite, true);
+  Pfn pfns[3];
+  for (int i = 0; i < 3; ++i) {
+    cpu.store64(addr + i * kPageSize, 1);
+    pfns[i] = pfn_at(addr + i * kPageSize);
+    phys.page(pfns[i]).clear(kPageDirty);  // only the PTEs know now
+  }
+  ASSERT_TRUE(madvise_dontneed(mm, addr, kPageSize));
+  EXPECT_TRUE(phys.page(pfns[0]).test(kPageDirty));
+  EXPECT_TRUE(page_mkclean(phys, pfns[1]));
+  EXPECT_TRUE(phys.page(pfns[1]).test(kPageDirty));
+  // Reclaim unmaps, finds the page dirty, writes it back before dropping it.
+  EXPECT_EQ(reclaim_page(phys, pfns[2], false), ReclaimResult::kReclaimed);
+  EXPECT_EQ(file.disk_word(2, 0), 1u);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, WritebackReclaimAndRefaultReadBackTheWrittenContent) {
+  uint64_t addr = mm.mmap_file(file, 0, 2 * kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr + 8, 0x1111);
+  cpu.store64(addr + kPageSize + 8, 0x2222);
+  EXPECT_TRUE(writeback_page(file, 0));
+  EXPECT_EQ(file.disk_word(0, 1), 0x1111u);
+  cpu.store64(addr + 16, 0x3333);  // dirty again after writeback: mkclean made it fault
+  Pfn first = file.cached_pfn(0);
+  Pfn second = file.cached_pfn(1);
+  EXPECT_EQ(reclaim_page(phys, first, false), ReclaimResult::kReclaimed);
+  EXPECT_EQ(reclaim_page(phys, second, false), ReclaimResult::kReclaimed);
+  EXPECT_EQ(file.cached_pages(), 0u);
+  EXPECT_TRUE(phys.is_free(first));
+  EXPECT_EQ(cpu.load64(addr + 8), 0x1111u);
+  EXPECT_EQ(cpu.load64(addr + 16), 0x3333u);
+  EXPECT_EQ(cpu.load64(addr + kPageSize + 8), 0x2222u);
+  EXPECT_EQ(cpu.load64(addr + kPageSize), File::pattern_word(file.id(), 1, 0));
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, ReclaimKeepsPinnedYoungLockedAndAnonPages) {
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  cpu.load64(addr);
+  Pfn pfn = pfn_at(addr);
+  GupResult pin = gup_slow(mm, addr, false);
+  ASSERT_TRUE(pin.ok);
+  EXPECT_EQ(reclaim_page(phys, pfn, false), ReclaimResult::kBusy);  // unmapped, but pinned
+  EXPECT_EQ(file.cached_pfn(0), pfn);
+  phys.put(pin.pfn);
+  cpu.load64(addr);  // mapped and young again
+  EXPECT_EQ(reclaim_page(phys, pfn), ReclaimResult::kReferenced);
+  phys.lock_page(pfn);
+  EXPECT_EQ(reclaim_page(phys, pfn, false), ReclaimResult::kBusy);
+  phys.unlock_page(pfn);
+  uint64_t anon = anon_written(1, 1);
+  EXPECT_EQ(reclaim_page(phys, pfn_at(anon), false), ReclaimResult::kNotReclaimable);
+  EXPECT_EQ(reclaim_page(phys, phys.zero_pfn(), false), ReclaimResult::kNotReclaimable);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, SecondaryYoungBitKeepsAPageFromReclaim) {
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead, true);
+  cpu.load64(addr);
+  Pfn pfn = pfn_at(addr);
+  age_range(mm, addr, addr + kPageSize);  // the primary PTE is old now
+  hooks.secondary_young = true;           // but the secondary MMU used the page
+  EXPECT_EQ(reclaim_page(phys, pfn), ReclaimResult::kReferenced);
+  hooks.secondary_young = false;
+  EXPECT_EQ(reclaim_page(phys, pfn), ReclaimResult::kReclaimed);
+}
+
+TEST_F(OpsTest, KsmMergeSharesOnePageAndAWriteCopiesItBack) {
+  uint64_t a = anon_written(1, 5);
+  uint64_t b = anon_written(1, 5);
+  uint64_t c = anon_written(1, 6);
+  EXPECT_FALSE(ksm_merge(mm, a, c));                      // different content
+  EXPECT_TRUE(mm.read_pte_lockless(c).dirty() == false);  // but write-protected and cleaned
+  ASSERT_TRUE(ksm_merge(mm, a, b));
+  Pfn kpage = pfn_at(a);
+  EXPECT_EQ(pfn_at(b), kpage);
+  EXPECT_EQ(phys.page(kpage).mapcount.load(), 2);
+  EXPECT_FALSE(mm.read_pte_lockless(a).writable());
+  EXPECT_EQ(cpu.load64(b), 5u);
+  EXPECT_TRUE(audit_all().empty());
+
+  cpu.store64(b, 50);  // write to a KSM page: copy
+  EXPECT_NE(pfn_at(b), kpage);
+  EXPECT_EQ(cpu.load64(a), 5u);
+  EXPECT_EQ(cpu.load64(b), 50u);
+  cpu.store64(a, 51);  // KSM pages are never reused in place, even with one mapping
+  EXPECT_NE(pfn_at(a), kpage);
+  EXPECT_TRUE(phys.is_free(kpage));
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, KsmRefusesAPinnedPage) {
+  uint64_t a = anon_written(1, 5);
+  uint64_t b = anon_written(1, 5);
+  GupResult pin = gup_fast(mm, b, true);
+  ASSERT_TRUE(pin.ok);
+  EXPECT_FALSE(ksm_merge(mm, a, b));
+  EXPECT_TRUE(mm.read_pte_lockless(b).writable());  // restored as it was
+  phys.put(pin.pfn);
+  EXPECT_TRUE(ksm_merge(mm, a, b));
+}
+
+TEST_F(OpsTest, MprotectNoneKeepsPagesMappedAndRestoresThem) {
+  uint64_t addr = anon_written(2, 40);
+  Pfn pfn = pfn_at(addr);
+  ASSERT_TRUE(mprotect(mm, addr, kPageSize, kProtNone));
+  EXPECT_TRUE(mm.read_pte_lockless(addr).is_protnone());
+  EXPECT_THROW(cpu.load64(addr), SegFault);
+  EXPECT_EQ(cpu.load64(addr + kPageSize), 41u);  // the VMA was split
+  EXPECT_EQ(phys.page(pfn).mapcount.load(), 1);
+  EXPECT_TRUE(audit_all().empty());
+  ASSERT_TRUE(migrate_page(mm, addr));  // PROT_NONE survives migration
+  EXPECT_TRUE(mm.read_pte_lockless(addr).is_protnone());
+  ASSERT_TRUE(mprotect(mm, addr, 2 * kPageSize, kProtRead | kProtWrite));
+  EXPECT_EQ(cpu.load64(addr), 40u);
+  cpu.store64(addr, 1);  // write permission comes back through a reuse fault
+  EXPECT_EQ(mm.stats().cow_reuses, 1u);
+  EXPECT_EQ(mm.vma_snapshot().size(), 2u);
+  EXPECT_FALSE(mprotect(mm, addr, 64 * kPageSize, kProtRead));  // hole: -ENOMEM
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, MunmapOfTheMiddleSplitsTheVma) {
+  uint64_t addr = anon_written(3, 1);
+  ASSERT_TRUE(munmap(mm, addr + kPageSize, kPageSize));
+  EXPECT_EQ(cpu.load64(addr), 1u);
+  EXPECT_THROW(cpu.load64(addr + kPageSize), SegFault);
+  EXPECT_EQ(cpu.load64(addr + 2 * kPageSize), 3u);
+  EXPECT_EQ(mm.vma_snapshot().size(), 2u);
+  EXPECT_THROW(munmap(mm, addr + 1, kPageSize), Error);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+TEST_F(OpsTest, FixedMappingsMustBeAlignedAndFree) {
+  uint64_t addr = mm.mmap_anon(kPageSize, kProtRead, 0x40000000);
+  EXPECT_EQ(addr, 0x40000000u);
+  EXPECT_THROW(mm.mmap_anon(kPageSize, kProtRead, 0x40000000), Error);
+  EXPECT_THROW(mm.mmap_anon(kPageSize, kProtRead, 0x40000001), Error);
+  EXPECT_THROW(mm.mmap_anon(0, kProtRead), Error);
+  EXPECT_THROW(mm.mmap_anon(kUserAddressEnd, kProtRead), Error);
+  EXPECT_THROW(mm.mmap_anon(~uint64_t{0}, kProtRead), Error);
+  EXPECT_THROW(mm.mmap_anon(kPageSize, 8), Error);
+  uint64_t chosen = mm.mmap_anon(kPageSize, kProtRead);
+  EXPECT_NE(chosen, addr);
+}
+
+TEST_F(OpsTest, RemapOverAWaitingMigrationRetriesAfterIt) {
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  cpu.load64(addr);
+  Pfn page0 = pfn_at(addr);
+  std::thread remapper;
+  bool started = false;
+  std::atomic<bool> remapped{false};
+  // While page 0 is a migration entry, remap index 3 over it from another
+  // thread: it must wait, then replace the migrated page.
+  inject::ScopedHook hook(
+      inject::Point::kHostAfterPtlUnlock, [&](inject::Point, const inject::Context&) {
+        if (started) return;
+        started = true;
+        remapper = std::thread([&] { remapped = remap_file_page(mm, addr, 3); });
+        for (int i = 0; mm.stats().migration_waits == 0 && i < 10'000'000; ++i) {
+          std::this_thread::yield();
+        }
+        EXPECT_FALSE(remapped.load());
+      });
+  EXPECT_TRUE(migrate_pfn(phys, page0));
+  remapper.join();
+  EXPECT_TRUE(remapped.load());
+  EXPECT_EQ(pfn_at(addr), file.cached_pfn(3));
+  EXPECT_TRUE(audit_all().empty());
+}
+
+// seeds/2022-11-linus-delay-rmap-after-tlb-flush.txt: MADV_DONTNEED of a
+// dirty shared page races with writeback while another CPU still writes
+// through its stale TLB entry. Before 6.2 the zap removed the rmap entry
+// before the flush, so page_mkclean did not wait for it: writeback cleaned
+// the page, the stale write landed after it, and reclaim dropped the data.
+class LostDirtyDataTest : public MmTest, public ::testing::WithParamInterface<ZapRmapOrder> {};
+
+TEST_P(LostDirtyDataTest, StaleTlbWriteAfterWritebackSurvivesOnlyWithDelayedRmap) {
+  mm.set_zap_rmap_order(GetParam());
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  HostCpu writer(mm, 1);
+  writer.store64(addr, 1);  // a dirty writable TLB entry on the writer CPU
+  Pfn pfn = pfn_at(addr);
+  std::thread writeback_thread;
+  std::atomic<bool> writeback_at_ptl{false};
+  bool fired = false;
+  // Inside the zap's PTL, right before its forced flush.
+  inject::ScopedHook before_flush(
+      inject::Point::kTlbBeforeFlush, [&](inject::Point, const inject::Context&) {
+        if (fired) return;
+        fired = true;
+        inject::set_hook(inject::Point::kHostBeforePtl,
+                         [&](inject::Point, const inject::Context&) { writeback_at_ptl = true; });
+        writeback_thread = std::thread([&] { writeback_page(file, 0); });
+        if (GetParam() == ZapRmapOrder::kImmediate) {
+          writeback_thread.join();  // it found no mapping to clean and did not wait
+          EXPECT_FALSE(writeback_at_ptl.load());
+        } else {
+          // It found the delayed rmap entry and is about to wait for our PTL.
+          for (int i = 0; !writeback_at_ptl && i < 10'000'000; ++i) std::this_thread::yield();
+          EXPECT_TRUE(writeback_at_ptl.load());
+        }
+        writer.store64(addr, 2);  // stale TLB entry: still the old page, no fault
+      });
+  ASSERT_TRUE(madvise_dontneed(mm, addr, kPageSize));
+  if (writeback_thread.joinable()) writeback_thread.join();
+  inject::set_hook(inject::Point::kHostBeforePtl, {});
+  EXPECT_EQ(phys.load_word(pfn, 0), 2u);
+  // Clean either way (writeback ran): reclaim drops it without writing.
+  EXPECT_EQ(reclaim_page(phys, pfn, false), ReclaimResult::kReclaimed);
+  uint64_t after_refault = cpu.load64(addr);
+  if (GetParam() == ZapRmapOrder::kImmediate) {
+    EXPECT_EQ(after_refault, 1u) << "the write after writeback was expected to be lost";
+  } else {
+    EXPECT_EQ(after_refault, 2u);
+  }
+  EXPECT_TRUE(audit_all().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(BeforeAndAfter62, LostDirtyDataTest,
+                         ::testing::Values(ZapRmapOrder::kImmediate,
+                                           ZapRmapOrder::kDelayUntilFlush),
+                         [](const auto& param_info) {
+                           return param_info.param == ZapRmapOrder::kImmediate ? "Immediate"
+                                                                               : "DelayUntilFlush";
+                         });
+
+TEST(OpsLifetimeTest, EveryFrameIsFreeAfterMmsAndFilesAreGone) {
+  PhysMem phys(128);
+  auto file = std::make_unique<File>(phys, "f", 8);
+  auto mm = std::make_unique<Mm>(phys);
+  std::unique_ptr<Mm> child;
+  {
+    HostCpu cpu(*mm, 0);
+    uint64_t anon = mm->mmap_anon(4 * kPageSize, kProtRead | kProtWrite);
+    uint64_t shared = mm->mmap_file(*file, 0, 4 * kPageSize, kProtRead | kProtWrite, true);
+    uint64_t priv = mm->mmap_file(*file, 4, 4 * kPageSize, kProtRead | kProtWrite, false);
+    for (uint64_t i = 0; i < 4; ++i) {
+      cpu.store64(anon + i * kPageSize, i);
+      cpu.store64(shared + i * kPageSize, i);
+      cpu.load64(priv + i * kPageSize);
+    }
+    cpu.store64(priv, 9);
+    cpu.load64(anon + 3 * kPageSize + 8);
+    child = mm->fork();
+    cpu.store64(anon, 100);
+    ksm_merge(*mm, anon + kPageSize, anon + 2 * kPageSize);
+    migrate_page(*mm, shared);
+    EXPECT_TRUE(audit(phys, {mm.get(), child.get()}, {file.get()}).empty());
+  }
+  child.reset();
+  mm.reset();
+  file.reset();
+  PhysMemStats stats = phys.stats();
+  EXPECT_EQ(stats.free + stats.zero_page, stats.frames);
+  EXPECT_TRUE(audit(phys, {}, {}).empty());
+}
+
+}  // namespace
+}  // namespace sptelab::mm::testing
+
+namespace sptelab::mm::testing {
+namespace {
+
+TEST(OpsLifetimeTest, APageStillMappedWhenItsFileDiesIsAnOrphanUntilUnmapped) {
+  PhysMem phys(64);
+  auto file = std::make_unique<File>(phys, "f", 2);
+  auto mm = std::make_unique<Mm>(phys);
+  uint64_t addr = mm->mmap_file(*file, 0, kPageSize, kProtRead | kProtWrite, true);
+  {
+    HostCpu cpu(*mm, 0);
+    cpu.store64(addr, 5);
+  }
+  Pfn pfn = mm->read_pte_lockless(addr).pfn();
+  file.reset();
+  EXPECT_EQ(phys.page(pfn).mapping, nullptr);
+  EXPECT_EQ(phys.page(pfn).refcount.load(), 1);  // the mapping's only
+  EXPECT_EQ(reclaim_page(phys, pfn, false), ReclaimResult::kNotReclaimable);
+  EXPECT_TRUE(migrate_pfn(phys, pfn));
+  {
+    HostCpu cpu(*mm, 0);
+    EXPECT_EQ(cpu.load64(addr), 5u);
+  }
+  mm.reset();
+  EXPECT_EQ(phys.stats().free, 64u);
+}
+
+}  // namespace
+}  // namespace sptelab::mm::testing
