@@ -1,0 +1,237 @@
+#include "hypervisor/vm.h"
+
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "hypervisor/elf.h"
+#include "hypervisor/guest_physical.h"
+#include "hypervisor/guest_window.h"
+#include "hypervisor/vcpu.h"
+
+namespace sptelab::hypervisor {
+
+const char* run_end_name(RunEnd end) {
+  switch (end) {
+    case RunEnd::kAllHalted:
+      return "all vCPUs halted";
+    case RunEnd::kGuestExit:
+      return "guest exit";
+    case RunEnd::kStopped:
+      return "stopped";
+    case RunEnd::kTimeout:
+      return "timeout";
+    case RunEnd::kNoMemory:
+      return "out of memory";
+    case RunEnd::kGuestError:
+      return "guest error";
+    case RunEnd::kInternal:
+      return "internal error";
+  }
+  return "unknown";
+}
+
+VmStats& VmStats::operator+=(const VmStats& other) {
+  exits += other.exits;
+  io_exits += other.io_exits;
+  mmio_exits += other.mmio_exits;
+  hlt_exits += other.hlt_exits;
+  interrupted += other.interrupted;
+  mmio_reads += other.mmio_reads;
+  mmio_writes += other.mmio_writes;
+  ram_faults += other.ram_faults;
+  fault_retries += other.fault_retries;
+  access_retries += other.access_retries;
+  emulation_retries += other.emulation_retries;
+  spurious_page_faults += other.spurious_page_faults;
+  kick_signals += other.kick_signals;
+  console_bytes += other.console_bytes;
+  return *this;
+}
+
+Vm::Vm(VmConfig config, spte::GuestMemory& memory, GuestWindow& window)
+    : config_(std::move(config)),
+      memory_(memory),
+      window_(window),
+      kvm_(config_.kvm_device.empty() ? default_kvm_device_path() : config_.kvm_device) {
+  if (memory_.gfn_count() != window_.gfn_count()) {
+    throw_internal(fmt::format("guest memory has {} pages but the window {}", memory_.gfn_count(),
+                               window_.gfn_count()));
+  }
+  ram_bytes_ = window_.size_bytes();
+  uint32_t max_vcpus = std::min(kMaxVcpus, kvm_.max_vcpus());
+  if (config_.vcpus == 0 || config_.vcpus > max_vcpus) {
+    throw_bad_input(
+        fmt::format("{} vCPUs requested; this KVM runs 1 to {}", config_.vcpus, max_vcpus));
+  }
+  vm_fd_ = Fd(ioctl(kvm_.fd(), KVM_CREATE_VM, 0));
+  if (!vm_fd_.valid()) {
+    throw_environment(
+        fmt::format("KVM_CREATE_VM on {} failed: {}; check the KVM module and "
+                    "memory limits",
+                    kvm_.path(), std::strerror(errno)));
+  }
+  kvm_userspace_memory_region region{};
+  region.slot = 0;
+  region.guest_phys_addr = 0;
+  region.memory_size = ram_bytes_;
+  region.userspace_addr = reinterpret_cast<uint64_t>(window_.base());
+  if (ioctl(vm_fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
+    throw_environment(
+        fmt::format("KVM_SET_USER_MEMORY_REGION for {} bytes of guest RAM failed: "
+                    "{}",
+                    ram_bytes_, std::strerror(errno)));
+  }
+  for (uint32_t i = 0; i < config_.vcpus; ++i) vcpus_.push_back(std::make_unique<Vcpu>(*this, i));
+  memory_.set_mirror(&window_);
+}
+
+Vm::~Vm() {
+  stop_all_vcpus();
+  vcpus_.clear();
+  memory_.set_mirror(nullptr);
+}
+
+void Vm::load(const ElfImage& image) {
+  if (loaded_) throw_internal("Vm::load called twice");
+  if (image.end_address() > ram_bytes_) {
+    throw_bad_input(
+        fmt::format("guest image {} ends at {:#x}, beyond the {:#x} bytes of guest "
+                    "RAM; give the VM more --mem",
+                    image.name, image.end_address(), ram_bytes_));
+  }
+  layout_ = plan_system_layout(ram_bytes_, config_.vcpus);
+  check_image_fits(layout_, image);
+  GuestPhysical loader(memory_, 0);
+  write_system_area(layout_, loader);
+  load_elf(image, loader);
+  for (auto& vcpu : vcpus_) vcpu->configure(layout_, image.entry);
+  loaded_ = true;
+}
+
+RunResult Vm::run() {
+  if (!loaded_) throw_internal("Vm::run before Vm::load");
+  if (ran_) throw_internal("Vm::run called twice");
+  ran_ = true;
+  install_kick_signal_handler();
+  {
+    std::lock_guard lock(mutex_);
+    running_ = config_.vcpus;
+  }
+  for (auto& vcpu : vcpus_) vcpu->start();
+
+  bool timed_out = false;
+  {
+    std::unique_lock lock(mutex_);
+    auto over = [&] { return end_.has_value() || running_ == 0; };
+    if (config_.timeout_seconds > 0) {
+      auto limit = std::chrono::duration<double>(config_.timeout_seconds);
+      timed_out = !changed_.wait_for(lock, limit, over);
+    } else {
+      changed_.wait(lock, over);
+    }
+  }
+  stop_all_vcpus();
+  if (timed_out) {
+    finish(RunEnd::kTimeout, 4,
+           fmt::format("the guest did not finish within {} s ({}); raise --timeout if it needs "
+                       "longer",
+                       config_.timeout_seconds, vcpu_positions()));
+  }
+
+  std::lock_guard lock(mutex_);
+  RunResult result;
+  if (end_) {
+    result = std::move(*end_);
+  } else {
+    result.end = RunEnd::kAllHalted;
+    result.exit_status = 0;
+    result.message = "every vCPU halted";
+  }
+  result.reports = reports_;
+  for (const auto& vcpu : vcpus_) {
+    result.stats += vcpu->stats();
+    result.stats.kick_signals += vcpu->kick_signals();
+  }
+  return result;
+}
+
+void Vm::request_stop(int exit_status, std::string message) {
+  finish(RunEnd::kStopped, exit_status, std::move(message));
+}
+
+bool Vm::finish(RunEnd end, int exit_status, std::string message, std::string dump,
+                std::optional<uint32_t> guest_exit_value) {
+  {
+    std::lock_guard lock(mutex_);
+    if (end_) return false;
+    RunResult result;
+    result.end = end;
+    result.exit_status = exit_status;
+    result.message = std::move(message);
+    result.dump = std::move(dump);
+    result.guest_exit_value = guest_exit_value;
+    end_ = std::move(result);
+    stopping_.store(true, std::memory_order_seq_cst);
+  }
+  changed_.notify_all();
+  return true;
+}
+
+void Vm::vcpu_done() {
+  {
+    std::lock_guard lock(mutex_);
+    --running_;
+  }
+  changed_.notify_all();
+}
+
+void Vm::stop_all_vcpus() {
+  stopping_.store(true, std::memory_order_seq_cst);
+  for (auto& vcpu : vcpus_) vcpu->kick();
+  for (auto& vcpu : vcpus_) vcpu->join();
+}
+
+std::string Vm::vcpu_positions() const {
+  std::string out;
+  for (const auto& vcpu : vcpus_) {
+    if (!out.empty()) out += ", ";
+    out += fmt::format("vcpu{} at rip={:#x}", vcpu->index(), vcpu->rip());
+  }
+  return out;
+}
+
+void Vm::console(uint32_t vcpu, std::string_view text) {
+  std::lock_guard lock(console_mutex_);
+  if (config_.console) {
+    config_.console(vcpu, text);
+    return;
+  }
+  // write(2) directly: a kick's signal may interrupt it, and stdio would
+  // treat the EINTR as an error and drop the line.
+  while (!text.empty()) {
+    ssize_t written = ::write(STDOUT_FILENO, text.data(), text.size());
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    text.remove_prefix(static_cast<size_t>(written));
+  }
+}
+
+void Vm::report(const GuestReport& report) {
+  {
+    std::lock_guard lock(mutex_);
+    reports_.push_back(report);
+  }
+  if (config_.on_report) config_.on_report(report);
+}
+
+}  // namespace sptelab::hypervisor

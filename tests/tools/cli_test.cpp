@@ -1,0 +1,181 @@
+// The sptelab command line without running a guest: usage, listing, and
+// every rejection that happens before KVM is opened (so these run anywhere).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tests/hypervisor/elf_builder.h"
+#include "tests/hypervisor/test_guests.h"
+#include "tests/tools/cli.h"
+
+namespace sptelab::tools {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::run_sptelab;
+
+TEST(CliTest, HelpListsTheCommands) {
+  auto result = run_sptelab({"--help"});
+  EXPECT_EQ(result.status, 0);
+  EXPECT_THAT(result.out, HasSubstr("usage: sptelab COMMAND"));
+  EXPECT_THAT(result.out, HasSubstr("  run "));
+  EXPECT_THAT(result.out, HasSubstr("  list "));
+}
+
+TEST(CliTest, NoCommandIsBadUsage) {
+  auto result = run_sptelab({});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("usage: sptelab COMMAND"));
+}
+
+TEST(CliTest, UnknownCommandSaysWhichExist) {
+  auto result = run_sptelab({"frobnicate"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("unknown command 'frobnicate' (commands: run, list)"));
+}
+
+TEST(CliTest, RunHelpDescribesTheOptions) {
+  auto result = run_sptelab({"run", "--help"});
+  EXPECT_EQ(result.status, 0);
+  for (const char* option : {"--vcpus", "--mem", "--scheme", "--trace", "--timeout", "--arg"}) {
+    EXPECT_THAT(result.out, HasSubstr(option));
+  }
+}
+
+TEST(CliTest, ListGuestsShowsTheBuiltInGuests) {
+  auto result = run_sptelab({"list", "guests"});
+  EXPECT_EQ(result.status, 0);
+  for (const char* name : {"hello ", "memtouch ", "counter ", "reader "}) {
+    EXPECT_THAT(result.out, HasSubstr(name));
+  }
+  EXPECT_THAT(result.out, ::testing::Not(HasSubstr("[not built]")));
+}
+
+TEST(CliTest, ListNeedsAKind) {
+  EXPECT_EQ(run_sptelab({"list"}).status, 2);
+  auto result = run_sptelab({"list", "planets"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("cannot list 'planets'; choose guests"));
+}
+
+struct UsageCase {
+  std::vector<std::string> args;
+  std::string message;
+};
+
+class RunUsageTest : public ::testing::TestWithParam<UsageCase> {};
+
+TEST_P(RunUsageTest, IsExitTwoWithAMessage) {
+  auto result = run_sptelab(GetParam().args);
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr(GetParam().message));
+  EXPECT_TRUE(result.out.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, RunUsageTest,
+    ::testing::Values(
+        UsageCase{{"run"}, "which guest?"},
+        UsageCase{{"run", "hello", "hello"}, "give exactly one GUEST"},
+        UsageCase{{"run", "hello", "--bogus", "1"}, "unknown option '--bogus'"},
+        UsageCase{{"run", "hello", "--vcpus"}, "option --vcpus needs a value"},
+        UsageCase{{"run", "hello", "--vcpus", "0"}, "--vcpus '0' is not a number from 1 to 64"},
+        UsageCase{{"run", "hello", "--vcpus", "65"}, "is not a number from 1 to 64"},
+        UsageCase{{"run", "hello", "--vcpus", "2", "--vcpus", "3"}, "given twice"},
+        UsageCase{{"run", "hello", "--mem", "0"}, "--mem 0: the guest needs some RAM"},
+        UsageCase{{"run", "hello", "--mem", "lots"}, "is not a size like 64M or 1G"},
+        UsageCase{{"run", "hello", "--mem", "5000"}, "is not a multiple of 4K"},
+        UsageCase{{"run", "hello", "--mem", "1T"}, "more than the maximum, 4G"},
+        UsageCase{{"run", "hello", "--mem", "99999999999999999999"}, "is not a size"},
+        UsageCase{{"run", "hello", "--mem", "3G"}, "link the guest higher"},
+        UsageCase{{"run", "hello", "--timeout", "-1"}, "is not a number of seconds"},
+        UsageCase{{"run", "hello", "--arg", "x"}, "--arg 'x' is not a number"},
+        UsageCase{{"run", "hello", "--scheme", "bogus"}, "unknown scheme 'bogus'"},
+        UsageCase{{"run", "hello", "--scheme", "start-end+bogus"}, "PLACEMENT+PROTOCOL"},
+        UsageCase{{"run", "no-such-guest"}, "neither a file nor a built-in guest"},
+        UsageCase{{"run", "./missing.elf"}, "cannot read guest image ./missing.elf"}));
+
+class BadImageTest : public ::testing::Test {
+ protected:
+  std::string write(const std::vector<uint8_t>& bytes) {
+    std::string path = hypervisor::testing::make_temp_dir() + "/bad.elf";
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<long>(bytes.size()));
+    return path;
+  }
+  void expect_rejected(const std::vector<uint8_t>& bytes, const std::string& message) {
+    auto result = run_sptelab({"run", write(bytes), "--mem", "16M"});
+    EXPECT_EQ(result.status, 2) << result.err;
+    EXPECT_THAT(result.err, HasSubstr(message));
+  }
+  hypervisor::testing::ElfSpec spec_;
+};
+
+TEST_F(BadImageTest, Truncated) {
+  auto bytes = hypervisor::testing::build_elf(spec_);
+  bytes.resize(100);
+  expect_rejected(bytes, "program header table");
+}
+
+TEST_F(BadImageTest, WrongClass) {
+  spec_.elf_class = ELFCLASS32;
+  expect_rejected(hypervisor::testing::build_elf(spec_), "is not 64-bit");
+}
+
+TEST_F(BadImageTest, WrongMachine) {
+  spec_.machine = EM_RISCV;
+  expect_rejected(hypervisor::testing::build_elf(spec_), "is not x86-64");
+}
+
+TEST_F(BadImageTest, SegmentOutsideRam) {
+  spec_.segments = {{0x400000, 16, 16, PF_R | PF_X}, {0x1000000, 16, 16, PF_R | PF_W}};
+  expect_rejected(hypervisor::testing::build_elf(spec_), "does not fit in guest RAM");
+}
+
+TEST_F(BadImageTest, OverlappingSegments) {
+  spec_.segments = {{0x400000, 16, 0x3000, PF_R | PF_X}, {0x402000, 16, 16, PF_R | PF_W}};
+  expect_rejected(hypervisor::testing::build_elf(spec_), "segments overlap");
+}
+
+TEST_F(BadImageTest, EntryOutsideSegments) {
+  spec_.entry = 0x800000;
+  expect_rejected(hypervisor::testing::build_elf(spec_), "entry point 0x800000");
+}
+
+TEST_F(BadImageTest, NotAnElfAtAll) {
+  std::vector<uint8_t> text(200, 'x');
+  expect_rejected(text, "bad magic");
+}
+
+TEST(CliEnvironmentTest, MissingKvmDeviceIsExitThree) {
+  auto result = run_sptelab({"run", "hello"}, {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
+  EXPECT_EQ(result.status, 3);
+  EXPECT_THAT(result.err, HasSubstr("cannot open /nonexistent/kvm"));
+  EXPECT_THAT(result.err, HasSubstr("load the kvm module"));
+}
+
+TEST(CliEnvironmentTest, UnusableKvmDeviceIsExitThree) {
+  auto result = run_sptelab({"run", "hello"}, {{"SPTELAB_KVM_DEVICE", "/dev/null"}});
+  EXPECT_EQ(result.status, 3);
+  EXPECT_THAT(result.err, HasSubstr("/dev/null is not a usable KVM device"));
+}
+
+TEST(CliEnvironmentTest, SptelabGuestDirIsSearchedFirst) {
+  // A broken hello.elf there must be what `run hello` picks up.
+  std::string dir = hypervisor::testing::make_temp_dir();
+  std::ofstream(dir + "/hello.elf") << "not an image";
+  auto result = run_sptelab({"run", "hello"}, {{"SPTELAB_GUEST_DIR", dir}});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("guest image " + dir + "/hello.elf"));
+  EXPECT_THAT(result.err, HasSubstr("too short for an ELF64 header"));
+}
+
+TEST(CliEnvironmentTest, APathIsNeverTakenForABuiltInName) {
+  auto result = run_sptelab({"run", "./hello"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("cannot read guest image ./hello"));
+}
+
+}  // namespace
+}  // namespace sptelab::tools

@@ -1,0 +1,72 @@
+// `sptelab run` end to end on real KVM, as a user runs it.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "tests/hypervisor/kvm_env.h"
+#include "tests/hypervisor/test_guests.h"
+#include "tests/tools/cli.h"
+
+namespace sptelab::tools {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::run_sptelab;
+
+TEST(RunTest, HelloPrintsItsGreetingAndExitsZero) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", "hello"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "Hello from the sptelab toy guest: vCPU 0 of 1, 64 MiB of RAM.\n");
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(RunTest, ExternalGuestsExitStatusIsSptelabs) {
+  SPTELAB_REQUIRE_KVM();
+  const std::string& image = hypervisor::testing::external_guest();
+  auto one = run_sptelab({"run", image});
+  EXPECT_EQ(one.status, 41) << one.err;
+  EXPECT_EQ(one.out, "external guest: vCPU 0 of 1\n");
+  auto four = run_sptelab({"run", image, "--vcpus", "4", "--mem", "32M"});
+  EXPECT_EQ(four.status, 44) << four.err;
+  EXPECT_THAT(four.out, HasSubstr("external guest: vCPU 3 of 4\n"));
+}
+
+TEST(RunTest, TripleFaultPrintsADumpAndExitsTwo) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("triple_fault")});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("sptelab: vcpu0: the guest triple-faulted"));
+  EXPECT_THAT(result.err, HasSubstr("code around rip"));
+  EXPECT_THAT(result.err, HasSubstr("page walk for"));
+}
+
+TEST(RunTest, TimeoutIsExitFour) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("spin"), "--timeout", "0.3"});
+  EXPECT_EQ(result.status, 4);
+  EXPECT_THAT(result.err, HasSubstr("did not finish within 0.3 s"));
+}
+
+TEST(RunTest, CounterWithArgumentsIsExact) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", "counter", "--vcpus", "2", "--arg", "3000"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "counter: locked 6000 of 6000, atomic 6000 of 6000: exact\n");
+}
+
+TEST(RunTest, TraceFileHasTheVcpuExits) {
+  SPTELAB_REQUIRE_KVM();
+  std::string path = hypervisor::testing::make_temp_dir() + "/trace.txt";
+  auto result = run_sptelab({"run", "hello", "--trace", path});
+  EXPECT_EQ(result.status, 0) << result.err;
+  std::ifstream file(path);
+  std::string text((std::istreambuf_iterator<char>(file)), {});
+  EXPECT_THAT(text, HasSubstr("vcpu0"));
+  EXPECT_THAT(text, HasSubstr("kvm_exit vcpu=0x0 reason=0x2 rip=0x40"));  // port I/O
+}
+
+}  // namespace
+}  // namespace sptelab::tools

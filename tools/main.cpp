@@ -1,0 +1,62 @@
+// sptelab: the command-line entry point. Dispatches to the subcommand table
+// (commands.cpp) and turns errors into the exit statuses of the CLI contract
+// (DESIGN.md): 2 bad usage or input, 3 missing environment, 4 internal.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "tools/command.h"
+
+namespace {
+
+void print_usage(std::FILE* out) {
+  fmt::print(out, "usage: sptelab COMMAND [ARGS]\n\ncommands:\n");
+  for (const auto& command : sptelab::tools::commands()) {
+    fmt::print(out, "  {:<8} {}\n", command.name, command.summary);
+  }
+  fmt::print(out,
+             "\n'sptelab COMMAND --help' describes a command. Exit status: 0 ran with no "
+             "violation, 1 a violation was found, 2 bad usage or input, 3 the environment lacks "
+             "something (e.g. /dev/kvm), 4 internal error.\n");
+}
+
+int dispatch(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    print_usage(stderr);
+    return static_cast<int>(sptelab::ExitStatus::kBadInput);
+  }
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  const sptelab::tools::Command* command = sptelab::tools::find_command(args[0]);
+  if (command == nullptr) {
+    std::string names;
+    for (const auto& known : sptelab::tools::commands()) {
+      names += names.empty() ? "" : ", ";
+      names += known.name;
+    }
+    sptelab::throw_bad_input(
+        fmt::format("unknown command '{}' (commands: {}); see 'sptelab --help'", args[0], names));
+  }
+  return command->main(sptelab::tools::Args(args).subspan(1));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return dispatch(args);
+  } catch (const sptelab::Error& error) {
+    fmt::print(stderr, "sptelab: {}\n", error.what());
+    return static_cast<int>(error.status());
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "sptelab: internal error: {}\n", error.what());
+    return static_cast<int>(sptelab::ExitStatus::kInternal);
+  }
+}

@@ -1,0 +1,48 @@
+// Option parsing for the subcommands: "--name value", "--name=value",
+// repeatable options, positionals, --help. Every mistake is Error(kBadInput)
+// saying what was wrong and pointing at the command's --help.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tools/command.h"
+
+namespace sptelab::tools {
+
+struct OptionSpec {
+  std::string_view name;  // without the dashes
+  bool repeatable = false;
+};
+
+class Options {
+ public:
+  // Every option takes a value. "--" ends the options.
+  Options(std::string_view command, Args args, std::vector<OptionSpec> specs);
+
+  bool help() const { return help_; }
+  std::optional<std::string> value(std::string_view name) const;
+  std::vector<std::string> values(std::string_view name) const;
+  const std::vector<std::string>& positionals() const { return positionals_; }
+
+  [[noreturn]] void fail(const std::string& message) const;
+
+ private:
+  const OptionSpec* spec(std::string_view name) const;
+
+  std::string command_;
+  std::vector<OptionSpec> specs_;
+  std::vector<std::pair<std::string, std::string>> given_;
+  std::vector<std::string> positionals_;
+  bool help_ = false;
+};
+
+// "4096", "64K", "64M", "1G" (binary units; a trailing "B"/"iB" is allowed).
+std::optional<uint64_t> parse_size(std::string_view text);
+std::optional<uint64_t> parse_unsigned(std::string_view text);
+std::optional<double> parse_seconds(std::string_view text);
+
+}  // namespace sptelab::tools
