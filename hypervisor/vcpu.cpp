@@ -18,6 +18,7 @@
 #include "guest/sptelab_abi.h"
 #include "hypervisor/dump.h"
 #include "hypervisor/guest_window.h"
+#include "hypervisor/operand.h"
 #include "trace/trace.h"
 
 namespace sptelab::hypervisor {
@@ -533,13 +534,20 @@ Vcpu::Next Vcpu::handle_internal_error() {
                              r.rip),
                  std::move(details));
   }
+  kvm_sregs s = sregs();
   if (last_mmio_ && last_mmio_->rip == r.rip) {
     // Write access: the instruction's write half needs the page writable.
     if (auto failure = memory_.fault_in(last_mmio_->gfn, true)) {
       return memory_failure(*failure, "a locked guest access");
     }
+  } else if (auto gfn = operand_gfn(r, s)) {
+    // No MMIO exit named the page: a locked read-modify-write on a page the
+    // window maps read-only (its spte is read-only). The instruction's own
+    // memory operand says which page needs a write fault.
+    if (auto failure = memory_.fault_in(*gfn, true)) {
+      return memory_failure(*failure, "a locked guest access");
+    }
   }
-  kvm_sregs s = sregs();
   if (read_guest_virtual(memory_, s, r.rip, 15).empty()) {
     details.push_back(format_page_walk(walk_guest_page_tables(memory_, s, r.rip), r.rip));
     return crash(RunEnd::kGuestError, 2,
@@ -548,6 +556,15 @@ Vcpu::Next Vcpu::handle_internal_error() {
   }
   ++stats_.emulation_retries;
   return Next::kContinue;
+}
+
+std::optional<spte::Gfn> Vcpu::operand_gfn(const kvm_regs& r, const kvm_sregs& s) {
+  std::vector<uint8_t> bytes = read_guest_virtual(memory_, s, r.rip, 15);
+  std::optional<uint64_t> linear = memory_operand_address(bytes, r.rip, r);
+  if (!linear) return std::nullopt;
+  PageWalk walk = walk_guest_page_tables(memory_, s, *linear);
+  if (!walk.translated || walk.gpa >= vm_.ram_bytes_) return std::nullopt;
+  return walk.gpa >> 12;
 }
 
 std::vector<std::string> Vcpu::inaccessible_system_pages() {

@@ -58,6 +58,8 @@ class Vcpu {
   Next crash(RunEnd end, int status, std::string headline, std::vector<std::string> details = {},
              const kvm_regs* regs_override = nullptr);
   bool making_progress(const kvm_regs& state);
+  // The page of the current instruction's memory operand, if it decodes.
+  std::optional<spte::Gfn> operand_gfn(const kvm_regs& regs, const kvm_sregs& sregs);
   void resume_at(const kvm_regs& regs);
   void flush_console();
   std::vector<std::string> inaccessible_system_pages();
