@@ -199,7 +199,8 @@ FaultOutcome Mmu::fault(Gfn gfn, bool write, uint32_t vcpu) {
     inject::at(inject::Point::kSpteFaultUnderLock, {.addr = hva, .gfn = gfn, .pfn = page.pfn});
     retry = retry_needed(*slot, hva, seq, interval_seq);
     if (!retry) {
-      install(*slot, gfn, page.pfn, write && page.writable, write);
+      const bool writable = page.writable && (write || options_.map_writable_on_read);
+      install(*slot, gfn, page.pfn, writable, writable);
       fault_around(*slot, gfn, page.pfn);
     }
   }

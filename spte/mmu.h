@@ -54,6 +54,12 @@ struct MmuOptions {
   // (and frames contiguous) along with a fault: KVM calls it prefetch; one
   // mirror update then covers the whole run.
   uint32_t fault_around = 0;
+  // KVM maps a page writable on a read fault when the host PTE already
+  // allows writes (hva_to_pfn's "writable" answer), saving a second fault.
+  // The spte is then marked dirty at once: a mirror like the KVM window
+  // cannot report guest writes, so a writable spte must count as dirty when
+  // it is zapped (KVM without A/D bits does the same).
+  bool map_writable_on_read = true;
 };
 
 class Mmu final : public GuestMemory {
