@@ -5,6 +5,10 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/inject.h"
+#include "scenarios/host_ops.h"
+#include "scenarios/race.h"
+#include "spte/scheme.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
@@ -20,6 +24,34 @@ int list_guests() {
   return 0;
 }
 
+int list_schemes() {
+  for (const spte::Scheme& scheme : spte::all_schemes()) {
+    fmt::print("{:<24} {}\n", scheme.name(), spte::describe(scheme));
+  }
+  return 0;
+}
+
+int list_scenarios() {
+  for (auto kind : {scenarios::ScenarioKind::kCoherence, scenarios::ScenarioKind::kStaleSpte}) {
+    fmt::print("{:<12} {}\n", scenarios::scenario_name(kind), scenarios::describe(kind));
+  }
+  return 0;
+}
+
+int list_ops() {
+  for (scenarios::HostOp op : scenarios::all_host_ops()) {
+    fmt::print("{:<10} {}\n", scenarios::host_op_name(op), scenarios::describe(op));
+  }
+  return 0;
+}
+
+int list_points() {
+  for (size_t i = 0; i < static_cast<size_t>(inject::Point::kCount); ++i) {
+    fmt::print("{}\n", inject::name(static_cast<inject::Point>(i)));
+  }
+  return 0;
+}
+
 struct ListKind {
   std::string_view name;
   int (*list)();
@@ -27,7 +59,9 @@ struct ListKind {
 
 // One row per thing `sptelab list` can list.
 constexpr std::array kKinds = {
-    ListKind{"guests", list_guests},
+    ListKind{"guests", list_guests},       ListKind{"schemes", list_schemes},
+    ListKind{"scenarios", list_scenarios}, ListKind{"ops", list_ops},
+    ListKind{"points", list_points},
 };
 
 std::string kind_names() {

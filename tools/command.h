@@ -26,5 +26,8 @@ const Command* find_command(std::string_view name);
 // The subcommands.
 int run_main(Args args);
 int list_main(Args args);
+int race_main(Args args);
+int explore_main(Args args);
+int trace_main(Args args);
 
 }  // namespace sptelab::tools

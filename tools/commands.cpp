@@ -6,11 +6,25 @@ namespace sptelab::tools {
 namespace {
 
 constexpr std::array kCommands = {
-    Command{"run",
-            "run GUEST [--vcpus N] [--mem SIZE] [--scheme S] [--trace FILE] [--timeout S] "
-            "[--arg V]...",
-            "run a guest (an ELF file or a built-in guest's name) on KVM", run_main},
-    Command{"list", "list guests", "list the built-in guests", list_main},
+    Command{
+        "run",
+        "run GUEST [--vcpus N] [--mem SIZE] [--scheme S] [--trace FILE] [--kernel] [--timeout S] "
+        "[--arg V]...",
+        "run a guest (an ELF file or a built-in guest's name) on KVM", run_main},
+    Command{"race",
+            "race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft] [--iterations N] "
+            "[--duration S] [--seed N] [--json]",
+            "run a race scenario and compare the schemes' coherence and cost", race_main},
+    Command{"explore", "explore [--scheme S|all] [--json]",
+            "drive the decisive interleavings deterministically for each scheme", explore_main},
+    Command{"trace",
+            "trace FILE [--gfn N] [--event NAME[,NAME]] [--thread NAME] [--from US] [--to US] "
+            "[--summary] [--format text|chrome] [--output FILE]",
+            "show a trace file: text like trace-cmd report, a summary, or Perfetto JSON",
+            trace_main},
+    Command{"list", "list guests|schemes|scenarios|ops|points",
+            "list built-in guests, schemes, scenarios, host operations or injection points",
+            list_main},
 };
 
 }  // namespace

@@ -35,7 +35,10 @@ Options::Options(std::string_view command, Args args, std::vector<OptionSpec> sp
     }
     const OptionSpec* known = spec(name);
     if (known == nullptr) fail(fmt::format("unknown option '--{}'", name));
-    if (!value) {
+    if (known->flag) {
+      if (value) fail(fmt::format("option --{} takes no value", name));
+      value = "";
+    } else if (!value) {
       if (i + 1 >= args.size()) fail(fmt::format("option --{} needs a value", name));
       value = args[++i];
     }

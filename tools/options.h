@@ -16,14 +16,16 @@ namespace sptelab::tools {
 struct OptionSpec {
   std::string_view name;  // without the dashes
   bool repeatable = false;
+  bool flag = false;  // takes no value (--json); flag(name) says whether it was given
 };
 
 class Options {
  public:
-  // Every option takes a value. "--" ends the options.
+  // Every option but a flag takes a value. "--" ends the options.
   Options(std::string_view command, Args args, std::vector<OptionSpec> specs);
 
   bool help() const { return help_; }
+  bool flag(std::string_view name) const { return value(name).has_value(); }
   std::optional<std::string> value(std::string_view name) const;
   std::vector<std::string> values(std::string_view name) const;
   const std::vector<std::string>& positionals() const { return positionals_; }

@@ -1,0 +1,84 @@
+#include "scenarios/delays.h"
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "base/error.h"
+#include "base/spinlock.h"
+
+namespace sptelab::scenarios {
+namespace {
+
+std::atomic<uint64_t> injected{0};
+std::atomic<uint64_t> run_seed{1};
+std::atomic<uint64_t> thread_counter{0};
+
+uint64_t& thread_rng() {
+  thread_local uint64_t state = run_seed.load() * 0x100000001b3ull + thread_counter.fetch_add(1);
+  return state;
+}
+
+}  // namespace
+
+void spin_for_ns(uint64_t ns) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
+  while (std::chrono::steady_clock::now() < until) cpu_relax();
+}
+
+std::vector<DelayPoint> default_delays() {
+  using P = inject::Point;
+  return {
+      // fault-in-window: the op has passed its "before" point, PTE unchanged.
+      {P::kHostBeforePtl, Role::kRemapper, 30000, 500},
+      // third-thread: new PTE live, the "after" point not reached yet.
+      {P::kHostAfterPtlUnlock, Role::kRemapper, 30000, 500},
+      {P::kHostAfterRelease, Role::kRemapper, 30000, 500},
+      // gup-before-change: the fault holds a page the host may be changing.
+      {P::kSpteFaultAfterGup, Role::kVcpu, 30000, 300},
+  };
+}
+
+DelayPoint parse_delay(const std::string& text) {
+  size_t eq = text.find('=');
+  if (eq == std::string::npos) {
+    throw_bad_input("--delay wants POINT=NS[@PER_MILLE], got '" + text + "'");
+  }
+  auto point = inject::from_name(text.substr(0, eq));
+  if (!point) {
+    throw_bad_input("unknown injection point '" + text.substr(0, eq) +
+                    "'; `sptelab list points` shows them");
+  }
+  std::string rest = text.substr(eq + 1);
+  uint32_t per_mille = 1000;
+  if (size_t at = rest.find('@'); at != std::string::npos) {
+    per_mille = static_cast<uint32_t>(std::stoul(rest.substr(at + 1)));
+    rest = rest.substr(0, at);
+  }
+  Role role = text.rfind("spte_", 0) == 0 ? Role::kVcpu : Role::kRemapper;
+  return {*point, role, static_cast<uint32_t>(std::stoul(rest)), std::min(per_mille, 1000u)};
+}
+
+DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed)
+    : points_(std::move(points)) {
+  run_seed = seed;
+  injected = 0;
+  for (const DelayPoint& delay : points_) {
+    inject::set_hook(delay.point, [delay](inject::Point, const inject::Context&) {
+      if (ThreadRole::current() != delay.role) return;
+      if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) return;
+      injected.fetch_add(1, std::memory_order_relaxed);
+      spin_for_ns(delay.delay_ns);
+    });
+  }
+}
+
+DelayInjector::~DelayInjector() {
+  for (const DelayPoint& delay : points_) inject::set_hook(delay.point, {});
+}
+
+uint64_t DelayInjector::delays_injected() const {
+  return injected.load();
+}
+
+}  // namespace sptelab::scenarios

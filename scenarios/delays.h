@@ -1,0 +1,53 @@
+// Delay injection for race runs: widens the race windows at the named points
+// so that a racy scheme shows its failure within seconds. Each armed point
+// delays a thread of the given role by a busy-wait (sleeping is far too
+// coarse on these machines) with some probability, drawn from a per-thread
+// generator seeded from the run's seed, so a run can be repeated.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/inject.h"
+#include "scenarios/gate.h"
+
+namespace sptelab::scenarios {
+
+struct DelayPoint {
+  inject::Point point;
+  Role role;           // only threads of this role are delayed
+  uint32_t delay_ns;   // busy-wait length
+  uint32_t per_mille;  // probability of delaying, out of 1000
+};
+
+// Defaults: one window per interleaving of scenarios/interleavings.h.
+std::vector<DelayPoint> default_delays();
+
+// Parses "point=ns[@per_mille]" (e.g. "host_after_release=50000@500").
+DelayPoint parse_delay(const std::string& text);
+
+// Arms the points for its lifetime.
+class DelayInjector {
+ public:
+  DelayInjector(std::vector<DelayPoint> points, uint64_t seed);
+  ~DelayInjector();
+  DelayInjector(const DelayInjector&) = delete;
+  DelayInjector& operator=(const DelayInjector&) = delete;
+  uint64_t delays_injected() const;
+
+ private:
+  std::vector<DelayPoint> points_;
+};
+
+// Splitmix64: small, seedable, good enough to spread delays.
+inline uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void spin_for_ns(uint64_t ns);
+
+}  // namespace sptelab::scenarios

@@ -1,0 +1,81 @@
+#include <fmt/format.h>
+
+#include <mutex>
+#include <thread>
+
+#include "base/error.h"
+#include "hypervisor/elf.h"
+#include "hypervisor/guest_window.h"
+#include "hypervisor/vm.h"
+#include "scenarios/engine.h"
+#include "scenarios/race.h"
+
+namespace sptelab::scenarios {
+namespace {
+
+// The built-in race guest on real KVM: its RAM is the lab's guest RAM, its
+// window the lab's spte mirror, so every page the real shadow MMU maps comes
+// from an emulated spte of the scheme under test.
+class KvmEngine final : public GuestEngine {
+ public:
+  KvmEngine(Lab& lab, const RaceConfig& config, const RaceLayout& layout)
+      : window_(lab.phys, lab.config().guest_pages),
+        vm_(vm_config(config, layout), *lab.mmu, window_) {
+    if (config.guest_path.empty()) {
+      throw_bad_input("race --backend kvm: no race guest image was given");
+    }
+    vm_.load(hypervisor::read_elf_file(config.guest_path, vm_.ram_bytes()));
+  }
+
+  ~KvmEngine() override {
+    if (thread_.joinable()) {
+      vm_.request_stop(4, "race engine destroyed while the guest ran");
+      thread_.join();
+    }
+  }
+
+  void start() override {
+    thread_ = std::thread([this] {
+      hypervisor::RunResult result = vm_.run();
+      std::lock_guard lock(mutex_);
+      result_ = std::move(result);
+    });
+  }
+
+  void join() override { thread_.join(); }
+
+  // Every vCPU halts once the host sets control.stop; anything else is a
+  // failure of the run itself, not a violation.
+  std::string failure() const override {
+    std::lock_guard lock(mutex_);
+    if (result_.end == hypervisor::RunEnd::kAllHalted) return {};
+    return fmt::format("the race guest ended with {} (status {}): {}{}",
+                       hypervisor::run_end_name(result_.end), result_.exit_status, result_.message,
+                       result_.dump.empty() ? "" : "\n" + result_.dump);
+  }
+
+ private:
+  static hypervisor::VmConfig vm_config(const RaceConfig& config, const RaceLayout& layout) {
+    hypervisor::VmConfig vm;
+    vm.vcpus = config.vcpus;
+    vm.timeout_seconds = config.max_seconds + 60;
+    vm.guest_args = {static_cast<uint32_t>(layout.control_gpa >> 12)};
+    vm.console = [](uint32_t, std::string_view text) { fmt::print(stderr, "guest: {}", text); };
+    return vm;
+  }
+
+  hypervisor::GuestWindow window_;
+  hypervisor::Vm vm_;
+  std::thread thread_;
+  mutable std::mutex mutex_;
+  hypervisor::RunResult result_;
+};
+
+}  // namespace
+
+std::unique_ptr<GuestEngine> make_kvm_engine(Lab& lab, const RaceConfig& config,
+                                             const RaceLayout& layout) {
+  return std::make_unique<KvmEngine>(lab, config, layout);
+}
+
+}  // namespace sptelab::scenarios

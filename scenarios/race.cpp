@@ -1,0 +1,455 @@
+#include "scenarios/race.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include "base/error.h"
+#include "mm/host_cpu.h"
+#include "mm/ops.h"
+#include "scenarios/engine.h"
+#include "scenarios/gate.h"
+#include "trace/trace.h"
+
+namespace sptelab::scenarios {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kRemapperOwner = 0xffff;  // lock owner id of the remapper
+constexpr size_t kMaxExamples = 8;
+constexpr uint64_t kLockAttempts = 100000;
+constexpr uint64_t kOpsPerPage = 4;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+RaceLayout layout_for(const Lab& lab) {
+  const uint64_t pages = lab.config().guest_pages;
+  RaceLayout layout;
+  layout.control_gpa = (pages - 16) * mm::kPageSize;
+  layout.target_gpa = (pages - 15) * mm::kPageSize;
+  layout.version_gpa = (pages - SPTELAB_RACE_VERSION_PAGES) * mm::kPageSize;
+  return layout;
+}
+
+spte::Gfn gfn_of(uint64_t gpa) {
+  return gpa >> mm::kPageShift;
+}
+
+// Everything the remapper thread does, and what it finds.
+class Remapper {
+ public:
+  Remapper(Lab& lab, const RaceConfig& config, const RaceLayout& layout, RaceResult& result)
+      : lab_(lab),
+        config_(config),
+        layout_(layout),
+        result_(result),
+        cpu_(*lab.mm, 100),
+        host_{cpu_, lab.guest_hva()},
+        start_(Clock::now()) {}
+
+  void initialise_pages() {
+    for (size_t offset = 0; offset < mm::kPageSize; offset += 8) {
+      host_.store(layout_.control_gpa + offset, 0);
+    }
+    host_.store(layout_.control(offsetof(sptelab_race_control, scenario)),
+                config_.scenario == ScenarioKind::kCoherence ? SPTELAB_RACE_COHERENCE
+                                                             : SPTELAB_RACE_STALE_SPTE);
+    host_.store(layout_.control(offsetof(sptelab_race_control, target_gfn)),
+                gfn_of(layout_.target_gpa));
+    host_.store(layout_.control(offsetof(sptelab_race_control, version_gfn)),
+                gfn_of(layout_.version_gpa));
+    host_.store(layout_.control(offsetof(sptelab_race_control, workers)), config_.vcpus);
+    host_.store(layout_.lock(), 0);
+    host_.store(layout_.counter(), 0);
+    for (uint32_t page = 0; page < SPTELAB_RACE_VERSION_PAGES; ++page) {
+      host_.store(layout_.version_page(page), 0);
+    }
+  }
+
+  void run(const ProgressFn& progress) {
+    ThreadRole role(Role::kRemapper);
+    trace::name_this_thread("remapper");
+    const auto deadline = start_ + std::chrono::duration<double>(config_.max_seconds);
+    for (uint64_t i = 0; i < config_.operations; ++i) {
+      if (Clock::now() > deadline) {
+        result_.timed_out = true;
+        break;
+      }
+      wait_for_guest_fault();
+      if (config_.scenario == ScenarioKind::kCoherence) {
+        coherence_step(i);
+      } else {
+        stale_spte_step(i);
+      }
+      faults_seen_ = lab_.mmu->stats().faults;
+      ++result_.operations;
+      check_detectors();
+      if (progress && (i % 64 == 0 || i + 1 == config_.operations)) {
+        progress(config_, i + 1, config_.operations);
+      }
+    }
+    result_.seconds = ms_since(start_) / 1000.0;
+  }
+
+  void stop() { host_.store(layout_.control(offsetof(sptelab_race_control, stop)), 1); }
+
+  uint64_t counter() { return host_.load(layout_.counter()); }
+  uint64_t control(size_t offset) { return host_.load(layout_.control(offset)); }
+  uint64_t finished_work(uint32_t workers) {
+    uint64_t sum = 0;
+    for (uint32_t w = 0; w < workers; ++w) sum += host_.load(layout_.done(w));
+    return sum;
+  }
+  void note(const std::string& example) {
+    if (result_.examples.size() < kMaxExamples) result_.examples.push_back(example);
+  }
+  void saw_violation() {
+    if (result_.first_violation_ms < 0) result_.first_violation_ms = ms_since(start_);
+  }
+
+ private:
+  uint32_t workers() const { return config_.vcpus + (config_.host_thread ? 1 : 0); }
+
+  // The previous operation zapped the guest's mapping; the next one is
+  // interesting only once a vCPU has come back for the page (a fault has
+  // begun, and may still be in flight). On a loaded 2-core machine the vCPU
+  // threads can otherwise sleep through many operations. Bounded, so a
+  // guest that stopped faulting (a stuck or stopped vCPU) does not stall us.
+  void wait_for_guest_fault() {
+    const auto until = Clock::now() + std::chrono::milliseconds(2);
+    while (lab_.mmu->stats().faults == faults_seen_ && Clock::now() < until) {
+      std::this_thread::yield();
+    }
+  }
+
+  void coherence_step(uint64_t i) {
+    const spte::Gfn target = gfn_of(layout_.target_gpa);
+    if (config_.op == HostOp::kRemap) {
+      remap_under_lock(target, i);
+    } else {
+      result_.operations_applied += apply_host_op(lab_, config_.op, target, i) ? 1 : 0;
+    }
+  }
+
+  // remap_file_pages does not carry content along: the application moving a
+  // page around the page cache copies it first, under its own lock, and
+  // releases the lock through the new page. The abandoned copy's lock is
+  // released too, so a worker still using it (a stale spte) carries on there
+  // and its increments are lost to everyone else.
+  void remap_under_lock(spte::Gfn target, uint64_t i) {
+    if (!try_take_lock(host_, layout_, kRemapperOwner, kLockAttempts)) return;
+    enter_critical(host_, layout_);
+    const uint64_t hva = lab_.hva_of(target);
+    const mm::Pte old_pte = lab_.mm->read_pte_lockless(hva);
+    const uint64_t new_index = i % 2 == 0 ? lab_.spare_file_index(target) : target;
+    const mm::Pfn fresh = lab_.file->get_page(new_index);
+    bool applied = false;
+    if (fresh != mm::kNoPfn && old_pte.present()) {
+      copy_words(old_pte.pfn(), fresh, 2);
+      applied = mm::remap_file_page(*lab_.mm, hva, new_index);
+    }
+    if (fresh != mm::kNoPfn) lab_.phys.put(fresh);
+    leave_critical(host_, layout_);
+    host_.store(layout_.lock(), 0);
+    if (applied) {
+      __atomic_store_n(reinterpret_cast<uint64_t*>(lab_.phys.direct_map(old_pte.pfn())), 0,
+                       __ATOMIC_RELEASE);
+      ++result_.operations_applied;
+    }
+  }
+
+  void copy_words(mm::Pfn from, mm::Pfn to, size_t words) {
+    auto* src = reinterpret_cast<uint64_t*>(lab_.phys.direct_map(from));
+    auto* dst = reinterpret_cast<uint64_t*>(lab_.phys.direct_map(to));
+    for (size_t w = 0; w < words; ++w) {
+      __atomic_store_n(dst + w, __atomic_load_n(src + w, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+    }
+  }
+
+  // One page changes per operation, a few operations in a row on the same
+  // page (so a fault that started under one operation can meet the next);
+  // then a new version is written through the host mapping and published,
+  // and every spte is audited.
+  void stale_spte_step(uint64_t i) {
+    const uint32_t page = static_cast<uint32_t>((i / kOpsPerPage) % SPTELAB_RACE_VERSION_PAGES);
+    const spte::Gfn gfn = gfn_of(layout_.version_page(page));
+    const uint64_t previous = host_.load(layout_.published(page));
+    host_.store(layout_.published(page), previous | SPTELAB_RACE_TRANSIENT);
+    result_.operations_applied += apply_host_op(lab_, config_.op, gfn, i) ? 1 : 0;
+    const uint64_t version = ++version_;
+    host_.store(layout_.version_page(page), version);
+    host_.store(layout_.published(page), version);
+    size_t found = lab_.mmu->audit();
+    if (found > 0) {
+      stale_sptes_ += found;
+      note(
+          fmt::format("after {} #{} of gfn {}: the auditor found {} spte(s) disagreeing with "
+                      "the host page table",
+                      host_op_name(config_.op), i, gfn, found));
+    }
+  }
+
+  // Runs after every operation: a violation seen now dates the first one.
+  void check_detectors() {
+    bool seen = lab_.violations.count() > 0 || stale_sptes_ > 0 ||
+                control(offsetof(sptelab_race_control, double_holders)) > 0 ||
+                control(offsetof(sptelab_race_control, stale_reads)) > 0;
+    if (config_.scenario == ScenarioKind::kCoherence && !seen) seen = lost_increments_now();
+    if (seen) saw_violation();
+  }
+
+  // Under the lock, every increment a worker has counted as done is in the
+  // counter, unless it went to a page nobody else sees.
+  bool lost_increments_now() {
+    if (!try_take_lock(host_, layout_, kRemapperOwner, kLockAttempts)) return false;
+    enter_critical(host_, layout_);
+    uint64_t value = counter();
+    uint64_t finished = finished_work(workers());
+    leave_critical(host_, layout_);
+    host_.store(layout_.lock(), 0);
+    return value < finished;
+  }
+
+ public:
+  uint64_t stale_sptes_ = 0;
+
+ private:
+  Lab& lab_;
+  const RaceConfig& config_;
+  RaceLayout layout_;
+  RaceResult& result_;
+  mm::HostCpu cpu_;
+  HostThreadCpu host_;
+  Clock::time_point start_;
+  uint64_t version_ = 0;
+  uint64_t faults_seen_ = 0;
+};
+
+void host_thread_main(Lab& lab, const RaceLayout& layout, uint32_t id) {
+  ThreadRole role(Role::kHostThread);
+  trace::name_this_thread("host-thread");
+  mm::HostCpu cpu(*lab.mm, 1);
+  HostThreadCpu host{cpu, lab.guest_hva()};
+  coherence_worker(host, layout, id);
+}
+
+uint64_t percentile(std::vector<uint64_t>& samples, double p) {
+  if (samples.empty()) return 0;
+  size_t index = static_cast<size_t>(p * static_cast<double>(samples.size() - 1));
+  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(index), samples.end());
+  return samples[index];
+}
+
+void collect_ptl_holds(RaceResult& result) {
+  trace::Snapshot snap = trace::snapshot();
+  std::vector<uint64_t> holds;
+  for (const trace::Event& event : snap.events) {
+    if (event.kind == trace::Kind::kPtlUnlock) holds.push_back(event.args[1]);
+  }
+  result.ptl_hold_p50_ns = percentile(holds, 0.50);
+  result.ptl_hold_p99_ns = percentile(holds, 0.99);
+  result.trace_overwritten = snap.overwritten;
+}
+
+void add_detector(RaceResult& result, const char* name, uint64_t count) {
+  result.detectors.push_back({name, count});
+  result.violations += count;
+}
+
+void validate(const RaceConfig& config) {
+  static_assert(kMaxRaceVcpus + 1 == SPTELAB_RACE_MAX_WORKERS);
+  if (config.vcpus == 0 || config.vcpus > kMaxRaceVcpus) {
+    throw_bad_input(fmt::format("--vcpus must be 1..{}", kMaxRaceVcpus));
+  }
+  if (config.operations == 0) throw_bad_input("--iterations must be at least 1");
+}
+
+}  // namespace
+
+RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
+  validate(config);
+  RaceResult result;
+  result.config = config;
+  Lab lab(
+      LabConfig{.scheme = config.scheme,
+                .guest_pages = guest_pages_for(config),
+                .backing = backing_for(config.op, config.scenario == ScenarioKind::kCoherence)});
+  const RaceLayout layout = layout_for(lab);
+  std::optional<trace::Session> tracing;  // PTL hold times come from the trace
+  if (config.trace) tracing.emplace();
+  Remapper remapper(lab, config, layout, result);
+  remapper.initialise_pages();
+
+  std::unique_ptr<GuestEngine> engine;
+  engine = config.backend == Backend::kSoft ? make_soft_engine(lab, config, layout)
+                                            : make_kvm_engine(lab, config, layout);
+  {
+    DelayInjector delays(config.delays, config.seed);
+    engine->start();
+    std::thread host;
+    const bool with_host = config.scenario == ScenarioKind::kCoherence && config.host_thread;
+    if (with_host) host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus);
+    remapper.run(progress);
+    remapper.stop();
+    if (host.joinable()) host.join();
+    engine->join();
+  }
+  if (std::string failure = engine->failure(); !failure.empty()) throw_internal(failure);
+
+  // Quiescent: final detectors.
+  const uint32_t workers =
+      config.vcpus + (config.scenario == ScenarioKind::kCoherence && config.host_thread ? 1 : 0);
+  result.guest_work = remapper.finished_work(workers);
+  size_t stale_at_end = lab.mmu->audit();
+  uint64_t uaf = lab.violations.count(spte::ViolationKind::kUseAfterFree);
+  if (config.scenario == ScenarioKind::kCoherence) {
+    uint64_t counter = remapper.counter();
+    uint64_t lost = result.guest_work > counter ? result.guest_work - counter : 0;
+    if (lost > 0) {
+      remapper.saw_violation();
+      remapper.note(
+          fmt::format("lost increments: {} increments finished but the counter in gfn "
+                      "{} says {}: {} went to a page the others never saw",
+                      result.guest_work, gfn_of(layout.target_gpa), counter, lost));
+    }
+    uint64_t doubles = remapper.control(offsetof(sptelab_race_control, double_holders));
+    if (doubles > 0) {
+      remapper.note(
+          fmt::format("two holders of the spinlock in gfn {} at once, {} time(s): "
+                      "they were taking different copies of the lock word",
+                      gfn_of(layout.target_gpa), doubles));
+    }
+    add_detector(result, "lost_increments", lost);
+    add_detector(result, "double_holders", doubles);
+  } else {
+    uint64_t stale_reads = remapper.control(offsetof(sptelab_race_control, stale_reads));
+    if (stale_reads > 0) {
+      remapper.note(
+          fmt::format("{} read(s) inside a stable epoch returned another version than "
+                      "the one the host had written and published",
+                      stale_reads));
+    }
+    add_detector(result, "stale_reads", stale_reads);
+  }
+  add_detector(result, "stale_sptes",
+               remapper.stale_sptes_ + lab.violations.count(spte::ViolationKind::kStaleSpte));
+  add_detector(result, "use_after_free", uaf);
+  if (stale_at_end > 0) remapper.saw_violation();
+  for (const auto& violation : lab.violations.all()) {
+    remapper.note(fmt::format("{} on gfn {} (pfn {}): {}",
+                              spte::violation_kind_name(violation.kind), violation.gfn,
+                              violation.pfn, violation.detail));
+  }
+
+  spte::MmuStats stats = lab.mmu->stats();
+  result.spte_faults = stats.faults;
+  result.fault_retries = stats.retries;
+  result.sptes_zapped = stats.zaps;
+  result.ops_per_s =
+      result.seconds > 0 ? static_cast<double>(result.operations) / result.seconds : 0;
+  if (config.trace) collect_ptl_holds(result);
+  return result;
+}
+
+uint64_t guest_pages_for(const RaceConfig& config) {
+  return config.backend == Backend::kSoft ? 64 : 4096;  // kvm: 16 MiB
+}
+
+// ---- names ------------------------------------------------------------------
+
+const char* scenario_name(ScenarioKind kind) {
+  return kind == ScenarioKind::kCoherence ? "coherence" : "stale-spte";
+}
+
+std::optional<ScenarioKind> parse_scenario(std::string_view name) {
+  if (name == "coherence") return ScenarioKind::kCoherence;
+  if (name == "stale-spte") return ScenarioKind::kStaleSpte;
+  return std::nullopt;
+}
+
+std::string describe(ScenarioKind kind) {
+  return kind == ScenarioKind::kCoherence
+             ? "vCPUs and a host thread increment a counter under a spinlock in one page while "
+               "the remapper changes that page (the 2008 third-thread argument)"
+             : "vCPUs read versioned pages the remapper keeps changing; the auditor and the "
+               "readers catch sptes left on old frames";
+}
+
+const char* backend_name(Backend backend) {
+  return backend == Backend::kSoft ? "soft" : "kvm";
+}
+
+std::optional<Backend> parse_backend(std::string_view name) {
+  if (name == "soft") return Backend::kSoft;
+  if (name == "kvm") return Backend::kKvm;
+  return std::nullopt;
+}
+
+// ---- output -----------------------------------------------------------------
+
+std::string format_race_table(const std::vector<RaceResult>& results) {
+  if (results.empty()) return "";
+  std::string header = fmt::format("{:<22} {:>6}", "scheme", "viol");
+  for (const auto& detector : results.front().detectors) {
+    header += fmt::format(" {:>9}", detector.name.substr(0, 9));
+  }
+  header += fmt::format(" {:>9} {:>8} {:>8} {:>7} {:>7} {:>13}\n", "first_ms", "ops/s", "faults",
+                        "retries", "zapped", "ptl p50/p99");
+  std::string out = header;
+  for (const auto& r : results) {
+    std::string line = fmt::format("{:<22} {:>6}", r.config.scheme.name(), r.violations);
+    for (const auto& detector : r.detectors) line += fmt::format(" {:>9}", detector.count);
+    line += fmt::format(
+        " {:>9} {:>8.0f} {:>8} {:>7} {:>7} {:>13}",
+        r.first_violation_ms < 0 ? std::string("-") : fmt::format("{:.1f}", r.first_violation_ms),
+        r.ops_per_s, r.spte_faults, r.fault_retries, r.sptes_zapped,
+        fmt::format("{:.1f}/{:.1f}us", r.ptl_hold_p50_ns / 1000.0, r.ptl_hold_p99_ns / 1000.0));
+    if (r.timed_out) line += "  (time limit hit)";
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string race_json(const std::vector<RaceResult>& results) {
+  std::string out = "{\"results\": [";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const RaceResult& r = results[i];
+    std::string detectors;
+    for (const auto& detector : r.detectors) {
+      detectors +=
+          fmt::format("{}\"{}\": {}", detectors.empty() ? "" : ", ", detector.name, detector.count);
+    }
+    std::string examples;
+    for (const auto& example : r.examples) {
+      std::string escaped;
+      for (char c : example) {
+        if (c == '"' || c == '\\') escaped += '\\';
+        escaped += c;
+      }
+      examples += fmt::format("{}\"{}\"", examples.empty() ? "" : ", ", escaped);
+    }
+    out += fmt::format(
+        "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
+        "\"violations\": {}, \"detectors\": {{{}}}, \"first_violation_ms\": {}, "
+        "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
+        "\"guest_work\": {}, \"spte_faults\": {}, \"fault_retries\": {}, \"sptes_zapped\": {}, "
+        "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
+        "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}]}}",
+        i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
+        r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
+        r.first_violation_ms < 0 ? std::string("null")
+                                 : fmt::format("{:.3f}", r.first_violation_ms),
+        r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.spte_faults,
+        r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
+        r.timed_out, r.config.seed, examples);
+  }
+  return out + "]}\n";
+}
+
+}  // namespace sptelab::scenarios

@@ -1,0 +1,95 @@
+// Race scenarios (`sptelab race`): guest vCPUs and a host thread work on a
+// page while a remapper thread applies a host operation to it over and over;
+// detectors say whether the scheme kept the guest coherent with the host.
+//
+//  coherence   The third-thread argument of the 2008 thread. Workers (vCPUs
+//              and one host thread) take a spinlock in the target page and
+//              increment a counter under it. Detectors: lost increments (the
+//              counter is behind the increments the workers finished), two
+//              holders of the lock at once, an access reaching a freed frame.
+//  stale-spte  vCPUs keep reading versioned pages the remapper keeps
+//              changing; after every operation the remapper publishes a new
+//              version through the host mapping and the auditor checks every
+//              spte. Detectors: stale sptes, stale reads (a version older than
+//              one published before the read began), use-after-free.
+//
+// Both backends run the same protocol on the same guest-RAM layout: soft
+// (software vCPUs in C++) and kvm (the built-in `race` guest on real KVM).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "scenarios/delays.h"
+#include "scenarios/host_ops.h"
+#include "spte/scheme.h"
+
+namespace sptelab::scenarios {
+
+enum class ScenarioKind : uint8_t { kCoherence, kStaleSpte };
+const char* scenario_name(ScenarioKind kind);
+std::optional<ScenarioKind> parse_scenario(std::string_view name);
+std::string describe(ScenarioKind kind);
+
+enum class Backend : uint8_t { kSoft, kKvm };
+const char* backend_name(Backend backend);
+std::optional<Backend> parse_backend(std::string_view name);
+
+// One worker slot of the control page is the host thread's.
+inline constexpr uint32_t kMaxRaceVcpus = 31;
+
+struct RaceConfig {
+  ScenarioKind scenario = ScenarioKind::kCoherence;
+  spte::Scheme scheme;
+  HostOp op = HostOp::kMigrate;
+  Backend backend = Backend::kSoft;
+  uint64_t operations = 2000;  // remapper operations: the run's fixed budget
+  double max_seconds = 30;     // safety limit; a run that hits it says so
+  uint32_t vcpus = 2;
+  uint64_t seed = 1;
+  std::vector<DelayPoint> delays = default_delays();
+  bool host_thread = true;  // coherence: a host thread takes part too
+  // Record every event (needed for PTL hold times and counterexample
+  // timelines); off only to measure what tracing costs.
+  bool trace = true;
+  std::string guest_path;  // kvm: the race guest ELF (empty: built-in)
+};
+
+struct DetectorCount {
+  std::string name;
+  uint64_t count = 0;
+};
+
+struct RaceResult {
+  RaceConfig config;
+  uint64_t violations = 0;  // total over all detectors
+  std::vector<DetectorCount> detectors;
+  double first_violation_ms = -1;   // -1: none
+  uint64_t operations = 0;          // remapper operations done
+  uint64_t operations_applied = 0;  // of which changed the mapping
+  double seconds = 0;
+  double ops_per_s = 0;
+  uint64_t guest_work = 0;  // increments or page reads completed by the workers
+  uint64_t spte_faults = 0;
+  uint64_t fault_retries = 0;
+  uint64_t sptes_zapped = 0;
+  uint64_t ptl_hold_p50_ns = 0;
+  uint64_t ptl_hold_p99_ns = 0;
+  uint64_t trace_overwritten = 0;  // PTL samples lost to ring wrap-around
+  bool timed_out = false;
+  std::vector<std::string> examples;  // what happened, for the first violations
+};
+
+using ProgressFn = std::function<void(const RaceConfig&, uint64_t done, uint64_t total)>;
+
+RaceResult run_race(const RaceConfig& config, const ProgressFn& progress = {});
+
+// Table (one row per result) and the JSON document of the CLI contract.
+std::string format_race_table(const std::vector<RaceResult>& results);
+std::string race_json(const std::vector<RaceResult>& results);
+
+}  // namespace sptelab::scenarios

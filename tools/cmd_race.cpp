@@ -1,0 +1,168 @@
+// sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft] ...
+#include <unistd.h>
+
+#include <fmt/core.h>
+
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "scenarios/race.h"
+#include "tools/command.h"
+#include "tools/guests.h"
+#include "tools/options.h"
+
+namespace sptelab::tools {
+namespace {
+
+constexpr const char* kHelp =
+    R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
+                    [--iterations N] [--duration S] [--vcpus N] [--seed N]
+                    [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--json]
+
+Runs a race scenario under one scheme or all 20, and prints one row per
+scheme: the violations each detector found, when the first one was seen,
+and what the scheme cost. SCENARIO is one of ('sptelab list scenarios'):
+  coherence   vCPUs and a host thread increment a counter under a spinlock in
+              one page while a remapper applies OP to that page over and over
+  stale-spte  vCPUs read versioned pages the remapper keeps changing; the
+              auditor and the readers catch sptes left on old frames
+
+options:
+  --scheme S       PLACEMENT+PROTOCOL (e.g. start-end+seq-count) or all
+                   (default all); 'sptelab list schemes'
+  --op OP          the host operation: migrate, remap, cow, dontneed,
+                   mprotect, mkclean, ksm (default remap); 'sptelab list ops'
+  --backend B      kvm: the built-in race guest on /dev/kvm (default);
+                   soft: software vCPUs, no KVM needed
+  --iterations N   remapper operations per scheme (default 2000; kvm 400)
+  --duration S     time limit per scheme in seconds (default 30)
+  --vcpus N        guest vCPUs (default 1)
+  --seed N         seeds the delay injection, to repeat a run (default 1)
+  --delay P=NS@PM  delay threads at injection point P by NS nanoseconds with
+                   probability PM/1000 (replaces the defaults; repeatable;
+                   'sptelab list points')
+  --no-delays      no delay injection at all
+  --json           print one JSON document on stdout, nothing else
+
+Columns: viol is the total over all detectors; first_ms the time to the first
+violation; faults, retries and zapped count spte faults, fault retries and
+sptes zapped; ptl p50/p99 the page-table-lock hold times.
+
+exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage,
+3 no usable /dev/kvm (try --backend soft), 4 internal error.
+)";
+
+std::vector<spte::Scheme> schemes_option(const Options& options) {
+  std::string text = options.value("scheme").value_or("all");
+  if (text == "all") return spte::all_schemes();
+  auto scheme = spte::parse_scheme(text);
+  if (!scheme) {
+    options.fail(fmt::format("unknown scheme '{}'; 'sptelab list schemes' shows the 20", text));
+  }
+  return {*scheme};
+}
+
+uint64_t unsigned_option(const Options& options, std::string_view name, uint64_t fallback,
+                         uint64_t min, uint64_t max) {
+  std::optional<std::string> text = options.value(name);
+  if (!text) return fallback;
+  std::optional<uint64_t> value = parse_unsigned(*text);
+  if (!value || *value < min || *value > max) {
+    options.fail(
+        fmt::format("--{} wants a whole number from {} to {}, got '{}'", name, min, max, *text));
+  }
+  return *value;
+}
+
+scenarios::RaceConfig base_config(const Options& options) {
+  scenarios::RaceConfig config;
+  auto scenario = scenarios::parse_scenario(options.positionals().front());
+  if (!scenario) {
+    options.fail(fmt::format("unknown scenario '{}'; choose coherence or stale-spte",
+                             options.positionals().front()));
+  }
+  config.scenario = *scenario;
+  std::string op = options.value("op").value_or("remap");
+  auto host_op = scenarios::parse_host_op(op);
+  if (!host_op) options.fail(fmt::format("unknown op '{}'; 'sptelab list ops' shows them", op));
+  config.op = *host_op;
+  std::string backend = options.value("backend").value_or("kvm");
+  auto parsed_backend = scenarios::parse_backend(backend);
+  if (!parsed_backend)
+    options.fail(fmt::format("unknown backend '{}'; choose kvm or soft", backend));
+  config.backend = *parsed_backend;
+  const bool kvm = config.backend == scenarios::Backend::kKvm;
+  config.operations = unsigned_option(options, "iterations", kvm ? 400 : 2000, 1, 100000000);
+  config.vcpus =
+      static_cast<uint32_t>(unsigned_option(options, "vcpus", 1, 1, scenarios::kMaxRaceVcpus));
+  config.seed = unsigned_option(options, "seed", 1, 0, UINT64_MAX);
+  if (auto duration = options.value("duration")) {
+    auto seconds = parse_seconds(*duration);
+    if (!seconds || *seconds <= 0) options.fail("--duration wants a positive number of seconds");
+    config.max_seconds = *seconds;
+  }
+  if (options.flag("no-delays")) {
+    config.delays.clear();
+  } else if (auto delays = options.values("delay"); !delays.empty()) {
+    config.delays.clear();
+    for (const std::string& delay : delays) config.delays.push_back(scenarios::parse_delay(delay));
+  }
+  if (kvm) config.guest_path = resolve_guest("race");
+  return config;
+}
+
+}  // namespace
+
+int race_main(Args args) {
+  Options options("race", args,
+                  {{"scheme"},
+                   {"op"},
+                   {"backend"},
+                   {"iterations"},
+                   {"duration"},
+                   {"vcpus"},
+                   {"seed"},
+                   {"delay", true},
+                   {"no-delays", false, true},
+                   {"json", false, true}});
+  if (options.help()) {
+    fmt::print("{}", kHelp);
+    return 0;
+  }
+  if (options.positionals().size() != 1) options.fail("give one SCENARIO: coherence or stale-spte");
+  const bool json = options.flag("json");
+  scenarios::RaceConfig config = base_config(options);
+  const bool show_progress = !json && isatty(STDERR_FILENO);
+
+  std::vector<scenarios::RaceResult> results;
+  for (const spte::Scheme& scheme : schemes_option(options)) {
+    config.scheme = scheme;
+    scenarios::ProgressFn progress;
+    if (show_progress) {
+      progress = [](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
+        fmt::print(stderr, "\r{:<24} {:>7}/{:<7}", c.scheme.name(), done, total);
+      };
+    }
+    results.push_back(scenarios::run_race(config, progress));
+    if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
+  }
+
+  bool violated = false;
+  for (const auto& result : results) violated |= result.violations > 0;
+  if (json) {
+    fmt::print("{}", scenarios::race_json(results));
+  } else {
+    fmt::print("race {} --op {} --backend {}: {} operations per scheme, seed {}\n\n",
+               scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
+               scenarios::backend_name(config.backend), config.operations, config.seed);
+    fmt::print("{}", scenarios::format_race_table(results));
+    for (const auto& result : results) {
+      if (result.examples.empty()) continue;
+      fmt::print("\n{}: {}\n", result.config.scheme.name(), result.examples.front());
+    }
+  }
+  return violated ? 1 : 0;
+}
+
+}  // namespace sptelab::tools
