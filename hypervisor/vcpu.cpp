@@ -19,6 +19,7 @@
 #include "hypervisor/dump.h"
 #include "hypervisor/guest_window.h"
 #include "hypervisor/operand.h"
+#include "trace/insn.h"
 #include "trace/trace.h"
 
 namespace sptelab::hypervisor {
@@ -45,6 +46,63 @@ constexpr uint64_t kEfer = (1ull << 8)      // LME
 constexpr uint64_t kRflagsReserved = 1ull << 1;
 
 void kick_handler(int) {}
+
+// ---- the instruction behind an exit, for the trace (kVcpuInsn) ----
+// Read without disturbing the run: the guest page tables and the code are
+// read only where the guest window maps them (GuestWindow::read_mapped), so
+// tracing never faults an spte in, ages or dirties one, and costs no system
+// call but KVM_GET_SREGS. What it cannot read is not recorded.
+
+constexpr uint64_t kCr0PagingBit = 1ull << 31;
+constexpr uint64_t kCr4La57Bit = 1ull << 12;
+constexpr uint64_t kEferLmaBit = 1ull << 10;
+constexpr uint64_t kEntryPresentBit = 1ull << 0;
+constexpr uint64_t kEntryLargeBit = 1ull << 7;
+constexpr uint64_t kEntryAddressMask = 0x000ffffffffff000ull;
+
+// The 4-level long-mode walk of dump.cpp, reading only what the window maps.
+std::optional<uint64_t> window_translate(const GuestWindow& window, const kvm_sregs& s,
+                                         uint64_t linear) {
+  if (!(s.cr0 & kCr0PagingBit)) return linear;
+  if (!(s.efer & kEferLmaBit) || (s.cr4 & kCr4La57Bit)) return std::nullopt;
+  uint64_t table = s.cr3 & kEntryAddressMask;
+  for (int level = 4; level >= 1; --level) {
+    unsigned shift = 12 + 9 * static_cast<unsigned>(level - 1);
+    uint64_t entry = 0;
+    if (!window.read_mapped(table + ((linear >> shift) & 511) * 8, &entry, sizeof entry) ||
+        !(entry & kEntryPresentBit)) {
+      return std::nullopt;
+    }
+    if (level == 1 || ((level == 2 || level == 3) && (entry & kEntryLargeBit))) {
+      uint64_t page_mask = (uint64_t{1} << shift) - 1;
+      return ((entry & kEntryAddressMask) & ~page_mask) | (linear & page_mask);
+    }
+    table = entry & kEntryAddressMask;
+  }
+  return std::nullopt;
+}
+
+void trace_instruction(const GuestWindow& window, const kvm_sregs& s, uint64_t rip) {
+  uint8_t bytes[trace::kMaxInsnBytes];
+  size_t got = 0;
+  while (got < sizeof bytes) {  // page by page: an instruction may cross a page
+    uint64_t at = rip + got;
+    size_t chunk = std::min<size_t>(sizeof bytes - got, 4096 - (at & 4095));
+    std::optional<uint64_t> gpa = window_translate(window, s, at);
+    if (!gpa || !window.read_mapped(*gpa, bytes + got, chunk)) break;
+    got += chunk;
+  }
+  if (got > 0) trace::emit_vcpu_insn(rip, bytes, got);
+}
+
+// Exits whose rip is the instruction that caused them: an MMIO read (a
+// locked read-modify-write exits as a read) and an emulation failure. After
+// an MMIO write KVM has already moved rip past the store, so the bytes at
+// rip would name the wrong instruction.
+bool rip_names_the_instruction(const kvm_run& run) {
+  return (run.exit_reason == KVM_EXIT_MMIO && !run.mmio.is_write) ||
+         run.exit_reason == KVM_EXIT_INTERNAL_ERROR;
+}
 
 const char* exit_reason_name(uint32_t reason) {
   switch (reason) {
@@ -254,6 +312,12 @@ void Vcpu::thread_main() {
 }
 
 void Vcpu::run_loop() {
+  // A traced run reads cr3 at the exits that record their instruction: have
+  // KVM store the special registers in kvm_run at every exit rather than
+  // pay a KVM_GET_SREGS each time.
+  bool sregs_synced = sync_regs_ && trace::enabled() &&
+                      (vm_.kvm_.check_extension(KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_SREGS);
+  if (sregs_synced) run_->kvm_valid_regs |= KVM_SYNC_X86_SREGS;
   while (!vm_.stopping()) {
     if (ioctl(fd_.get(), KVM_RUN, 0) < 0) {
       if (errno == EINTR || errno == EAGAIN) {
@@ -266,7 +330,11 @@ void Vcpu::run_loop() {
     ++stats_.exits;
     if (trace::enabled()) {
       uint64_t gpa = run_->exit_reason == KVM_EXIT_MMIO ? run_->mmio.phys_addr : 0;
-      trace::emit(trace::Kind::kVcpuExit, index_, run_->exit_reason, current_rip(), gpa);
+      uint64_t rip = current_rip();
+      trace::emit(trace::Kind::kVcpuExit, index_, run_->exit_reason, rip, gpa);
+      if (rip_names_the_instruction(*run_)) {
+        trace_instruction(vm_.window_, sregs_synced ? run_->s.regs.sregs : sregs(), rip);
+      }
     }
     if (handle_exit() != Next::kContinue) return;
   }

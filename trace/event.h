@@ -61,7 +61,9 @@ namespace sptelab::trace {
   X(kCheckpoint, "checkpoint", "id", "value", "", "")                                      \
   X(kViolation, "violation", "detector", "gfn", "pfn", "detail")                           \
   /* real kernel tracepoints merged from tracefs */                                        \
-  X(kKernel, "kernel", "id", "a", "b", "c")
+  X(kKernel, "kernel", "id", "a", "b", "c")                                                \
+  /* hypervisor/: up to 16 bytes of the instruction at rip (decoded by the exporters) */   \
+  X(kVcpuInsn, "kvm_vcpu_insn", "rip", "insn_lo", "insn_hi", "len")
 
 enum class Kind : uint16_t {
 #define SPTELAB_TRACE_ENUM(kind, name, a0, a1, a2, a3) kind,

@@ -59,13 +59,13 @@ TEST(RunTest, CounterWithArgumentsIsExact) {
 
 TEST(RunTest, TraceFileHasTheVcpuExits) {
   SPTELAB_REQUIRE_KVM();
-  std::string path = hypervisor::testing::make_temp_dir() + "/trace.txt";
+  std::string path = hypervisor::testing::make_temp_dir() + "/trace.bin";
   auto result = run_sptelab({"run", "hello", "--trace", path});
   EXPECT_EQ(result.status, 0) << result.err;
-  std::ifstream file(path);
-  std::string text((std::istreambuf_iterator<char>(file)), {});
-  EXPECT_THAT(text, HasSubstr("vcpu0"));
-  EXPECT_THAT(text, HasSubstr("kvm_exit vcpu=0x0 reason=0x2 rip=0x40"));  // port I/O
+  auto report = run_sptelab({"trace", path});
+  EXPECT_EQ(report.status, 0) << report.err;
+  EXPECT_THAT(report.out, HasSubstr("vcpu0"));
+  EXPECT_THAT(report.out, HasSubstr("kvm_exit: vcpu=0 reason=IO rip=0x40"));  // port I/O
 }
 
 }  // namespace

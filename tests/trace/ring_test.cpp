@@ -3,6 +3,9 @@
 #include <thread>
 #include <vector>
 
+#include "trace/cost.h"
+#include "trace/export.h"
+#include "trace/file.h"
 #include "trace/trace.h"
 
 namespace sptelab::trace {
@@ -44,6 +47,40 @@ TEST(Trace, OverflowIsCountedNotSilent) {
   ASSERT_EQ(snap.events.size(), 16u);
   EXPECT_EQ(snap.events.front().args[0], 84u);  // the newest 16 survive
   EXPECT_EQ(snap.events.back().args[0], 99u);
+}
+
+TEST(Trace, OverflowReachesTheFileAndEveryReader) {
+  set_ring_capacity_log2(4);
+  Session session;
+  std::thread writer([] {
+    name_this_thread("busy");
+    for (int i = 0; i < 100; ++i) emit(Kind::kCheckpoint, static_cast<uint64_t>(i));
+  });
+  writer.join();
+  set_ring_capacity_log2(16);
+  TraceFile file = decode_trace(encode_trace(make_trace_file(snapshot())), "mem");
+  EXPECT_EQ(file.snapshot.overwritten, 84u);
+  std::string text = format_text(file);
+  EXPECT_NE(text.find("16 events, 1 threads, 84 events lost to ring overflow"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("busy-"), std::string::npos);
+  EXPECT_NE(format_window(file, file.start_ns(), 0, 1).find("84 events lost"), std::string::npos);
+}
+
+TEST(Trace, EmitCostLeavesNoEventsAndRestoresTheSwitch) {
+  reset();
+  enable(false);
+  EmitCost cost = measure_emit_cost(1000);
+  EXPECT_EQ(cost.events, 1000u);
+  EXPECT_GT(cost.enabled_ns, 0.0);
+  EXPECT_FALSE(enabled());
+  EXPECT_TRUE(snapshot().events.empty());
+  {
+    Session session;
+    measure_emit_cost(100);
+    EXPECT_TRUE(enabled());
+    EXPECT_TRUE(snapshot().events.empty());
+  }
 }
 
 TEST(Trace, ThreadsGetTheirOwnNamedTracks) {
