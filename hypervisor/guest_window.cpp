@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -114,10 +115,17 @@ void GuestWindow::protect(uint64_t gfn, uint64_t count, int prot) {
   }
 }
 
+void GuestWindow::set_populate(bool on) {
+  std::lock_guard lock(mutex_);
+  populate_ = on;
+}
+
 void GuestWindow::map(const spte::MirrorUpdate& update, int prot) {
   void* want = base_ + (update.gfn << mm::kPageShift);
-  void* got = mmap(want, uint64_t{update.count} << mm::kPageShift, prot, MAP_SHARED | MAP_FIXED,
-                   phys_.memfd(), static_cast<off_t>(phys_.frame_offset(update.pfn)));
+  // A PROT_NONE run has nothing to populate.
+  int flags = MAP_SHARED | MAP_FIXED | (populate_ && prot != PROT_NONE ? MAP_POPULATE : 0);
+  void* got = mmap(want, uint64_t{update.count} << mm::kPageShift, prot, flags, phys_.memfd(),
+                   static_cast<off_t>(phys_.frame_offset(update.pfn)));
   if (got == MAP_FAILED) mapping_failed("mmap", update.gfn, update.count);
 }
 
@@ -129,6 +137,23 @@ spte::Access GuestWindow::access(spte::Gfn gfn) const {
 mm::Pfn GuestWindow::pfn(spte::Gfn gfn) const {
   std::lock_guard lock(mutex_);
   return gfn < gfn_count_ ? backing_[gfn] : mm::kNoPfn;
+}
+
+bool GuestWindow::read_mapped(uint64_t gpa, void* out, size_t len) const {
+  if (gpa >= size_bytes() || len > size_bytes() - gpa) return false;
+  auto* dest = static_cast<uint8_t*>(out);
+  std::lock_guard lock(mutex_);
+  while (len > 0) {
+    uint64_t gfn = gpa >> mm::kPageShift;
+    size_t offset = gpa & (mm::kPageSize - 1);
+    size_t chunk = std::min<size_t>(len, mm::kPageSize - offset);
+    if (access_[gfn] == spte::Access::kNone) return false;
+    std::memcpy(dest, phys_.direct_map(backing_[gfn]) + offset, chunk);
+    dest += chunk;
+    gpa += chunk;
+    len -= chunk;
+  }
+  return true;
 }
 
 GuestWindowStats GuestWindow::stats() const {

@@ -40,6 +40,15 @@ class GuestWindow final : public spte::Mirror {
   // a range outside the window or a frame outside physical memory.
   void update(const spte::MirrorUpdate& update) override;
 
+  // Whether mapping a run also fills the window's host page table for it
+  // (MAP_POPULATE). An spte that a fault installs (or prefetches) is usable
+  // by real hardware at once; with the window as that hardware, populating
+  // is what makes it so, instead of leaving one real page fault per page to
+  // the kernel. Off by default, and for the plain-memslot baseline
+  // (DirectMemory), whose point is that the real KVM faults pages in itself.
+  // Set before the first update.
+  void set_populate(bool on);
+
   uint8_t* base() const { return base_; }
   uint64_t gfn_count() const { return gfn_count_; }
   uint64_t size_bytes() const { return gfn_count_ << mm::kPageShift; }
@@ -49,6 +58,12 @@ class GuestWindow final : public spte::Mirror {
   spte::Access access(spte::Gfn gfn) const;
   mm::Pfn pfn(spte::Gfn gfn) const;
   GuestWindowStats stats() const;
+
+  // Copies guest memory the window maps now from its frames' direct map,
+  // under the window's lock so no update can unmap (and the host free) a
+  // frame meanwhile. Never faults and changes no spte: for tracing. False
+  // if any page of the range is inaccessible.
+  bool read_mapped(uint64_t gpa, void* out, size_t len) const;
 
  private:
   bool already(const spte::MirrorUpdate& update) const;
@@ -65,6 +80,7 @@ class GuestWindow final : public spte::Mirror {
   mutable std::mutex mutex_;
   std::vector<mm::Pfn> backing_;
   std::vector<spte::Access> access_;
+  bool populate_ = false;
 
   std::atomic<uint64_t> maps_{0}, protects_{0}, unmaps_{0}, skipped_{0};
 };

@@ -199,9 +199,12 @@ FaultOutcome Mmu::fault(Gfn gfn, bool write, uint32_t vcpu) {
     inject::at(inject::Point::kSpteFaultUnderLock, {.addr = hva, .gfn = gfn, .pfn = page.pfn});
     retry = retry_needed(*slot, hva, seq, interval_seq);
     if (!retry) {
-      const bool writable = page.writable && (write || options_.map_writable_on_read);
+      const bool writable =
+          page.writable && !slot->readonly && (write || options_.map_writable_on_read);
       install(*slot, gfn, page.pfn, writable, writable);
-      fault_around(*slot, gfn, page.pfn);
+      // One mirror update for the page and its prefetched neighbours: on
+      // the KVM window that is one mmap for the whole run.
+      mirror(fault_around(*slot, gfn, page.pfn, writable));
     }
   }
   // Modern KVM keeps no reference once the spte is installed: from here on
@@ -277,28 +280,50 @@ void Mmu::install(Memslot& slot, Gfn gfn, Pfn pfn, bool writable, bool dirty) {
   slot.mark_present(gfn, true);
   stats_.installs.fetch_add(1, std::memory_order_relaxed);
   trace::emit(Kind::kSpteInstall, gfn, old.raw(), spte.raw());
-  mirror({gfn, pfn, 1, writable ? Access::kWrite : Access::kRead});
 }
 
-// Prefetch read-only sptes for following pages whose host PTEs are present and
-// whose frames follow pfn, so the mirror maps the whole run at once. Safe under
-// the same check as the faulting page: we hold mmu_lock and the retry check
-// passed, and a host PTE read here that changes later is invalidated later.
-void Mmu::fault_around(Memslot& slot, Gfn gfn, Pfn pfn) {
-  uint32_t mapped = 0;
-  for (Gfn next = gfn + 1; mapped < options_.fault_around && slot.contains(next); ++next) {
-    if (slot.load(next).present()) break;
-    mm::Pte pte = mm_.read_pte_lockless(slot.hva_of(next));
-    if (!pte.present() || pte.pfn() != pfn + (next - gfn)) break;
-    Spte spte = Spte::make(pte.pfn(), false);
+// Prefetch (KVM's direct_pte_prefetch, Linux's do_fault_around): within the
+// aligned block of options_.fault_around pages around gfn, install sptes for
+// the neighbours on either side whose host PTEs are present and whose frames
+// continue pfn's run, so that one mirror update maps the whole run. A
+// neighbour gets the faulting page's access if its host PTE allows it (a
+// writable prefetch counts as dirty, as map_writable_on_read does: the
+// mirror cannot report writes); prefetched sptes are not marked accessed.
+//
+// Safe under the faulting page's check: we hold mmu_lock and the retry check
+// passed, so a host PTE read here that changes later is invalidated later.
+// The exception is an invalidation already open (start seen, end not yet)
+// whose range covers the neighbour: its PTE may change after this read with
+// no further notifier call, so the run stops there.
+MirrorUpdate Mmu::fault_around(Memslot& slot, Gfn gfn, Pfn pfn, bool writable) {
+  const Access access = writable ? Access::kWrite : Access::kRead;
+  const uint64_t block = options_.fault_around;
+  if (block <= 1) return {gfn, pfn, 1, access};
+  const uint64_t offset = slot.index(gfn);
+  const Gfn block_first = slot.base_gfn + offset - offset % block;
+  const Gfn block_end = std::min(block_first + block, slot.base_gfn + slot.npages);
+  auto prefetch = [&](Gfn next) {
+    if (slot.load(next).present()) return false;
+    const uint64_t hva = slot.hva_of(next);
+    if (open_count_.load(std::memory_order_relaxed) > 0 && hva >= open_start_ && hva < open_end_) {
+      return false;
+    }
+    mm::Pte pte = mm_.read_pte_lockless(hva);
+    if (!pte.present() || pte.pfn() != pfn + next - gfn) return false;
+    if (writable && !pte.writable()) return false;
+    Spte spte = Spte::make(pte.pfn(), writable).with(writable ? Spte::kDirty : 0);
     slot.generations[slot.index(next)] = phys_.generation(pte.pfn());
     slot.store(next, spte);
     slot.mark_present(next, true);
     stats_.installs.fetch_add(1, std::memory_order_relaxed);
     trace::emit(Kind::kSpteInstall, next, 0, spte.raw());
-    ++mapped;
-  }
-  if (mapped > 0) mirror({gfn + 1, pfn + 1, mapped, Access::kRead});
+    return true;
+  };
+  Gfn first = gfn;
+  while (first > block_first && prefetch(first - 1)) --first;
+  Gfn end = gfn + 1;
+  while (end < block_end && prefetch(end)) ++end;
+  return {first, pfn - (gfn - first), static_cast<uint32_t>(end - first), access};
 }
 
 // ---- access and audit ---------------------------------------------------------

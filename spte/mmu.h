@@ -50,9 +50,10 @@ struct MmuStats {
 
 struct MmuOptions {
   Protocol protocol = Protocol::kSeqCount;
-  // Map up to this many neighbouring pages whose host PTEs are already present
-  // (and frames contiguous) along with a fault: KVM calls it prefetch; one
-  // mirror update then covers the whole run.
+  // Map the neighbouring pages whose host PTEs are already present (and
+  // frames contiguous) within the aligned block of this many pages around a
+  // fault: KVM calls it prefetch, Linux fault-around. One mirror update then
+  // covers the whole run. 0 or 1: no prefetch.
   uint32_t fault_around = 0;
   // KVM maps a page writable on a read fault when the host PTE already
   // allows writes (hva_to_pfn's "writable" answer), saving a second fault.
@@ -122,8 +123,11 @@ class Mmu final : public GuestMemory {
   bool retry_needed(const Memslot& slot, uint64_t hva, uint64_t seq, uint64_t interval_seq) const;
   bool fix_present(Memslot& slot, Gfn gfn, bool write);
   FaultOutcome gup_failure(uint64_t hva, mm::GupError error);
+  // Sets the spte; the caller tells the mirror.
   void install(Memslot& slot, Gfn gfn, mm::Pfn pfn, bool writable, bool dirty);
-  void fault_around(Memslot& slot, Gfn gfn, mm::Pfn pfn);
+  // Prefetches neighbours of a just-installed spte; returns the mirror
+  // update that maps gfn and them.
+  MirrorUpdate fault_around(Memslot& slot, Gfn gfn, mm::Pfn pfn, bool writable);
   // Callers hold mmu_lock_.
   void zap_hva_range(uint64_t start, uint64_t end);
   void zap_gfns(Memslot& slot, Gfn first, Gfn last_exclusive);

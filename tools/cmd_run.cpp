@@ -1,8 +1,9 @@
 // sptelab run GUEST [--vcpus N] [--mem SIZE] [--scheme S] [--trace FILE]
-//                   [--timeout S] [--arg V]...
+//                   [--kernel] [--timeout S] [--arg V]...
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 #include <optional>
 
 #include <fmt/core.h>
@@ -11,14 +12,24 @@
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
 #include "hypervisor/vm.h"
+#include "scenarios/lab.h"
+#include "scenarios/run_stack.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
-#include "tools/stack.h"
-#include "tools/trace_file.h"
+#include "trace/export.h"
+#include "trace/file.h"
+#include "trace/kernel.h"
 #include "trace/trace.h"
 
 namespace sptelab::tools {
+
+using scenarios::build_run_stack;
+using scenarios::check_run_scheme;
+using scenarios::kDefaultRunScheme;
+using scenarios::RunStack;
+using scenarios::StackConfig;
+
 namespace {
 
 constexpr uint64_t kDefaultMem = 64ull << 20;
@@ -38,7 +49,12 @@ options:
                  (default 64M)
   --scheme S     secondary MMU: PLACEMENT+PROTOCOL (e.g. start-end+seq-count)
                  or 'direct', the plain memslot baseline (default direct)
-  --trace FILE   record every event and write them to FILE as text
+  --trace FILE   record every event and write them to FILE (a binary trace;
+                 'sptelab trace FILE' shows it as text, a summary or
+                 Perfetto JSON)
+  --kernel       with --trace: also capture the real kernel's kvm and kvmmmu
+                 tracepoints (tracefs, needs root) into the same timeline;
+                 where tracefs is unavailable the run goes on without them
   --timeout S    give up after S seconds, 0 for never (default 60)
   --arg V        an argument for the guest (repeat for more; the guest reads
                  them in order on port 0xF1, see guest/README.md)
@@ -103,6 +119,49 @@ std::vector<uint32_t> guest_args(const Options& options) {
   return args;
 }
 
+trace::Metadata run_metadata(Args args, const std::string& guest, const StackConfig& config,
+                             RunStack& stack) {
+  std::string command = "sptelab run";
+  for (const std::string& arg : args) command += " " + arg;
+  trace::Metadata metadata = {{"command", command},
+                              {"guest", guest},
+                              {"scheme", config.scheme},
+                              {"vcpus", std::to_string(config.vm.vcpus)},
+                              {"mem", std::to_string(config.ram_bytes)}};
+  if (scenarios::Lab* lab = stack.lab()) {
+    metadata.emplace_back("memslot",
+                          trace::memslot_metadata(0, config.ram_bytes >> 12, lab->guest_hva()));
+  }
+  return metadata;
+}
+
+// Starts the real-kernel capture; says why on stderr if it cannot.
+std::unique_ptr<trace::KernelCapture> start_kernel_capture() {
+  auto capture = std::make_unique<trace::KernelCapture>();
+  if (!capture->active()) {
+    fmt::print(stderr, "sptelab: --kernel: {}; the run goes on without the kernel's events\n",
+               capture->problem());
+  }
+  return capture;
+}
+
+void write_trace(const std::string& path, trace::Metadata metadata,
+                 std::unique_ptr<trace::KernelCapture> capture) {
+  trace::TraceFile file = trace::make_trace_file(trace::snapshot(), std::move(metadata));
+  if (file.snapshot.overwritten > 0) {
+    fmt::print(stderr, "sptelab: the trace lost its {} oldest events to ring overflow\n",
+               file.snapshot.overwritten);
+  }
+  if (capture) {
+    trace::KernelTrace kernel = capture->stop();
+    if (kernel.lost > 0) {
+      fmt::print(stderr, "sptelab: --kernel: the kernel dropped {} of its events\n", kernel.lost);
+    }
+    trace::merge_kernel_trace(file, std::move(kernel));
+  }
+  trace::write_trace_file(path, file);
+}
+
 void report(const hypervisor::RunResult& result) {
   bool quiet = result.exit_status == 0 && (result.end == hypervisor::RunEnd::kAllHalted ||
                                            result.end == hypervisor::RunEnd::kGuestExit);
@@ -114,7 +173,13 @@ void report(const hypervisor::RunResult& result) {
 
 int run_main(Args args) {
   Options options("run", args,
-                  {{"vcpus"}, {"mem"}, {"scheme"}, {"trace"}, {"timeout"}, {"arg", true}});
+                  {{"vcpus"},
+                   {"mem"},
+                   {"scheme"},
+                   {"trace"},
+                   {"kernel", false, true},
+                   {"timeout"},
+                   {"arg", true}});
   if (options.help()) {
     fmt::print("{}", kHelp);
     return 0;
@@ -132,6 +197,9 @@ int run_main(Args args) {
   config.vm.timeout_seconds = timeout_option(options);
   config.vm.guest_args = guest_args(options);
   std::optional<std::string> trace_path = options.value("trace");
+  if (options.flag("kernel") && !trace_path) {
+    options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
+  }
 
   // Everything about the input is checked before KVM is opened: a bad
   // image is exit 2 even on a machine without /dev/kvm.
@@ -141,12 +209,23 @@ int run_main(Args args) {
                                image);
 
   std::optional<trace::Session> session;
-  if (trace_path) session.emplace();
+  if (trace_path) {
+    // 2^18 events (12 MiB) per thread: a whole short run fits, and a long
+    // one keeps its newest events (the header says how many were lost).
+    trace::set_ring_capacity_log2(18);
+    trace::name_this_thread("main");
+    session.emplace();
+  }
+  // Before the VM exists, so the capture follows the vCPU threads it forks.
+  std::unique_ptr<trace::KernelCapture> capture;
+  if (options.flag("kernel")) capture = start_kernel_capture();
   std::unique_ptr<RunStack> stack = build_run_stack(config);
   stack->vm().load(image);
   hypervisor::RunResult result = stack->vm().run();
   report(result);
-  if (trace_path) write_trace_text(*trace_path, trace::snapshot());
+  if (trace_path) {
+    write_trace(*trace_path, run_metadata(args, path, config, *stack), std::move(capture));
+  }
   return result.exit_status;
 }
 

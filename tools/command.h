@@ -29,5 +29,6 @@ int list_main(Args args);
 int race_main(Args args);
 int explore_main(Args args);
 int trace_main(Args args);
+int bench_main(Args args);
 
 }  // namespace sptelab::tools

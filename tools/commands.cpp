@@ -22,6 +22,8 @@ constexpr std::array kCommands = {
             "[--summary] [--format text|chrome] [--output FILE]",
             "show a trace file: text like trace-cmd report, a summary, or Perfetto JSON",
             trace_main},
+    Command{"bench", "bench [NAME]... [--json] [--quick]",
+            "measure what each design costs against the real kernel on this machine", bench_main},
     Command{"list", "list guests|schemes|scenarios|ops|points",
             "list built-in guests, schemes, scenarios, host operations or injection points",
             list_main},

@@ -270,22 +270,30 @@ TEST(SoftVcpu, AtomicIncrementsFromManyVcpusAreExact) {
 TEST(SoftVcpu, AtomicIncrementsSurviveContinuousMigrationUnderStartEndSeqCount) {
   Lab lab(config(Placement::kStartEnd, Protocol::kSeqCount, 16, Backing::kAnon));
   SoftMachine machine(*lab.mmu, lab.phys, lab.violations, 2);
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> migrations{0};
+  machine.vcpu(0).store64(2 * mm::kPageSize, 0);
+  // A fixed number of migrations; the vCPUs increment until they are done,
+  // so the page really moves under them however the threads are scheduled.
+  constexpr int kMigrations = 200;
+  std::atomic<bool> done{false};
+  std::atomic<int> migrated{0};
   std::thread remapper([&] {
-    while (!stop) migrations += mm::migrate_page(*lab.mm, lab.hva_of(2)) ? 1 : 0;
+    while (migrated < kMigrations) migrated += mm::migrate_page(*lab.mm, lab.hva_of(2)) ? 1 : 0;
+    done = true;
   });
+  std::atomic<uint64_t> increments{0};
   std::vector<std::thread> vcpus;
   for (uint32_t v = 0; v < 2; ++v) {
     vcpus.emplace_back([&, v] {
-      for (int i = 0; i < 20000; ++i) machine.vcpu(v).fetch_add64(2 * mm::kPageSize, 1);
+      while (!done) {
+        machine.vcpu(v).fetch_add64(2 * mm::kPageSize, 1);
+        increments.fetch_add(1);
+      }
     });
   }
   for (auto& thread : vcpus) thread.join();
-  stop = true;
   remapper.join();
-  EXPECT_EQ(machine.vcpu(0).load64(2 * mm::kPageSize), 40000u);
-  EXPECT_GT(migrations.load(), 0u);
+  EXPECT_EQ(machine.vcpu(0).load64(2 * mm::kPageSize), increments.load());
+  EXPECT_EQ(migrated.load(), kMigrations);
   EXPECT_EQ(lab.mmu->audit(), 0u);
   EXPECT_EQ(lab.violations.count(), 0u);
 }

@@ -1,22 +1,20 @@
-// The stack `sptelab run` runs a guest on, built in one place: physical
-// memory, the secondary MMU that the scheme selects, the guest window and
-// the VM. The emulated host MM, its notifier chain and spte::Mmu are plugged
-// in here and nowhere else.
+// The stack a guest runs on outside a race scenario (`sptelab run`, the
+// whole-run benchmarks): physical memory, the secondary MMU the scheme
+// selects, the guest window and the VM, built in one place. The emulated host
+// MM, its notifier chain and spte::Mmu are plugged in here and nowhere else.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "hypervisor/vm.h"
 #include "spte/mirror.h"
 
-namespace sptelab {
-namespace scenarios {
-class Lab;
-}
+namespace sptelab::scenarios {
 
-namespace tools {
+class Lab;
 
 // The "plain memslot" baseline: hypervisor::DirectMemory, no emulated host.
 inline constexpr std::string_view kDirectScheme = "direct";
@@ -39,12 +37,11 @@ class RunStack {
   virtual hypervisor::Vm& vm() = 0;
   virtual spte::GuestMemory& memory() = 0;
   // The emulated host behind an emulated scheme; nullptr for direct.
-  virtual scenarios::Lab* lab() { return nullptr; }
+  virtual Lab* lab() { return nullptr; }
 };
 
-// Throws Error: kEnvironment if KVM or memory is missing, kInternal for a
-// scheme whose secondary MMU is not connected to `run` yet.
+// Throws Error: kBadInput for an unknown scheme, kEnvironment if KVM or
+// memory is missing.
 std::unique_ptr<RunStack> build_run_stack(const StackConfig& config);
 
-}  // namespace tools
-}  // namespace sptelab
+}  // namespace sptelab::scenarios

@@ -1,4 +1,4 @@
-#include "tools/stack.h"
+#include "scenarios/run_stack.h"
 
 #include <fmt/core.h>
 
@@ -10,7 +10,7 @@
 #include "scenarios/lab.h"
 #include "spte/scheme.h"
 
-namespace sptelab::tools {
+namespace sptelab::scenarios {
 namespace {
 
 // Guest RAM as one fixed run of frames, mapped once: the real KVM faults
@@ -40,19 +40,23 @@ class DirectStack final : public RunStack {
 class EmulatedStack final : public RunStack {
  public:
   EmulatedStack(const StackConfig& config, const spte::Scheme& scheme)
-      : lab_(scenarios::LabConfig{.scheme = scheme,
-                                  .guest_pages = config.ram_bytes >> mm::kPageShift,
-                                  .backing = scenarios::Backing::kAnon,
-                                  .fault_around = config.fault_around}),
+      : lab_(LabConfig{.scheme = scheme,
+                       .guest_pages = config.ram_bytes >> mm::kPageShift,
+                       .backing = Backing::kAnon,
+                       .fault_around = config.fault_around}),
         window_(lab_.phys, config.ram_bytes >> mm::kPageShift),
-        vm_(config.vm, *lab_.mmu, window_) {}
+        vm_(config.vm, *lab_.mmu, window_) {
+    // Every spte the MMU installs is usable by the guest at once, as on
+    // hardware (GuestWindow::set_populate); nothing is mapped before load().
+    window_.set_populate(true);
+  }
 
   hypervisor::Vm& vm() override { return vm_; }
   spte::GuestMemory& memory() override { return *lab_.mmu; }
-  scenarios::Lab* lab() override { return &lab_; }
+  Lab* lab() override { return &lab_; }
 
  private:
-  scenarios::Lab lab_;
+  Lab lab_;
   hypervisor::GuestWindow window_;
   hypervisor::Vm vm_;
 };
@@ -78,4 +82,4 @@ std::unique_ptr<RunStack> build_run_stack(const StackConfig& config) {
   return std::make_unique<EmulatedStack>(config, *spte::parse_scheme(config.scheme));
 }
 
-}  // namespace sptelab::tools
+}  // namespace sptelab::scenarios
