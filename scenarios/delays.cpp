@@ -28,16 +28,30 @@ void spin_for_ns(uint64_t ns) {
 
 std::vector<DelayPoint> default_delays() {
   using P = inject::Point;
+  using U = DelayUntil;
   return {
       // fault-in-window: the op has passed its "before" point, PTE unchanged.
-      {P::kHostBeforePtl, Role::kRemapper, 30000, 500},
+      {P::kHostBeforePtl, Role::kRemapper, 200000, 500, U::kGuestProgress},
       // third-thread: new PTE live, the "after" point not reached yet.
-      {P::kHostAfterPtlUnlock, Role::kRemapper, 30000, 500},
-      {P::kHostAfterRelease, Role::kRemapper, 30000, 500},
+      {P::kHostAfterPtlUnlock, Role::kRemapper, 200000, 500, U::kGuestProgress},
+      {P::kHostAfterRelease, Role::kRemapper, 200000, 500, U::kGuestProgress},
       // gup-before-change: the fault holds a page the host may be changing.
-      {P::kSpteFaultAfterGup, Role::kVcpu, 30000, 300},
+      {P::kSpteFaultAfterGup, Role::kVcpu, 200000, 300, U::kHostProgress},
   };
 }
+
+namespace {
+
+// Yields rather than spins: the point is to let the other side run.
+void wait_for_progress(const std::function<uint64_t()>& counter, uint64_t bound_ns) {
+  const uint64_t start = counter();
+  auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(bound_ns);
+  while (counter() == start && std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
 
 DelayPoint parse_delay(const std::string& text) {
   size_t eq = text.find('=');
@@ -59,16 +73,24 @@ DelayPoint parse_delay(const std::string& text) {
   return {*point, role, static_cast<uint32_t>(std::stoul(rest)), std::min(per_mille, 1000u)};
 }
 
-DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed)
-    : points_(std::move(points)) {
+DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
+                             ProgressSources progress)
+    : points_(std::move(points)), progress_(std::move(progress)) {
   run_seed = seed;
   injected = 0;
   for (const DelayPoint& delay : points_) {
-    inject::set_hook(delay.point, [delay](inject::Point, const inject::Context&) {
+    const std::function<uint64_t()>* counter = nullptr;
+    if (delay.until == DelayUntil::kGuestProgress && progress_.guest) counter = &progress_.guest;
+    if (delay.until == DelayUntil::kHostProgress && progress_.host) counter = &progress_.host;
+    inject::set_hook(delay.point, [delay, counter](inject::Point, const inject::Context&) {
       if (ThreadRole::current() != delay.role) return;
       if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) return;
       injected.fetch_add(1, std::memory_order_relaxed);
-      spin_for_ns(delay.delay_ns);
+      if (counter) {
+        wait_for_progress(*counter, delay.delay_ns);
+      } else {
+        spin_for_ns(delay.delay_ns);
+      }
     });
   }
 }

@@ -1,11 +1,13 @@
 // Delay injection for race runs: widens the race windows at the named points
 // so that a racy scheme shows its failure within seconds. Each armed point
-// delays a thread of the given role by a busy-wait (sleeping is far too
-// coarse on these machines) with some probability, drawn from a per-thread
+// delays a thread of the given role, by a busy-wait (sleeping is far too
+// coarse on these machines) or until the other side makes progress, with
+// some probability, drawn from a per-thread
 // generator seeded from the run's seed, so a run can be repeated.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,23 +16,41 @@
 
 namespace sptelab::scenarios {
 
+// What ends a delay early. A fixed delay only opens a window; on a loaded
+// machine the thread that should run inside it may not be scheduled at all.
+// Waiting for the other side to make progress (yielding meanwhile) puts it
+// in the window whatever the scheduler does, up to the delay's bound.
+enum class DelayUntil : uint8_t {
+  kTime,           // the full delay
+  kGuestProgress,  // a vCPU faulted or finished work since the delay began
+  kHostProgress,   // the host invalidated something since the delay began
+};
+
 struct DelayPoint {
   inject::Point point;
   Role role;           // only threads of this role are delayed
-  uint32_t delay_ns;   // busy-wait length
+  uint32_t delay_ns;   // length, or bound when waiting for progress
   uint32_t per_mille;  // probability of delaying, out of 1000
+  DelayUntil until = DelayUntil::kTime;
+};
+
+// Monotonic counters the progress delays watch (set by the race runner).
+struct ProgressSources {
+  std::function<uint64_t()> guest;
+  std::function<uint64_t()> host;
 };
 
 // Defaults: one window per interleaving of scenarios/interleavings.h.
 std::vector<DelayPoint> default_delays();
 
-// Parses "point=ns[@per_mille]" (e.g. "host_after_release=50000@500").
+// Parses "point=ns[@per_mille]" (e.g. "host_after_release=50000@500"): a
+// fixed delay.
 DelayPoint parse_delay(const std::string& text);
 
 // Arms the points for its lifetime.
 class DelayInjector {
  public:
-  DelayInjector(std::vector<DelayPoint> points, uint64_t seed);
+  DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {});
   ~DelayInjector();
   DelayInjector(const DelayInjector&) = delete;
   DelayInjector& operator=(const DelayInjector&) = delete;
@@ -38,6 +58,7 @@ class DelayInjector {
 
  private:
   std::vector<DelayPoint> points_;
+  ProgressSources progress_;
 };
 
 // Splitmix64: small, seedable, good enough to spread delays.

@@ -13,6 +13,8 @@
 #include "mm/ops.h"
 #include "scenarios/engine.h"
 #include "scenarios/gate.h"
+#include "trace/export.h"
+#include "trace/file.h"
 #include "trace/trace.h"
 
 namespace sptelab::scenarios {
@@ -89,7 +91,7 @@ class Remapper {
       }
       faults_seen_ = lab_.mmu->stats().faults;
       ++result_.operations;
-      check_detectors();
+      check_detectors(i);
       if (progress && (i % 64 == 0 || i + 1 == config_.operations)) {
         progress(config_, i + 1, config_.operations);
       }
@@ -114,7 +116,10 @@ class Remapper {
   }
 
  private:
-  uint32_t workers() const { return config_.vcpus + (config_.host_thread ? 1 : 0); }
+  uint32_t workers() const {
+    return config_.vcpus +
+           (config_.scenario == ScenarioKind::kCoherence && config_.host_thread ? 1 : 0);
+  }
 
   // The previous operation zapped the guest's mapping; the next one is
   // interesting only once a vCPU has come back for the page (a fault has
@@ -187,7 +192,6 @@ class Remapper {
     host_.store(layout_.published(page), version);
     size_t found = lab_.mmu->audit();
     if (found > 0) {
-      stale_sptes_ += found;
       note(
           fmt::format("after {} #{} of gfn {}: the auditor found {} spte(s) disagreeing with "
                       "the host page table",
@@ -195,13 +199,38 @@ class Remapper {
     }
   }
 
-  // Runs after every operation: a violation seen now dates the first one.
-  void check_detectors() {
-    bool seen = lab_.violations.count() > 0 || stale_sptes_ > 0 ||
-                control(offsetof(sptelab_race_control, double_holders)) > 0 ||
-                control(offsetof(sptelab_race_control, stale_reads)) > 0;
-    if (config_.scenario == ScenarioKind::kCoherence && !seen) seen = lost_increments_now();
-    if (seen) saw_violation();
+  // Runs after every operation. The counters the workers keep become
+  // violations in the log (and events in the trace) the first time they
+  // fire, so the timeline shows when; the first violation of the run dates
+  // it, and tracing stops a couple of operations later so that the events
+  // around it survive as the counterexample.
+  void check_detectors(uint64_t i) {
+    const spte::Gfn target = gfn_of(layout_.target_gpa);
+    if (!reported_double_ && control(offsetof(sptelab_race_control, double_holders)) > 0) {
+      reported_double_ = true;
+      report(spte::ViolationKind::kDoubleHolder, target,
+             "a worker entered the critical section while another held the lock");
+    }
+    if (!reported_stale_read_ && control(offsetof(sptelab_race_control, stale_reads)) > 0) {
+      reported_stale_read_ = true;
+      report(spte::ViolationKind::kStaleRead, gfn_of(layout_.version_gpa),
+             "a vCPU read a version the host had already replaced");
+    }
+    if (config_.scenario == ScenarioKind::kCoherence && !reported_lost_ && lost_increments_now()) {
+      reported_lost_ = true;
+      report(spte::ViolationKind::kLostWrite, target,
+             "the counter is behind the increments the workers finished");
+    }
+    if (lab_.violations.count() == 0) return;
+    saw_violation();
+    if (config_.trace && freeze_trace_at_ == 0) freeze_trace_at_ = i + 2;
+    if (i == freeze_trace_at_) trace::enable(false);
+  }
+
+  void report(spte::ViolationKind kind, spte::Gfn gfn, std::string detail) {
+    mm::Pte pte = lab_.mm->read_pte_lockless(lab_.hva_of(gfn));
+    lab_.violations.report(
+        {kind, gfn, pte.present() ? pte.pfn() : mm::kNoPfn, 0, std::move(detail)});
   }
 
   // Under the lock, every increment a worker has counted as done is in the
@@ -216,10 +245,6 @@ class Remapper {
     return value < finished;
   }
 
- public:
-  uint64_t stale_sptes_ = 0;
-
- private:
   Lab& lab_;
   const RaceConfig& config_;
   RaceLayout layout_;
@@ -229,7 +254,29 @@ class Remapper {
   Clock::time_point start_;
   uint64_t version_ = 0;
   uint64_t faults_seen_ = 0;
+  bool reported_double_ = false;
+  bool reported_stale_read_ = false;
+  bool reported_lost_ = false;
+  uint64_t freeze_trace_at_ = 0;  // 0: not yet
 };
+
+// A progress delay waits for the other side: the guest faulting or finishing
+// work (vCPU slots only, read from the control page's frame: it never
+// moves), or the host
+// invalidating something.
+ProgressSources progress_sources(Lab& lab, const RaceLayout& layout, uint32_t vcpus) {
+  mm::Pte control = lab.mm->read_pte_lockless(lab.hva_of(gfn_of(layout.control_gpa)));
+  auto* page = reinterpret_cast<const sptelab_race_control*>(lab.phys.direct_map(control.pfn()));
+  spte::Mmu* mmu = lab.mmu.get();
+  ProgressSources sources;
+  sources.guest = [mmu, page, vcpus] {
+    uint64_t sum = mmu->stats().faults;
+    for (uint32_t w = 0; w < vcpus; ++w) sum += __atomic_load_n(&page->done[w], __ATOMIC_ACQUIRE);
+    return sum;
+  };
+  sources.host = [mmu] { return mmu->stats().invalidations; };
+  return sources;
+}
 
 void host_thread_main(Lab& lab, const RaceLayout& layout, uint32_t id) {
   ThreadRole role(Role::kHostThread);
@@ -246,8 +293,42 @@ uint64_t percentile(std::vector<uint64_t>& samples, double p) {
   return samples[index];
 }
 
-void collect_ptl_holds(RaceResult& result) {
-  trace::Snapshot snap = trace::snapshot();
+trace::Metadata trace_metadata(const RaceConfig& config, const Lab& lab) {
+  return {{"command", "race"},
+          {"scenario", scenario_name(config.scenario)},
+          {"op", host_op_name(config.op)},
+          {"scheme", config.scheme.name()},
+          {"backend", backend_name(config.backend)},
+          {"seed", std::to_string(config.seed)},
+          {"memslot", trace::memslot_metadata(0, lab.config().guest_pages, lab.guest_hva())}};
+}
+
+// The counterexample: the events about the violated page (its spte, faults,
+// the host PTE and the notifier ranges covering it, from every thread)
+// around the first violation, as text.
+std::string counterexample(const trace::TraceFile& file) {
+  for (const trace::Event& event : file.snapshot.events) {
+    if (event.kind != trace::Kind::kViolation) continue;
+    trace::TraceFile about_page = file;
+    about_page.snapshot.events.clear();
+    for (size_t index : trace::select_events(file, {.gfn = event.args[1]})) {
+      about_page.snapshot.events.push_back(file.snapshot.events[index]);
+    }
+    return trace::format_window(about_page, event.ts_ns, 24, 3);
+  }
+  return {};
+}
+
+// PTL hold times, the counterexample, and the trace file if one was asked for.
+void read_trace(RaceResult& result, const RaceConfig& config, const Lab& lab) {
+  trace::TraceFile file = trace::make_trace_file(trace::snapshot(), trace_metadata(config, lab));
+  const trace::Snapshot& snap = file.snapshot;
+  result.counterexample = counterexample(file);
+  if (result.violations > 0 && result.counterexample.empty()) {
+    result.counterexample =
+        "(the events around the first violation were overwritten: rerun with fewer --iterations)";
+  }
+  if (!config.trace_path.empty()) trace::write_trace_file(config.trace_path, file);
   std::vector<uint64_t> holds;
   for (const trace::Event& event : snap.events) {
     if (event.kind == trace::Kind::kPtlUnlock) holds.push_back(event.args[1]);
@@ -286,14 +367,15 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   Remapper remapper(lab, config, layout, result);
   remapper.initialise_pages();
 
+  const bool with_host = config.scenario == ScenarioKind::kCoherence && config.host_thread;
+  const uint32_t workers = config.vcpus + (with_host ? 1 : 0);
   std::unique_ptr<GuestEngine> engine;
   engine = config.backend == Backend::kSoft ? make_soft_engine(lab, config, layout)
                                             : make_kvm_engine(lab, config, layout);
   {
-    DelayInjector delays(config.delays, config.seed);
+    DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus));
     engine->start();
     std::thread host;
-    const bool with_host = config.scenario == ScenarioKind::kCoherence && config.host_thread;
     if (with_host) host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus);
     remapper.run(progress);
     remapper.stop();
@@ -303,8 +385,6 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   if (std::string failure = engine->failure(); !failure.empty()) throw_internal(failure);
 
   // Quiescent: final detectors.
-  const uint32_t workers =
-      config.vcpus + (config.scenario == ScenarioKind::kCoherence && config.host_thread ? 1 : 0);
   result.guest_work = remapper.finished_work(workers);
   size_t stale_at_end = lab.mmu->audit();
   uint64_t uaf = lab.violations.count(spte::ViolationKind::kUseAfterFree);
@@ -337,8 +417,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     }
     add_detector(result, "stale_reads", stale_reads);
   }
-  add_detector(result, "stale_sptes",
-               remapper.stale_sptes_ + lab.violations.count(spte::ViolationKind::kStaleSpte));
+  add_detector(result, "stale_sptes", lab.violations.count(spte::ViolationKind::kStaleSpte));
   add_detector(result, "use_after_free", uaf);
   if (stale_at_end > 0) remapper.saw_violation();
   for (const auto& violation : lab.violations.all()) {
@@ -353,7 +432,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   result.sptes_zapped = stats.zaps;
   result.ops_per_s =
       result.seconds > 0 ? static_cast<double>(result.operations) / result.seconds : 0;
-  if (config.trace) collect_ptl_holds(result);
+  if (config.trace) read_trace(result, config, lab);
   return result;
 }
 
@@ -416,6 +495,37 @@ std::string format_race_table(const std::vector<RaceResult>& results) {
   return out;
 }
 
+namespace {
+
+std::string json_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<int>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string race_json(const std::vector<RaceResult>& results) {
   std::string out = "{\"results\": [";
   for (size_t i = 0; i < results.size(); ++i) {
@@ -427,12 +537,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
     }
     std::string examples;
     for (const auto& example : r.examples) {
-      std::string escaped;
-      for (char c : example) {
-        if (c == '"' || c == '\\') escaped += '\\';
-        escaped += c;
-      }
-      examples += fmt::format("{}\"{}\"", examples.empty() ? "" : ", ", escaped);
+      examples += fmt::format("{}\"{}\"", examples.empty() ? "" : ", ", json_escape(example));
     }
     out += fmt::format(
         "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
@@ -440,14 +545,14 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
         "\"guest_work\": {}, \"spte_faults\": {}, \"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
-        "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}]}}",
+        "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}], \"counterexample\": \"{}\"}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
                                  : fmt::format("{:.3f}", r.first_violation_ms),
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.spte_faults,
         r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
-        r.timed_out, r.config.seed, examples);
+        r.timed_out, r.config.seed, examples, json_escape(r.counterexample));
   }
   return out + "]}\n";
 }

@@ -56,6 +56,8 @@ struct RaceConfig {
   // Record every event (needed for PTL hold times and counterexample
   // timelines); off only to measure what tracing costs.
   bool trace = true;
+  // Write the run's trace here (binary, `sptelab trace FILE` reads it).
+  std::string trace_path;
   std::string guest_path;  // kvm: the race guest ELF (empty: built-in)
 };
 
@@ -82,6 +84,7 @@ struct RaceResult {
   uint64_t trace_overwritten = 0;  // PTL samples lost to ring wrap-around
   bool timed_out = false;
   std::vector<std::string> examples;  // what happened, for the first violations
+  std::string counterexample;         // trace lines around the first violation
 };
 
 using ProgressFn = std::function<void(const RaceConfig&, uint64_t done, uint64_t total)>;

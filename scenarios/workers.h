@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <thread>
 
 #include "mm/host_cpu.h"
 #include "spte/soft_vcpu.h"
@@ -50,16 +51,46 @@ struct SoftCpu {
 };
 
 // The host thread: the same guest-physical layout through guest RAM's host
-// mapping (hva = ram_hva + gpa), like a VMM thread touching guest memory.
+// mapping (hva = ram_hva + gpa), like a VMM thread touching guest memory. An
+// access that finds the page protected (the mprotect operation's read-only
+// moment) waits for the permission to come back, as a VMM's write-protect
+// fault handler (userfaultfd) would, instead of dying of SIGSEGV.
+// Bounded: memory that never comes back is a real SIGSEGV.
+template <typename Fn>
+decltype(auto) retrying(Fn&& fn) {
+  constexpr int kAttempts = 1000000;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return fn();
+    } catch (const mm::SegFault&) {
+      if (attempt == kAttempts) throw;
+      std::this_thread::yield();
+    }
+  }
+}
+
 struct HostThreadCpu {
   mm::HostCpu& cpu;
   uint64_t ram_hva;
-  uint64_t load(uint64_t gpa) { return cpu.load64(ram_hva + gpa); }
-  void store(uint64_t gpa, uint64_t value) { cpu.store64(ram_hva + gpa, value); }
-  bool cas(uint64_t gpa, uint64_t expected, uint64_t desired) {
-    return cpu.compare_exchange64(ram_hva + gpa, expected, desired);
+
+  uint64_t load(uint64_t gpa) {
+    return retrying([&] { return cpu.load64(ram_hva + gpa); });
   }
-  uint64_t add(uint64_t gpa, uint64_t delta) { return cpu.fetch_add64(ram_hva + gpa, delta); }
+  void store(uint64_t gpa, uint64_t value) {
+    retrying([&] {
+      cpu.store64(ram_hva + gpa, value);
+      return 0;
+    });
+  }
+  bool cas(uint64_t gpa, uint64_t expected, uint64_t desired) {
+    return retrying([&] {
+      uint64_t seen = expected;
+      return cpu.compare_exchange64(ram_hva + gpa, seen, desired);
+    });
+  }
+  uint64_t add(uint64_t gpa, uint64_t delta) {
+    return retrying([&] { return cpu.fetch_add64(ram_hva + gpa, delta); });
+  }
 };
 
 inline bool stop_requested(auto& cpu, const RaceLayout& layout) {

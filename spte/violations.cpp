@@ -14,6 +14,8 @@ const char* violation_kind_name(ViolationKind kind) {
       return "lost-write";
     case ViolationKind::kDoubleHolder:
       return "double-holder";
+    case ViolationKind::kStaleRead:
+      return "stale-read";
     case ViolationKind::kCount:
       break;
   }

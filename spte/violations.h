@@ -18,6 +18,7 @@ enum class ViolationKind : uint8_t {
   kUseAfterFree,  // an spte or an in-flight access reached a freed or reused frame
   kLostWrite,     // a write made through one mapping is not visible through the other
   kDoubleHolder,  // two threads held the same guest spinlock at once
+  kStaleRead,     // a guest read returned content the host had already replaced
   kCount
 };
 const char* violation_kind_name(ViolationKind kind);

@@ -18,7 +18,8 @@ namespace {
 constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N]
-                    [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--json]
+                    [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--trace FILE]
+                    [--json]
 
 Runs a race scenario under one scheme or all 20, and prints one row per
 scheme: the violations each detector found, when the first one was seen,
@@ -43,7 +44,13 @@ options:
                    probability PM/1000 (replaces the defaults; repeatable;
                    'sptelab list points')
   --no-delays      no delay injection at all
+  --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
+                   them); with several schemes, FILE.SCHEME per scheme
   --json           print one JSON document on stdout, nothing else
+
+Under the table, each scheme with violations says what happened; the first
+one also shows its counterexample: the traced events around the first
+violation (tracing stops two operations after it, so they survive).
 
 Columns: viol is the total over all detectors; first_ms the time to the first
 violation; faults, retries and zapped count spte faults, fault retries and
@@ -125,6 +132,7 @@ int race_main(Args args) {
                    {"seed"},
                    {"delay", true},
                    {"no-delays", false, true},
+                   {"trace"},
                    {"json", false, true}});
   if (options.help()) {
     fmt::print("{}", kHelp);
@@ -136,8 +144,13 @@ int race_main(Args args) {
   const bool show_progress = !json && isatty(STDERR_FILENO);
 
   std::vector<scenarios::RaceResult> results;
-  for (const spte::Scheme& scheme : schemes_option(options)) {
+  const std::vector<spte::Scheme> schemes = schemes_option(options);
+  const std::optional<std::string> trace_path = options.value("trace");
+  for (const spte::Scheme& scheme : schemes) {
     config.scheme = scheme;
+    if (trace_path) {
+      config.trace_path = schemes.size() == 1 ? *trace_path : *trace_path + "." + scheme.name();
+    }
     scenarios::ProgressFn progress;
     if (show_progress) {
       progress = [](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
@@ -157,9 +170,15 @@ int race_main(Args args) {
                scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
                scenarios::backend_name(config.backend), config.operations, config.seed);
     fmt::print("{}", scenarios::format_race_table(results));
+    bool shown_counterexample = false;
     for (const auto& result : results) {
       if (result.examples.empty()) continue;
       fmt::print("\n{}: {}\n", result.config.scheme.name(), result.examples.front());
+      if (!shown_counterexample && !result.counterexample.empty()) {
+        fmt::print("counterexample (events around the first violation):\n{}",
+                   result.counterexample);
+        shown_counterexample = true;
+      }
     }
   }
   return violated ? 1 : 0;
