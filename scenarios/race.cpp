@@ -23,7 +23,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kRemapperOwner = 0xffff;  // lock owner id of the remapper
 constexpr size_t kMaxExamples = 8;
-constexpr uint64_t kLockAttempts = 100000;
+constexpr uint64_t kLockAttempts = 4000;
 constexpr uint64_t kOpsPerPage = 4;
 
 double ms_since(Clock::time_point start) {

@@ -49,7 +49,7 @@ struct RaceConfig {
   Backend backend = Backend::kSoft;
   uint64_t operations = 2000;  // remapper operations: the run's fixed budget
   double max_seconds = 30;     // safety limit; a run that hits it says so
-  uint32_t vcpus = 2;
+  uint32_t vcpus = 1;
   uint64_t seed = 1;
   std::vector<DelayPoint> delays = default_delays();
   bool host_thread = true;  // coherence: a host thread takes part too

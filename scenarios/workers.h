@@ -98,9 +98,12 @@ inline bool stop_requested(auto& cpu, const RaceLayout& layout) {
 }
 
 // Takes the target page's spinlock; false if the run was stopped meanwhile.
+// Spins a little, then yields: on two cores the holder may be waiting for
+// the very CPU this thread is spinning on.
 inline bool take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner) {
-  while (!cpu.cas(layout.lock(), 0, owner)) {
+  for (unsigned spins = 1; !cpu.cas(layout.lock(), 0, owner); ++spins) {
     if (stop_requested(cpu, layout)) return false;
+    if (spins % 16 == 0) std::this_thread::yield();
   }
   return true;
 }
@@ -109,8 +112,9 @@ inline bool take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner) {
 // holder may be a vCPU that was stopped for reaching a freed frame and will
 // never release the lock.
 inline bool try_take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner, uint64_t attempts) {
-  for (uint64_t i = 0; i < attempts; ++i) {
+  for (uint64_t i = 1; i <= attempts; ++i) {
     if (cpu.cas(layout.lock(), 0, owner)) return true;
+    if (i % 16 == 0) std::this_thread::yield();
   }
   return false;
 }

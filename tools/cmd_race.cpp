@@ -119,6 +119,21 @@ scenarios::RaceConfig base_config(const Options& options) {
   return config;
 }
 
+// A missing /dev/kvm is the environment's fault (exit 3); say what still works.
+scenarios::RaceResult run_one(const scenarios::RaceConfig& config,
+                              const scenarios::ProgressFn& progress) {
+  try {
+    return scenarios::run_race(config, progress);
+  } catch (const Error& error) {
+    if (error.status() != ExitStatus::kEnvironment || config.backend != scenarios::Backend::kKvm) {
+      throw;
+    }
+    throw Error(ExitStatus::kEnvironment,
+                std::string(error.what()) +
+                    "; the same race runs without KVM on software vCPUs: --backend soft");
+  }
+}
+
 }  // namespace
 
 int race_main(Args args) {
@@ -157,7 +172,7 @@ int race_main(Args args) {
         fmt::print(stderr, "\r{:<24} {:>7}/{:<7}", c.scheme.name(), done, total);
       };
     }
-    results.push_back(scenarios::run_race(config, progress));
+    results.push_back(run_one(config, progress));
     if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
   }
 
