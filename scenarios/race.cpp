@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
 #include "scenarios/engine.h"
@@ -495,37 +496,6 @@ std::string format_race_table(const std::vector<RaceResult>& results) {
   return out;
 }
 
-namespace {
-
-std::string json_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<int>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 std::string race_json(const std::vector<RaceResult>& results) {
   std::string out = "{\"results\": [";
   for (size_t i = 0; i < results.size(); ++i) {
@@ -537,7 +507,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
     }
     std::string examples;
     for (const auto& example : r.examples) {
-      examples += fmt::format("{}\"{}\"", examples.empty() ? "" : ", ", json_escape(example));
+      examples += fmt::format("{}{}", examples.empty() ? "" : ", ", json_string(example));
     }
     out += fmt::format(
         "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
@@ -545,14 +515,14 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
         "\"guest_work\": {}, \"spte_faults\": {}, \"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
-        "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}], \"counterexample\": \"{}\"}}",
+        "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}], \"counterexample\": {}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
                                  : fmt::format("{:.3f}", r.first_violation_ms),
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.spte_faults,
         r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
-        r.timed_out, r.config.seed, examples, json_escape(r.counterexample));
+        r.timed_out, r.config.seed, examples, json_string(r.counterexample));
   }
   return out + "]}\n";
 }

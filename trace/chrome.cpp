@@ -19,6 +19,7 @@
 
 #include <fmt/core.h>
 
+#include "base/json.h"
 #include "trace/export.h"
 #include "trace/insn.h"
 #include "trace/kernel.h"
@@ -30,33 +31,6 @@ namespace {
 constexpr uint64_t kPointMaxNs = 1000;
 constexpr int kSptelabPid = 1;
 constexpr int kKernelPid = 2;
-
-std::string json_string(std::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
 
 const char* category(Kind kind) {
   switch (kind) {

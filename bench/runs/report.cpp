@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "base/json.h"
 #include "hypervisor/kvm_device.h"
 
 #ifndef SPTELAB_BUILD_TYPE
@@ -87,33 +88,6 @@ Machine describe_machine() {
   machine.compiler = compiler();
   machine.build_type = SPTELAB_BUILD_TYPE;
   return machine;
-}
-
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 std::string json_number(double number) {

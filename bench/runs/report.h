@@ -51,9 +51,8 @@ Machine describe_machine();
 std::string format_table(const std::vector<Result>& results);
 std::string format_json(const Machine& machine, const std::vector<Result>& results);
 
-// JSON string escaping (quotes included) and numbers (finite: shortest
-// round-trip form; NaN and infinities, which JSON lacks, as null).
-std::string json_string(const std::string& text);
+// JSON numbers (finite: shortest round-trip form; NaN and infinities, which
+// JSON lacks, as null). Strings: sptelab::json_string (base/json.h).
 std::string json_number(double number);
 
 }  // namespace sptelab::bench

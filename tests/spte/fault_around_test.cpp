@@ -3,13 +3,13 @@
 // faulting page in one mirror update.
 #include <gtest/gtest.h>
 
-#include <mutex>
 #include <vector>
 
 #include "mm/fault.h"
 #include "mm/ops.h"
 #include "scenarios/lab.h"
 #include "spte/mmu.h"
+#include "tests/spte/recording_mirror.h"
 
 namespace sptelab::spte {
 namespace {
@@ -18,22 +18,7 @@ using mmu_notifier::Placement;
 using scenarios::Backing;
 using scenarios::Lab;
 using scenarios::LabConfig;
-
-class RecordingMirror : public Mirror {
- public:
-  void update(const MirrorUpdate& update) override {
-    std::lock_guard lock(mutex_);
-    updates_.push_back(update);
-  }
-  std::vector<MirrorUpdate> take() {
-    std::lock_guard lock(mutex_);
-    return std::exchange(updates_, {});
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<MirrorUpdate> updates_;
-};
+using testing::RecordingMirror;
 
 // 64 pages of anonymous guest RAM with the given fault-around, whose host
 // pages [0, populated) the host has written (so their PTEs are present,

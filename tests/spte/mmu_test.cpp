@@ -11,6 +11,7 @@
 #include "mm/ops.h"
 #include "scenarios/lab.h"
 #include "spte/soft_vcpu.h"
+#include "tests/spte/recording_mirror.h"
 #include "trace/trace.h"
 
 namespace sptelab::spte {
@@ -20,21 +21,7 @@ using mmu_notifier::Placement;
 using scenarios::Backing;
 using scenarios::Lab;
 using scenarios::LabConfig;
-
-// Records every mirror update (the spte's user), as the hypervisor would see them.
-class RecordingMirror : public Mirror {
- public:
-  void update(const MirrorUpdate& update) override {
-    std::lock_guard lock(mutex);
-    updates.push_back(update);
-  }
-  std::vector<MirrorUpdate> take() {
-    std::lock_guard lock(mutex);
-    return std::exchange(updates, {});
-  }
-  std::mutex mutex;
-  std::vector<MirrorUpdate> updates;
-};
+using testing::RecordingMirror;
 
 LabConfig config(Placement placement, Protocol protocol, uint64_t pages = 16,
                  Backing backing = Backing::kSharedFile) {
