@@ -6,6 +6,7 @@
 
 #include <fmt/core.h>
 
+#include "base/x86_pte.h"
 #include "hypervisor/guest_physical.h"
 
 namespace sptelab::hypervisor {
@@ -14,10 +15,6 @@ namespace {
 constexpr uint64_t kCr0Paging = 1ull << 31;
 constexpr uint64_t kCr4La57 = 1ull << 12;
 constexpr uint64_t kEferLma = 1ull << 10;
-constexpr uint64_t kEntryPresent = 1ull << 0;
-constexpr uint64_t kEntryWritable = 1ull << 1;
-constexpr uint64_t kEntryLarge = 1ull << 7;
-constexpr uint64_t kAddressMask = 0x000ffffffffff000ull;
 constexpr size_t kBytesBefore = 32;
 constexpr size_t kBytesAfter = 64;
 constexpr size_t kInstructionsBefore = 5;
@@ -115,7 +112,7 @@ PageWalk walk_guest_page_tables(GuestPhysical& memory, const kvm_sregs& sregs, u
     walk.problem = fmt::format("{:#x} is not a canonical address", linear);
     return walk;
   }
-  uint64_t table = sregs.cr3 & kAddressMask;
+  uint64_t table = sregs.cr3 & x86::kPteAddressMask;
   walk.writable = true;
   for (int level = 4; level >= 1; --level) {
     unsigned shift = 12 + 9 * static_cast<unsigned>(level - 1);
@@ -126,18 +123,18 @@ PageWalk walk_guest_page_tables(GuestPhysical& memory, const kvm_sregs& sregs, u
       return walk;
     }
     walk.steps.push_back({level, entry_gpa, entry});
-    if (!(entry & kEntryPresent)) {
+    if (!(entry & x86::kPtePresent)) {
       walk.problem = fmt::format("{} is not present", level_name(level));
       return walk;
     }
-    walk.writable = walk.writable && (entry & kEntryWritable);
-    if (level == 1 || ((level == 2 || level == 3) && (entry & kEntryLarge))) {
+    walk.writable = walk.writable && (entry & x86::kPteWritable);
+    if (level == 1 || ((level == 2 || level == 3) && (entry & x86::kPteLarge))) {
       uint64_t page_mask = (uint64_t{1} << shift) - 1;
       walk.translated = true;
-      walk.gpa = ((entry & kAddressMask) & ~page_mask) | (linear & page_mask);
+      walk.gpa = ((entry & x86::kPteAddressMask) & ~page_mask) | (linear & page_mask);
       return walk;
     }
-    table = entry & kAddressMask;
+    table = entry & x86::kPteAddressMask;
   }
   return walk;
 }

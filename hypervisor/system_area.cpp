@@ -6,6 +6,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/x86_pte.h"
 #include "guest/sptelab_abi.h"
 #include "hypervisor/elf.h"
 #include "hypervisor/guest_physical.h"
@@ -19,12 +20,8 @@ using mm::kPageSize;
 // Page-table entry bits (Intel SDM vol. 3, 4.5). Accessed and dirty are set up
 // front so that the CPU (or KVM's shadow walker) never has to write them back
 // into a page-table page that might be inaccessible in the window.
-constexpr uint64_t kPresent = 1ull << 0;
-constexpr uint64_t kWritable = 1ull << 1;
-constexpr uint64_t kAccessed = 1ull << 5;
-constexpr uint64_t kDirty = 1ull << 6;
-constexpr uint64_t kTableFlags = kPresent | kWritable | kAccessed;
-constexpr uint64_t kLeafFlags = kPresent | kWritable | kAccessed | kDirty;
+constexpr uint64_t kTableFlags = x86::kPtePresent | x86::kPteWritable | x86::kPteAccessed;
+constexpr uint64_t kLeafFlags = kTableFlags | x86::kPteDirty;
 
 constexpr uint64_t kSystemBase = kPageSize;  // page 0 left unused
 constexpr uint64_t kEntriesPerTable = 512;

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "base/x86_pte.h"
+
 namespace sptelab::mm {
 
 using Pfn = uint64_t;
@@ -21,19 +23,19 @@ inline constexpr uint64_t page_align_up(uint64_t addr) {
 // at every level, so the tables in frames look like real ones.
 class Pte {
  public:
-  static constexpr uint64_t kPresent = 1ull << 0;
-  static constexpr uint64_t kWritable = 1ull << 1;
-  static constexpr uint64_t kUser = 1ull << 2;
-  static constexpr uint64_t kAccessed = 1ull << 5;
-  static constexpr uint64_t kDirty = 1ull << 6;
+  static constexpr uint64_t kPresent = x86::kPtePresent;
+  static constexpr uint64_t kWritable = x86::kPteWritable;
+  static constexpr uint64_t kUser = x86::kPteUser;
+  static constexpr uint64_t kAccessed = x86::kPteAccessed;
+  static constexpr uint64_t kDirty = x86::kPteDirty;
   // Software bits (ignored by hardware, 9..11): a non-present migration entry
   // that makes faults wait until the migration is done, like Linux's.
-  static constexpr uint64_t kMigration = 1ull << 9;
+  static constexpr uint64_t kMigration = x86::kPteSoftMigration;
   // Software bit 10: a PROT_NONE mapping. The entry is not present to the
   // hardware but still maps its page (mapcount, rmap, reference), like
   // Linux's _PAGE_PROTNONE, so mprotect(PROT_NONE) keeps the content.
-  static constexpr uint64_t kProtNone = 1ull << 10;
-  static constexpr uint64_t kPfnMask = 0x000ffffffffff000ull;
+  static constexpr uint64_t kProtNone = x86::kPteSoftProtNone;
+  static constexpr uint64_t kPfnMask = x86::kPteAddressMask;
 
   constexpr Pte() = default;
   constexpr explicit Pte(uint64_t raw) : raw_(raw) {}

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "base/x86_pte.h"
+
 namespace sptelab::trace {
 namespace {
 
@@ -78,15 +80,6 @@ constexpr std::array kExitReasons = {
     "NOTIFY"sv,
 };
 
-constexpr uint64_t kPtePresent = 1ull << 0;
-constexpr uint64_t kPteWritable = 1ull << 1;
-constexpr uint64_t kPteUser = 1ull << 2;
-constexpr uint64_t kPteAccessed = 1ull << 5;
-constexpr uint64_t kPteDirty = 1ull << 6;
-constexpr uint64_t kPteMigration = 1ull << 9;
-constexpr uint64_t kPteProtNone = 1ull << 10;
-constexpr uint64_t kPtePfnMask = 0x000ffffffffff000ull;
-
 bool is_one_of(std::string_view name, std::initializer_list<std::string_view> names) {
   for (std::string_view candidate : names) {
     if (name == candidate) return true;
@@ -140,13 +133,13 @@ ArgStyle arg_style(Kind kind, size_t arg) {
 
 std::string describe_pte(uint64_t pte) {
   constexpr std::array<std::pair<uint64_t, std::string_view>, 7> kBits = {{
-      {kPtePresent, "P"},
-      {kPteWritable, "W"},
-      {kPteUser, "U"},
-      {kPteAccessed, "A"},
-      {kPteDirty, "D"},
-      {kPteMigration, "MIG"},
-      {kPteProtNone, "PROTNONE"},
+      {x86::kPtePresent, "P"},
+      {x86::kPteWritable, "W"},
+      {x86::kPteUser, "U"},
+      {x86::kPteAccessed, "A"},
+      {x86::kPteDirty, "D"},
+      {x86::kPteSoftMigration, "MIG"},
+      {x86::kPteSoftProtNone, "PROTNONE"},
   }};
   fmt::memory_buffer bits;
   for (const auto& [bit, name] : kBits) {
@@ -155,7 +148,7 @@ std::string describe_pte(uint64_t pte) {
     bits.append(name);
   }
   if (bits.size() == 0) bits.push_back('-');
-  return fmt::format("pfn={:#x} {}", (pte & kPtePfnMask) >> 12, fmt::to_string(bits));
+  return fmt::format("pfn={:#x} {}", (pte & x86::kPteAddressMask) >> 12, fmt::to_string(bits));
 }
 
 std::string format_arg(Kind kind, size_t arg, uint64_t value) {
