@@ -16,6 +16,7 @@
 #include "scenarios/gate.h"
 #include "trace/export.h"
 #include "trace/file.h"
+#include "trace/kernel.h"
 #include "trace/trace.h"
 
 namespace sptelab::scenarios {
@@ -321,8 +322,10 @@ std::string counterexample(const trace::TraceFile& file) {
 }
 
 // PTL hold times, the counterexample, and the trace file if one was asked for.
-void read_trace(RaceResult& result, const RaceConfig& config, const Lab& lab) {
+void read_trace(RaceResult& result, const RaceConfig& config, const Lab& lab,
+                std::optional<trace::KernelTrace> kernel) {
   trace::TraceFile file = trace::make_trace_file(trace::snapshot(), trace_metadata(config, lab));
+  if (kernel) trace::merge_kernel_trace(file, std::move(*kernel));
   const trace::Snapshot& snap = file.snapshot;
   result.counterexample = counterexample(file);
   if (result.violations > 0 && result.counterexample.empty()) {
@@ -373,6 +376,12 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   std::unique_ptr<GuestEngine> engine;
   engine = config.backend == Backend::kSoft ? make_soft_engine(lab, config, layout)
                                             : make_kvm_engine(lab, config, layout);
+  // The real kernel's kvm/kvmmmu events, merged into this run's trace.
+  std::unique_ptr<trace::KernelCapture> capture;
+  if (config.kernel && config.trace) {
+    capture = std::make_unique<trace::KernelCapture>();
+    if (!capture->active()) result.kernel_problem = capture->problem();
+  }
   {
     DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus));
     engine->start();
@@ -384,6 +393,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     engine->join();
   }
   if (std::string failure = engine->failure(); !failure.empty()) throw_internal(failure);
+  std::optional<trace::KernelTrace> kernel;
+  if (capture && capture->active()) kernel = capture->stop();
 
   // Quiescent: final detectors.
   result.guest_work = remapper.finished_work(workers);
@@ -433,7 +444,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   result.sptes_zapped = stats.zaps;
   result.ops_per_s =
       result.seconds > 0 ? static_cast<double>(result.operations) / result.seconds : 0;
-  if (config.trace) read_trace(result, config, lab);
+  if (config.trace) read_trace(result, config, lab, std::move(kernel));
   return result;
 }
 

@@ -58,6 +58,9 @@ struct RaceConfig {
   bool trace = true;
   // Write the run's trace here (binary, `sptelab trace FILE` reads it).
   std::string trace_path;
+  // Also capture the real kernel's kvm/kvmmmu tracepoints (tracefs) into
+  // that trace; where tracefs is unavailable, kernel_problem says why.
+  bool kernel = false;
   std::string guest_path;  // kvm: the race guest ELF (empty: built-in)
 };
 
@@ -84,6 +87,7 @@ struct RaceResult {
   uint64_t trace_overwritten = 0;  // PTL samples lost to ring wrap-around
   bool timed_out = false;
   std::vector<std::string> examples;  // what happened, for the first violations
+  std::string kernel_problem;         // why --kernel captured nothing, if it did not
   std::string counterexample;         // trace lines around the first violation
 };
 

@@ -19,7 +19,7 @@ constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--trace FILE]
-                    [--json]
+                    [--kernel] [--json]
 
 Runs a race scenario under one scheme or all 20, and prints one row per
 scheme: the violations each detector found, when the first one was seen,
@@ -46,6 +46,9 @@ options:
   --no-delays      no delay injection at all
   --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
                    them); with several schemes, FILE.SCHEME per scheme
+  --kernel         with --trace: also capture the real kernel's kvm and
+                   kvmmmu tracepoints (tracefs) into the same timeline; where
+                   tracefs is unavailable, says why and goes on without them
   --json           print one JSON document on stdout, nothing else
 
 Under the table, each scheme with violations says what happened; the first
@@ -148,6 +151,7 @@ int race_main(Args args) {
                    {"delay", true},
                    {"no-delays", false, true},
                    {"trace"},
+                   {"kernel", false, true},
                    {"json", false, true}});
   if (options.help()) {
     fmt::print("{}", kHelp);
@@ -161,6 +165,10 @@ int race_main(Args args) {
   std::vector<scenarios::RaceResult> results;
   const std::vector<spte::Scheme> schemes = schemes_option(options);
   const std::optional<std::string> trace_path = options.value("trace");
+  if (options.flag("kernel") && !trace_path) {
+    options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
+  }
+  config.kernel = options.flag("kernel");
   for (const spte::Scheme& scheme : schemes) {
     config.scheme = scheme;
     if (trace_path) {
@@ -173,6 +181,10 @@ int race_main(Args args) {
       };
     }
     results.push_back(run_one(config, progress));
+    if (!results.back().kernel_problem.empty()) {
+      fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
+                 results.back().kernel_problem);
+    }
     if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
   }
 

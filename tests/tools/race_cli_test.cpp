@@ -41,6 +41,7 @@ TEST(RaceCli, BadInputIsExitTwoWithAMessage) {
         std::vector<std::string>{"race", "coherence", "--backend", "qemu"},
         std::vector<std::string>{"race", "coherence", "--iterations", "0"},
         std::vector<std::string>{"race", "coherence", "--delay", "no_such_point=5"},
+        std::vector<std::string>{"race", "coherence", "--kernel"},
         std::vector<std::string>{"race"}}) {
     auto result = run_sptelab(args);
     EXPECT_EQ(result.status, 2) << args[1];
