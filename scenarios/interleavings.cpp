@@ -2,6 +2,7 @@
 
 #include <array>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <thread>
 
@@ -86,6 +87,29 @@ bool probe_lost_write(Rig& rig) {
   return lost;
 }
 
+// The remapper thread: applies op once, parking at whatever gate is armed.
+std::thread start_remapper(Rig& rig, HostOp op, InterleavingOutcome& out) {
+  return std::thread([&rig, op, &out] {
+    ThreadRole role(Role::kRemapper);
+    out.op_applied = apply_host_op(rig.lab, op, kGfn, 0);
+  });
+}
+
+// The vCPU writes kGuestWrite from its own thread (a correct scheme may hold
+// it off until the parked remapper goes on); returns once the write is done
+// or the vCPU is seen being held off. The caller joins the thread.
+std::thread start_guest_write(Rig& rig) {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  uint64_t retries_before = rig.lab.mmu->stats().retries;
+  std::thread vcpu([&rig, done] {
+    ThreadRole role(Role::kVcpu);
+    guest_store(rig, kGuestWrite);
+    *done = true;
+  });
+  wait_done_or_held(*done, *rig.lab.mmu, retries_before);
+  return vcpu;
+}
+
 void run_gup_before_change(Rig& rig, HostOp op, InterleavingOutcome& out) {
   rig.host.store64(rig.hva(), 1);  // the host page exists before the race
   Gate after_gup(Point::kSpteFaultAfterGup, Role::kVcpu);
@@ -103,19 +127,9 @@ void run_gup_before_change(Rig& rig, HostOp op, InterleavingOutcome& out) {
 void run_fault_in_window(Rig& rig, HostOp op, InterleavingOutcome& out) {
   rig.host.store64(rig.hva(), 1);
   Gate before_ptl(Point::kHostBeforePtl, Role::kRemapper);
-  std::thread remapper([&] {
-    ThreadRole role(Role::kRemapper);
-    out.op_applied = apply_host_op(rig.lab, op, kGfn, 0);
-  });
+  std::thread remapper = start_remapper(rig, op, out);
   before_ptl.wait_arrived();
-  std::atomic<bool> done{false};
-  uint64_t retries_before = rig.lab.mmu->stats().retries;
-  std::thread vcpu([&] {
-    ThreadRole role(Role::kVcpu);
-    guest_store(rig, kGuestWrite);
-    done = true;
-  });
-  wait_done_or_held(done, *rig.lab.mmu, retries_before);
+  std::thread vcpu = start_guest_write(rig);
   before_ptl.open();
   remapper.join();
   vcpu.join();
@@ -137,10 +151,7 @@ void run_third_thread(Rig& rig, HostOp op, InterleavingOutcome& out) {
   std::optional<Point> window = third_thread_window(op);
   std::optional<Gate> gate;
   if (window) gate.emplace(*window, Role::kRemapper);
-  std::thread remapper([&] {
-    ThreadRole role(Role::kRemapper);
-    out.op_applied = apply_host_op(rig.lab, op, kGfn, 0);
-  });
+  std::thread remapper = start_remapper(rig, op, out);
   if (gate) {
     gate->wait_arrived();
   } else {
@@ -149,14 +160,7 @@ void run_third_thread(Rig& rig, HostOp op, InterleavingOutcome& out) {
   // The host thread writes through the new PTE, then the vCPU through its
   // spte: if both reach the same page, the vCPU's write is the last one.
   rig.host.store64(rig.hva(), kHostWrite);
-  std::atomic<bool> done{false};
-  uint64_t retries_before = rig.lab.mmu->stats().retries;
-  std::thread vcpu([&] {
-    ThreadRole role(Role::kVcpu);
-    guest_store(rig, kGuestWrite);
-    done = true;
-  });
-  wait_done_or_held(done, *rig.lab.mmu, retries_before);
+  std::thread vcpu = start_guest_write(rig);
   if (gate) {
     gate->open();
     remapper.join();
