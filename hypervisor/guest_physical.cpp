@@ -42,6 +42,7 @@ void throw_setup_failure(const std::string& what, const MemoryFailure& failure) 
 }
 
 std::optional<MemoryFailure> GuestPhysical::fault(spte::Gfn gfn, bool write) {
+  if (is_fixed(gfn)) return std::nullopt;
   for (unsigned retries = 0;; ++retries) {
     ++stats_.faults;
     spte::FaultOutcome outcome = memory_.fault(gfn, write, vcpu_);
@@ -71,6 +72,10 @@ std::optional<MemoryFailure> GuestPhysical::with_page(
     spte::Gfn gfn, bool write, const std::function<void(uint8_t* frame)>& fn) {
   if (gfn >= memory_.gfn_count()) {
     return MemoryFailure{gfn << mm::kPageShift, spte::FaultOutcome::kNoMemslot};
+  }
+  if (is_fixed(gfn)) {
+    fn(fixed_ + (gfn << mm::kPageShift));
+    return std::nullopt;
   }
   // The spte can be zapped between the fault and the access (a host thread
   // invalidating the page): then fault again, as the vCPU would.

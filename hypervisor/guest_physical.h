@@ -45,6 +45,15 @@ class GuestPhysical {
 
   uint64_t ram_bytes() const { return memory_.gfn_count() << 12; }
 
+  // Guest-physical [0, bytes) is plain host memory at `base` (the system
+  // area's own memslot, VmConfig::system_memslot), not `memory`: accesses
+  // there touch it directly and never fault.
+  void set_fixed(uint8_t* base, uint64_t bytes) {
+    fixed_ = base;
+    fixed_pages_ = bytes >> 12;
+  }
+  bool is_fixed(spte::Gfn gfn) const { return gfn < fixed_pages_; }
+
   // Faults gfn in (retrying while the fault protocol says so) and runs fn on
   // the frame with the spte held stable. fn may run only once.
   std::optional<MemoryFailure> with_page(spte::Gfn gfn, bool write,
@@ -73,6 +82,8 @@ class GuestPhysical {
   spte::GuestMemory& memory_;
   uint32_t vcpu_;
   const std::atomic<bool>* abort_;
+  uint8_t* fixed_ = nullptr;
+  uint64_t fixed_pages_ = 0;
   GuestPhysicalStats stats_;
 };
 

@@ -60,9 +60,8 @@ constexpr uint64_t kEntryPresentBit = 1ull << 0;
 constexpr uint64_t kEntryLargeBit = 1ull << 7;
 constexpr uint64_t kEntryAddressMask = 0x000ffffffffff000ull;
 
-// The 4-level long-mode walk of dump.cpp, reading only what the window maps.
-std::optional<uint64_t> window_translate(const GuestWindow& window, const kvm_sregs& s,
-                                         uint64_t linear) {
+// The 4-level long-mode walk of dump.cpp, reading only what is mapped now.
+std::optional<uint64_t> window_translate(const Vm& window, const kvm_sregs& s, uint64_t linear) {
   if (!(s.cr0 & kCr0PagingBit)) return linear;
   if (!(s.efer & kEferLmaBit) || (s.cr4 & kCr4La57Bit)) return std::nullopt;
   uint64_t table = s.cr3 & kEntryAddressMask;
@@ -82,7 +81,7 @@ std::optional<uint64_t> window_translate(const GuestWindow& window, const kvm_sr
   return std::nullopt;
 }
 
-void trace_instruction(const GuestWindow& window, const kvm_sregs& s, uint64_t rip) {
+void trace_instruction(const Vm& window, const kvm_sregs& s, uint64_t rip) {
   uint8_t bytes[trace::kMaxInsnBytes];
   size_t got = 0;
   while (got < sizeof bytes) {  // page by page: an instruction may cross a page
@@ -167,6 +166,7 @@ void install_kick_signal_handler() {
 
 Vcpu::Vcpu(Vm& vm, uint32_t index)
     : vm_(vm), index_(index), memory_(vm.memory_, index, &vm.stopping_) {
+  memory_.set_fixed(vm.system_memory_, vm.system_bytes_);
   fd_ = Fd(ioctl(vm.vm_fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(index)));
   if (!fd_.valid()) {
     throw_environment(
@@ -333,7 +333,7 @@ void Vcpu::run_loop() {
       uint64_t rip = current_rip();
       trace::emit(trace::Kind::kVcpuExit, index_, run_->exit_reason, rip, gpa);
       if (rip_names_the_instruction(*run_)) {
-        trace_instruction(vm_.window_, sregs_synced ? run_->s.regs.sregs : sregs(), rip);
+        trace_instruction(vm_, sregs_synced ? run_->s.regs.sregs : sregs(), rip);
       }
     }
     if (handle_exit() != Next::kContinue) return;
@@ -637,6 +637,7 @@ std::optional<spte::Gfn> Vcpu::operand_gfn(const kvm_regs& r, const kvm_sregs& s
 
 std::vector<std::string> Vcpu::inaccessible_system_pages() {
   std::vector<std::string> out;
+  if (vm_.system_bytes_ > 0) return out;  // its own memslot: never inaccessible
   for (const SystemRegion& region : vm_.layout_.regions()) {
     for (uint64_t gpa = region.start; gpa < region.end; gpa += 4096) {
       if (vm_.window_.access(gpa >> 12) == spte::Access::kNone) {

@@ -1,6 +1,7 @@
 #include "hypervisor/vm.h"
 
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,17 +79,23 @@ Vm::Vm(VmConfig config, spte::GuestMemory& memory, GuestWindow& window)
                     "memory limits",
                     kvm_.path(), std::strerror(errno)));
   }
-  kvm_userspace_memory_region region{};
-  region.slot = 0;
-  region.guest_phys_addr = 0;
-  region.memory_size = ram_bytes_;
-  region.userspace_addr = reinterpret_cast<uint64_t>(window_.base());
-  if (ioctl(vm_fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
-    throw_environment(
-        fmt::format("KVM_SET_USER_MEMORY_REGION for {} bytes of guest RAM failed: "
-                    "{}",
-                    ram_bytes_, std::strerror(errno)));
+  uint64_t ram_start = 0;
+  if (config_.system_memslot) {
+    // The layout depends only on RAM and vCPUs: plan it now, so that the
+    // system area's memslot exists before any vCPU does.
+    layout_ = plan_system_layout(ram_bytes_, config_.vcpus);
+    system_bytes_ = layout_.end;
+    void* area = mmap(nullptr, system_bytes_, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (area == MAP_FAILED) {
+      throw_environment(fmt::format("cannot allocate {} bytes for the guest's system area: {}",
+                                    system_bytes_, std::strerror(errno)));
+    }
+    system_memory_ = static_cast<uint8_t*>(area);
+    set_memory_region(1, 0, system_bytes_, system_memory_, "the system area");
+    ram_start = system_bytes_;
   }
+  set_memory_region(0, ram_start, ram_bytes_ - ram_start, window_.base() + ram_start, "guest RAM");
   for (uint32_t i = 0; i < config_.vcpus; ++i) vcpus_.push_back(std::make_unique<Vcpu>(*this, i));
   memory_.set_mirror(&window_);
 }
@@ -97,6 +104,36 @@ Vm::~Vm() {
   stop_all_vcpus();
   vcpus_.clear();
   memory_.set_mirror(nullptr);
+  if (system_memory_ != nullptr) munmap(system_memory_, system_bytes_);
+}
+
+void Vm::set_memory_region(uint32_t slot, uint64_t gpa, uint64_t bytes, uint8_t* host,
+                           const char* what) {
+  kvm_userspace_memory_region region{};
+  region.slot = slot;
+  region.guest_phys_addr = gpa;
+  region.memory_size = bytes;
+  region.userspace_addr = reinterpret_cast<uint64_t>(host);
+  if (ioctl(vm_fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
+    throw_environment(fmt::format("KVM_SET_USER_MEMORY_REGION for {} bytes of {} failed: {}", bytes,
+                                  what, std::strerror(errno)));
+  }
+}
+
+bool Vm::read_mapped(uint64_t gpa, void* out, size_t len) const {
+  auto* dest = static_cast<uint8_t*>(out);
+  while (len > 0) {
+    size_t chunk = std::min<size_t>(len, 4096 - (gpa & 4095));
+    if (gpa < system_bytes_) {
+      std::memcpy(dest, system_memory_ + gpa, chunk);
+    } else if (!window_.read_mapped(gpa, dest, chunk)) {
+      return false;
+    }
+    dest += chunk;
+    gpa += chunk;
+    len -= chunk;
+  }
+  return true;
 }
 
 void Vm::load(const ElfImage& image) {
@@ -107,9 +144,10 @@ void Vm::load(const ElfImage& image) {
                     "RAM; give the VM more --mem",
                     image.name, image.end_address(), ram_bytes_));
   }
-  layout_ = plan_system_layout(ram_bytes_, config_.vcpus);
+  if (!config_.system_memslot) layout_ = plan_system_layout(ram_bytes_, config_.vcpus);
   check_image_fits(layout_, image);
   GuestPhysical loader(memory_, 0);
+  loader.set_fixed(system_memory_, system_bytes_);
   write_system_area(layout_, loader);
   load_elf(image, loader);
   for (auto& vcpu : vcpus_) vcpu->configure(layout_, image.entry);

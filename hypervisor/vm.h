@@ -60,6 +60,14 @@ struct VmConfig {
   ConsoleSink console;               // empty: stdout
   PortHandler scenario_ports;        // empty: scenario ports end the run (status 2)
   ReportHandler on_report;           // optional observer of SPTELAB_PORT_REPORT_*
+  // Keep the system area (stacks, TSSs, IDT and stubs, GDT, page tables) in
+  // its own memslot of plain host memory, outside `memory`: no host
+  // operation on guest RAM and no spte zap can make it inaccessible, so the
+  // real MMU's walks and exception delivery never fail. Guest RAM's memslot
+  // then starts where the system area ends; the pages of `memory` below
+  // that are never used by the guest. Off: everything lives in `memory`
+  // (zapped page-table pages give spurious #PFs, hypervisor/README.md).
+  bool system_memslot = false;
 };
 
 // How a run ended, and the process exit status it maps to.
@@ -129,11 +137,18 @@ class Vm {
   uint64_t ram_bytes() const { return ram_bytes_; }
   const SystemLayout& layout() const { return layout_; }
   const KvmDevice& kvm() const { return kvm_; }
+  // Guest-physical bytes below this are the system memslot (0 without one).
+  uint64_t system_bytes() const { return system_bytes_; }
+  // Copies guest memory that is accessible right now (system memslot or
+  // window) without faulting anything in; false if some page is not.
+  bool read_mapped(uint64_t gpa, void* out, size_t len) const;
 
  private:
   friend class Vcpu;
 
   // Records how the run ends; returns false if an end was already recorded.
+  void set_memory_region(uint32_t slot, uint64_t gpa, uint64_t bytes, uint8_t* host,
+                         const char* what);
   bool finish(RunEnd end, int exit_status, std::string message, std::string dump = {},
               std::optional<uint32_t> guest_exit_value = std::nullopt);
   bool stopping() const { return stopping_.load(std::memory_order_seq_cst); }
@@ -150,6 +165,8 @@ class Vm {
   Fd vm_fd_;
   uint64_t ram_bytes_ = 0;
   SystemLayout layout_;
+  uint8_t* system_memory_ = nullptr;  // VmConfig::system_memslot
+  uint64_t system_bytes_ = 0;
   bool loaded_ = false;
   bool ran_ = false;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;

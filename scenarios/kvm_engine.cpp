@@ -60,6 +60,9 @@ class KvmEngine final : public GuestEngine {
     vm.vcpus = config.vcpus;
     vm.timeout_seconds = config.max_seconds + 60;
     vm.guest_args = {static_cast<uint32_t>(layout.control_gpa >> 12)};
+    // Host operations may reach any page of guest RAM (fork write-protects
+    // all of it): the page tables, IDT and stacks must not go with it.
+    vm.system_memslot = true;
     vm.console = [](uint32_t, std::string_view text) { fmt::print(stderr, "guest: {}", text); };
     return vm;
   }

@@ -89,6 +89,28 @@ TEST(ExitLoopTest, ZappedPageTablePageGivesASpuriousPageFaultThatIsResumed) {
   EXPECT_GE(result.stats.spurious_page_faults, 1u);
 }
 
+TEST(ExitLoopTest, SystemMemslotKeepsPageTablesOutOfTheZapsReach) {
+  SPTELAB_REQUIRE_KVM();
+  VmConfig c = probe(1);
+  c.system_memslot = true;
+  VmRig* rig_pointer = nullptr;
+  c.scenario_ports = [&](PortAccess& access) {
+    if (access.port != 0x100) return PortResult::kUnhandled;
+    VmRig& rig = *rig_pointer;
+    // Zap every page of RAM below the image: with the system area in its
+    // own memslot, none of it is what the guest's MMU walks or stacks on.
+    for (uint64_t gfn = 0; gfn < rig.vm().system_bytes() / 4096; ++gfn) rig.fake().zap(gfn);
+    rig.fake().zap(access.value >> 12);
+    return PortResult::kHandled;
+  };
+  VmRig rig(kRam, c);
+  rig_pointer = &rig;
+  RunResult result = rig.run(testing::test_guest("probe"));
+  EXPECT_EQ(result.exit_status, 0) << result.message << result.dump;
+  EXPECT_GT(rig.vm().system_bytes(), 0u);
+  EXPECT_EQ(result.stats.spurious_page_faults, 0u);
+}
+
 TEST(ExitLoopTest, LockedRmwOnAPageZappedBeforeReentryIsRetried) {
   SPTELAB_REQUIRE_KVM();
   constexpr uint32_t kIncrements = 50;
