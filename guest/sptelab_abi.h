@@ -21,6 +21,16 @@
  * Every vCPU starts at e_entry at the same time. */
 #define SPTELAB_STACK_BYTES 16384u
 
+/* Native mode (guest/README.md): the GDT also holds 64-bit user code and
+ * data descriptors (DPL 3). A vCPU that iretq's to these selectors runs its
+ * code at CPL3, natively on backends that emulate CPL0 (PVM); every page of
+ * the identity map is user-accessible, and the TSS's I/O permission bitmap
+ * opens the console, argument, report and exit ports and the scenario ports
+ * 0x100..0x1FF at CPL3 (not the exception port). sptelab_enter_native() in
+ * sptelab_guest.h does it. */
+#define SPTELAB_USER_DATA_SELECTOR 0x1Bu
+#define SPTELAB_USER_CODE_SELECTOR 0x23u
+
 /* --- Ports handled by sptelab itself (below 0x100) --- */
 /* out: one console byte per byte written (debugcon convention).
  * in: reads 0xE9, so a guest can detect the console. */

@@ -56,9 +56,30 @@ static inline void sptelab_pause(void) {
   __asm__ volatile("pause" : : : "memory");
 }
 /* Stops this vCPU for good (interrupts are off). When every vCPU has
- * stopped, the VM ends with status 0. */
+ * stopped, the VM ends with status 0. In native mode too: the #GP that hlt
+ * raises at CPL3 reaches sptelab, which stops the vCPU the same way. */
 static inline __attribute__((noreturn)) void sptelab_halt(void) {
   for (;;) __asm__ volatile("hlt" : : : "memory");
+}
+/* Native mode (guest/README.md): continues this vCPU at CPL3, on the same
+ * stack and with the same registers, by an iretq to the user selectors.
+ * There is no way back to CPL0; the ports, sptelab_halt() and sptelab_exit()
+ * keep working. On backends that emulate CPL0 code (PVM) the code after
+ * this runs natively, thousands of times faster. */
+static inline void sptelab_enter_native(void) {
+  __asm__ volatile(
+      "mov %%rsp, %%rax\n\t"
+      "pushq %[ss]\n\t"
+      "pushq %%rax\n\t"
+      "pushfq\n\t"
+      "pushq %[cs]\n\t"
+      "leaq 1f(%%rip), %%rax\n\t"
+      "pushq %%rax\n\t"
+      "iretq\n"
+      "1:"
+      :
+      : [ss] "i"(SPTELAB_USER_DATA_SELECTOR), [cs] "i"(SPTELAB_USER_CODE_SELECTOR)
+      : "rax", "memory", "cc");
 }
 /* Ends the VM; sptelab exits with `status`. */
 static inline __attribute__((noreturn)) void sptelab_exit(uint32_t status) {

@@ -20,15 +20,30 @@ using mm::kPageSize;
 // Page-table entry bits (Intel SDM vol. 3, 4.5). Accessed and dirty are set up
 // front so that the CPU (or KVM's shadow walker) never has to write them back
 // into a page-table page that might be inaccessible in the window.
-constexpr uint64_t kTableFlags = x86::kPtePresent | x86::kPteWritable | x86::kPteAccessed;
+// User-accessible at every level, for guests in native mode (CPL3); CPL0
+// code is unaffected (no SMEP/SMAP in CR4).
+constexpr uint64_t kTableFlags =
+    x86::kPtePresent | x86::kPteWritable | x86::kPteUser | x86::kPteAccessed;
 constexpr uint64_t kLeafFlags = kTableFlags | x86::kPteDirty;
 
 constexpr uint64_t kSystemBase = kPageSize;  // page 0 left unused
 constexpr uint64_t kEntriesPerTable = 512;
 
-// Flat 64-bit code (L=1, D=0) and data segments, DPL 0.
+// Flat 64-bit code (L=1, D=0) and data segments, DPL 0, and the same at DPL 3.
 constexpr uint64_t kCodeDescriptor = 0x00af9b000000ffffull;
 constexpr uint64_t kDataDescriptor = 0x00cf93000000ffffull;
+constexpr uint64_t kUserCodeDescriptor = 0x00affb000000ffffull;
+constexpr uint64_t kUserDataDescriptor = 0x00cff3000000ffffull;
+
+// The ports a CPL3 guest may use (guest/README.md, "Native mode"). A 32-bit
+// `out` to port p is checked against the bits of p..p+3, so the ports right
+// after the 32-bit ABI ports are open too (sptelab refuses them anyway). The
+// exception port stays closed: only sptelab's stubs report there.
+bool open_at_cpl3(uint32_t port) {
+  if (port == SPTELAB_PORT_CONSOLE) return true;
+  if (port >= SPTELAB_PORT_ARG && port <= SPTELAB_PORT_EXIT + 3) return true;
+  return port >= SPTELAB_PORT_SCENARIO_BASE && port < SystemLayout::kTssIoPorts;
+}
 
 uint64_t div_round_up(uint64_t value, uint64_t unit) {
   return (value + unit - 1) / unit;
@@ -77,6 +92,8 @@ void write_gdt(const SystemLayout& layout, GuestPhysical& memory) {
   Page page{};
   page[kCodeSelector / 8] = kCodeDescriptor;
   page[kDataSelector / 8] = kDataDescriptor;
+  page[kUserDataSelector / 8] = kUserDataDescriptor;
+  page[kUserCodeSelector / 8] = kUserCodeDescriptor;
   for (uint32_t vcpu = 0; vcpu < layout.vcpus; ++vcpu) {
     // A 16-byte available 64-bit TSS descriptor (type 9, present).
     uint64_t base = layout.tss_address(vcpu);
@@ -96,10 +113,15 @@ void write_tss(const SystemLayout& layout, GuestPhysical& memory) {
   for (uint32_t vcpu = 0; vcpu < layout.vcpus; ++vcpu) {
     uint8_t* tss = bytes.data() + vcpu * SystemLayout::kTssStride;
     uint64_t ist1 = layout.exception_stack_top(vcpu);
-    std::memcpy(tss + 4, &ist1, 8);             // rsp0: unused at CPL0, but sane
-    std::memcpy(tss + 36, &ist1, 8);            // ist1: every exception gate uses it
-    uint16_t io_map = SystemLayout::kTssBytes;  // no I/O bitmap
+    std::memcpy(tss + 4, &ist1, 8);   // rsp0: the stack for exceptions from CPL3
+    std::memcpy(tss + 36, &ist1, 8);  // ist1: every exception gate uses it
+    uint16_t io_map = SystemLayout::kTssIoBitmap;
     std::memcpy(tss + 102, &io_map, 2);
+    uint8_t* bitmap = tss + SystemLayout::kTssIoBitmap;  // a set bit closes the port
+    for (uint32_t port = 0; port < SystemLayout::kTssIoPorts; ++port) {
+      if (!open_at_cpl3(port)) bitmap[port / 8] |= static_cast<uint8_t>(1u << (port % 8));
+    }
+    bitmap[SystemLayout::kTssIoPorts / 8] = 0xff;  // the terminator byte
   }
   if (auto failure = memory.write(layout.tss, bytes.data(), bytes.size())) {
     throw_setup_failure("writing the guest's TSS", *failure);

@@ -23,9 +23,11 @@ struct ElfImage;
 
 inline constexpr uint16_t kCodeSelector = 0x08;
 inline constexpr uint16_t kDataSelector = 0x10;
-inline constexpr uint16_t kFirstTssSelector = 0x18;
+inline constexpr uint16_t kUserDataSelector = 0x18;  // DPL 3 (native mode), RPL 3: 0x1b
+inline constexpr uint16_t kUserCodeSelector = 0x20;  // DPL 3, 64-bit, RPL 3: 0x23
+inline constexpr uint16_t kFirstTssSelector = 0x28;
 inline constexpr uint32_t kExceptionVectors = 32;
-inline constexpr uint32_t kMaxVcpus = 254;  // TSS descriptors in a one-page GDT
+inline constexpr uint32_t kMaxVcpus = 253;  // TSS descriptors in a one-page GDT
 
 // Stub code: push rax; mov eax, vector; out SPTELAB_PORT_EXCEPTION, eax; hlt.
 // When the port exit is seen, rsp points at the saved rax, then the error
@@ -55,8 +57,14 @@ struct SystemLayout {
   uint64_t pdpt_count = 0, pd_count = 0, pt_count = 0;
   uint64_t end = 0;  // first byte after the system area
 
-  static constexpr uint64_t kTssStride = 128;
-  static constexpr uint64_t kTssBytes = 104;
+  // A 104-byte TSS, then the I/O permission bitmap for ports below
+  // kTssIoPorts and its 0xff terminator (the limit covers them; ports beyond
+  // it are closed at CPL3). Scenario ports 0x100..0x1ff, plus the three
+  // after them that a 32-bit access to 0x1ff also checks.
+  static constexpr uint64_t kTssStride = 256;
+  static constexpr uint64_t kTssIoBitmap = 104;
+  static constexpr uint32_t kTssIoPorts = 0x208;
+  static constexpr uint64_t kTssBytes = kTssIoBitmap + kTssIoPorts / 8 + 1;
   static constexpr uint64_t kStubsOffset = 0x200;
 
   uint64_t stack_top(uint32_t vcpu) const;

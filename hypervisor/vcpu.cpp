@@ -18,6 +18,7 @@
 #include "guest/sptelab_abi.h"
 #include "hypervisor/dump.h"
 #include "hypervisor/guest_window.h"
+#include "hypervisor/native_fault.h"
 #include "hypervisor/operand.h"
 #include "trace/insn.h"
 #include "trace/trace.h"
@@ -30,6 +31,10 @@ constexpr int kKickSignal = SIGUSR1;
 // before the loop gives up: a page that is zapped again every time the vCPU
 // re-enters could otherwise spin forever.
 constexpr uint64_t kMaxRecoveries = 100000;
+// EFAULTs in a row whose instruction touches no denied page. One can be a
+// race (another vCPU faulted the page in between); this many is something
+// else failing.
+constexpr uint64_t kMaxUnmatchedEfaults = 10000;
 
 constexpr uint64_t kCr0 = (1ull << 0)       // PE
                           | (1ull << 1)     // MP
@@ -181,7 +186,12 @@ Vcpu::Vcpu(Vm& vm, uint32_t index)
   }
   run_ = static_cast<kvm_run*>(run);
   sync_regs_ = vm.kvm_.has_sync_regs();
+  // The special registers too: an EFAULT (native mode) needs cr3 and the
+  // segments, and KVM stores them even then (saves a KVM_GET_SREGS).
+  sync_sregs_ =
+      sync_regs_ && (vm.kvm_.check_extension(KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_SREGS) != 0;
   if (sync_regs_) run_->kvm_valid_regs = KVM_SYNC_X86_REGS;
+  if (sync_sregs_) run_->kvm_valid_regs |= KVM_SYNC_X86_SREGS;
 }
 
 Vcpu::~Vcpu() {
@@ -312,16 +322,17 @@ void Vcpu::thread_main() {
 }
 
 void Vcpu::run_loop() {
-  // A traced run reads cr3 at the exits that record their instruction: have
-  // KVM store the special registers in kvm_run at every exit rather than
-  // pay a KVM_GET_SREGS each time.
-  bool sregs_synced = sync_regs_ && trace::enabled() &&
-                      (vm_.kvm_.check_extension(KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_SREGS);
-  if (sregs_synced) run_->kvm_valid_regs |= KVM_SYNC_X86_SREGS;
+  // A traced run reads cr3 at the exits that record their instruction; KVM
+  // stores the special registers in kvm_run at every exit (sync_sregs_).
+  const bool sregs_synced = sync_sregs_;
   while (!vm_.stopping()) {
     if (ioctl(fd_.get(), KVM_RUN, 0) < 0) {
       if (errno == EINTR || errno == EAGAIN) {
         ++stats_.interrupted;
+        continue;
+      }
+      if (errno == EFAULT) {
+        if (handle_native_fault() != Next::kContinue) return;
         continue;
       }
       crash(RunEnd::kInternal, 4, fmt::format("KVM_RUN failed: {}", std::strerror(errno)));
@@ -519,6 +530,17 @@ Vcpu::Next Vcpu::handle_exception_report(uint32_t vector) {
   faulting.rflags = frame[at + 2];
   faulting.rsp = frame[at + 3];
 
+  const uint64_t frame_cs = frame[at + 1];
+  if (vector == 13 && (frame_cs & 3) == 3) {
+    // Native mode: hlt is privileged at CPL3 and raises #GP(0). The guest
+    // meant to stop this vCPU (sptelab_halt), so it stops.
+    std::vector<uint8_t> opcode = read_guest_virtual(memory_, s, faulting.rip, 1);
+    if (opcode.size() == 1 && opcode[0] == 0xf4) {
+      ++stats_.native_halts;
+      ++stats_.hlt_exits;
+      return Next::kHalt;
+    }
+  }
   std::vector<std::string> details;
   if (error_code) details.push_back(fmt::format("error code {:#x}", *error_code));
   if (vector == 14) {
@@ -536,7 +558,7 @@ Vcpu::Next Vcpu::handle_exception_report(uint32_t vector) {
                                  s.cr2),
                      {}, &faulting);
       }
-      resume_at(faulting);
+      resume_at(faulting, (frame_cs & 3) == 3);
       return Next::kContinue;
     }
     details.push_back(fmt::format("cr2={:#x} ({})", s.cr2, write ? "write" : "read"));
@@ -566,7 +588,7 @@ bool Vcpu::making_progress(const kvm_regs& state) {
   return true;
 }
 
-void Vcpu::resume_at(const kvm_regs& target) {
+void Vcpu::resume_at(const kvm_regs& target, bool user) {
   // The stub's `out` is still pending in KVM: complete it without running
   // the guest (immediate_exit), then put the interrupted context back.
   __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
@@ -576,6 +598,77 @@ void Vcpu::resume_at(const kvm_regs& target) {
   if (ioctl(fd_.get(), KVM_SET_REGS, &r) != 0) {
     crash(RunEnd::kInternal, 4, fmt::format("KVM_SET_REGS failed: {}", std::strerror(errno)));
   }
+  if (user) {  // back to CPL3 (native mode): the exception entered CPL0
+    kvm_sregs s = sregs();
+    s.cs = flat_segment(kUserCodeSelector | 3, true);
+    s.cs.dpl = 3;
+    s.ss = flat_segment(kUserDataSelector | 3, false);
+    s.ss.dpl = 3;
+    if (ioctl(fd_.get(), KVM_SET_SREGS, &s) != 0) {
+      crash(RunEnd::kInternal, 4, fmt::format("KVM_SET_SREGS failed: {}", std::strerror(errno)));
+    }
+  }
+}
+
+namespace {
+
+// The resolver's view of this VM: the system memslot and the window.
+class VmFaultView final : public NativeFaultView {
+ public:
+  explicit VmFaultView(const Vm& vm) : vm_(vm) {}
+  bool read_mapped(uint64_t gpa, void* out, size_t len) const override {
+    return vm_.read_mapped(gpa, out, len);
+  }
+  spte::Access access(spte::Gfn gfn) const override { return vm_.access_now(gfn); }
+  uint64_t ram_bytes() const override { return vm_.ram_bytes(); }
+
+ private:
+  const Vm& vm_;
+};
+
+}  // namespace
+
+// Native mode: KVM_RUN failed with EFAULT because the instruction at rip
+// touches a window page the emulated spte does not allow (native_fault.h).
+// Fault those pages in through the secondary MMU and re-enter: the
+// instruction runs again, natively.
+Vcpu::Next Vcpu::handle_native_fault() {
+  kvm_regs r = sync_regs_ ? run_->s.regs.regs : regs();
+  kvm_sregs s = sync_sregs_ ? run_->s.regs.sregs : sregs();
+  NativeFault fault = resolve_native_fault(r, s, VmFaultView(vm_));
+  if (trace::enabled()) {
+    uint64_t gpa = fault.needs.empty() ? 0 : fault.needs.front().gfn << 12;
+    trace::emit(trace::Kind::kVcpuExit, index_, 0, r.rip, gpa);
+  }
+  if (fault.needs.empty()) {
+    ++stats_.native_unmatched;
+    if (++unmatched_in_a_row_ <= kMaxUnmatchedEfaults) {
+      std::this_thread::yield();  // perhaps another vCPU just faulted it in
+      return Next::kContinue;
+    }
+    std::vector<std::string> details = {fault.why};
+    if (!fault.instruction.empty()) details.push_back("instruction: " + fault.instruction);
+    for (const LinearAccess& access : fault.accesses) {
+      details.push_back(fmt::format("{} of {} byte(s) at {:#x}",
+                                    access.fetch   ? "fetch"
+                                    : access.write ? "write"
+                                                   : "read",
+                                    access.size, access.address));
+    }
+    return crash(RunEnd::kInternal, 4,
+                 fmt::format("KVM_RUN failed with EFAULT {} times in a row at rip={:#x}, but the "
+                             "instruction touches no page the guest window denies",
+                             unmatched_in_a_row_, r.rip),
+                 std::move(details), &r);
+  }
+  unmatched_in_a_row_ = 0;
+  ++stats_.native_faults;
+  for (const PageNeed& need : fault.needs) {
+    if (auto failure = memory_.fault_in(need.gfn, need.write)) {
+      return memory_failure(*failure, need.write ? "a native guest store" : "a native guest load");
+    }
+  }
+  return Next::kContinue;
 }
 
 // KVM reports an emulation failure when the instruction it had to emulate

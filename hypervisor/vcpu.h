@@ -54,13 +54,14 @@ class Vcpu {
   Next handle_port(uint16_t port, uint8_t size, bool write, uint8_t* data);
   Next handle_exception_report(uint32_t vector);
   Next handle_internal_error();
+  Next handle_native_fault();
   Next memory_failure(const MemoryFailure& failure, const char* doing);
   Next crash(RunEnd end, int status, std::string headline, std::vector<std::string> details = {},
              const kvm_regs* regs_override = nullptr);
   bool making_progress(const kvm_regs& state);
   // The page of the current instruction's memory operand, if it decodes.
   std::optional<spte::Gfn> operand_gfn(const kvm_regs& regs, const kvm_sregs& sregs);
-  void resume_at(const kvm_regs& regs);
+  void resume_at(const kvm_regs& regs, bool user = false);
   void flush_console();
   std::vector<std::string> inaccessible_system_pages();
 
@@ -74,6 +75,7 @@ class Vcpu {
   kvm_run* run_ = nullptr;
   size_t run_size_ = 0;
   bool sync_regs_ = false;
+  bool sync_sregs_ = false;
   GuestPhysical memory_;
   std::thread thread_;
   std::atomic<bool> exited_{false};
@@ -91,6 +93,7 @@ class Vcpu {
   std::optional<LastMmio> last_mmio_;
   kvm_regs recovery_state_{};  // registers at the last recovery
   uint64_t recoveries_in_place_ = 0;
+  uint64_t unmatched_in_a_row_ = 0;  // EFAULTs that named no denied page
 };
 
 }  // namespace sptelab::hypervisor

@@ -52,6 +52,9 @@ VmStats& VmStats::operator+=(const VmStats& other) {
   access_retries += other.access_retries;
   emulation_retries += other.emulation_retries;
   spurious_page_faults += other.spurious_page_faults;
+  native_faults += other.native_faults;
+  native_unmatched += other.native_unmatched;
+  native_halts += other.native_halts;
   kick_signals += other.kick_signals;
   console_bytes += other.console_bytes;
   return *this;
@@ -118,6 +121,11 @@ void Vm::set_memory_region(uint32_t slot, uint64_t gpa, uint64_t bytes, uint8_t*
     throw_environment(fmt::format("KVM_SET_USER_MEMORY_REGION for {} bytes of {} failed: {}", bytes,
                                   what, std::strerror(errno)));
   }
+}
+
+spte::Access Vm::access_now(spte::Gfn gfn) const {
+  if (gfn < (system_bytes_ >> 12)) return spte::Access::kWrite;
+  return window_.access(gfn);
 }
 
 bool Vm::read_mapped(uint64_t gpa, void* out, size_t len) const {

@@ -95,6 +95,9 @@ struct VmStats {
   uint64_t access_retries = 0;
   uint64_t emulation_retries = 0;     // emulation failures resolved by faulting pages in
   uint64_t spurious_page_faults = 0;  // #PFs KVM injected for an inaccessible page-table page
+  uint64_t native_faults = 0;         // EFAULTs from CPL3 code resolved as spte faults
+  uint64_t native_unmatched = 0;      // EFAULTs whose instruction needed no page (yet)
+  uint64_t native_halts = 0;          // hlt at CPL3 (a #GP) taken as a halt
   uint64_t kick_signals = 0;
   uint64_t console_bytes = 0;
   VmStats& operator+=(const VmStats& other);
@@ -142,6 +145,8 @@ class Vm {
   // Copies guest memory that is accessible right now (system memslot or
   // window) without faulting anything in; false if some page is not.
   bool read_mapped(uint64_t gpa, void* out, size_t len) const;
+  // What the guest may do on gfn now without a fault (system memslot: all).
+  spte::Access access_now(spte::Gfn gfn) const;
 
  private:
   friend class Vcpu;

@@ -89,7 +89,7 @@ TEST_F(WrittenSystemArea, IdentityMapsAllRamInSmallPages) {
 }
 
 TEST_F(WrittenSystemArea, GdtHasLongModeCodeAndOneTssPerVcpu) {
-  uint64_t gdt[3 + 2 * 3];
+  uint64_t gdt[kFirstTssSelector / 8 + 2 * 3];
   ASSERT_FALSE(access_.read(layout_.gdt, gdt, sizeof(gdt)));
   EXPECT_EQ(gdt[0], 0u);
   EXPECT_EQ((gdt[kCodeSelector / 8] >> 53) & 1, 1u);  // L: 64-bit code
@@ -102,6 +102,40 @@ TEST_F(WrittenSystemArea, GdtHasLongModeCodeAndOneTssPerVcpu) {
     EXPECT_EQ((low >> 40) & 0xff, 0x89u);  // present, available 64-bit TSS
   }
   EXPECT_EQ(layout_.gdt_limit(), kFirstTssSelector + 3 * 16 - 1);
+}
+
+TEST_F(WrittenSystemArea, GdtHasUserDescriptorsForNativeMode) {
+  uint64_t gdt[kFirstTssSelector / 8];
+  ASSERT_FALSE(access_.read(layout_.gdt, gdt, sizeof(gdt)));
+  uint64_t code = gdt[kUserCodeSelector / 8];
+  uint64_t data = gdt[kUserDataSelector / 8];
+  EXPECT_EQ((code >> 45) & 3, 3u);  // DPL 3
+  EXPECT_EQ((code >> 53) & 1, 1u);  // L: 64-bit code
+  EXPECT_EQ((code >> 43) & 1, 1u);  // executable
+  EXPECT_EQ((data >> 45) & 3, 3u);
+  EXPECT_EQ((data >> 43) & 1, 0u);  // data
+  EXPECT_EQ(kUserCodeSelector | 3, SPTELAB_USER_CODE_SELECTOR);
+  EXPECT_EQ(kUserDataSelector | 3, SPTELAB_USER_DATA_SELECTOR);
+}
+
+TEST_F(WrittenSystemArea, TssIoBitmapOpensOnlyTheAbiPortsAtCpl3) {
+  uint8_t tss[SystemLayout::kTssBytes];
+  ASSERT_FALSE(access_.read(layout_.tss_address(1), tss, sizeof(tss)));
+  uint16_t base = 0;
+  std::memcpy(&base, tss + 102, 2);
+  ASSERT_EQ(base, SystemLayout::kTssIoBitmap);
+  uint64_t rsp0 = 0;
+  std::memcpy(&rsp0, tss + 4, 8);
+  EXPECT_EQ(rsp0, layout_.exception_stack_top(1));
+  auto open = [&](uint32_t port) { return ((tss[base + port / 8] >> (port % 8)) & 1) == 0; };
+  // A 32-bit out to port p checks p..p+3.
+  for (uint32_t port : {0xE9u, 0xF1u, 0xF2u, 0xF3u, 0xF4u, 0xF7u, 0x100u, 0x1FFu, 0x202u}) {
+    EXPECT_TRUE(open(port)) << port;
+  }
+  for (uint32_t port : {0x0u, 0x60u, 0xE8u, 0xF0u, 0xF8u, 0xFFu, 0x208u}) {
+    EXPECT_FALSE(open(port)) << port;
+  }
+  EXPECT_EQ(tss[SystemLayout::kTssBytes - 1], 0xff);  // terminator inside the limit
 }
 
 TEST_F(WrittenSystemArea, TssPointsIst1AtTheVcpusExceptionStack) {

@@ -9,7 +9,12 @@
  *              following code is on, then keep running; exit 42.
  *   arg 0 = 4: ask the host (port 0x102) to zap the vCPU's stack page, then
  *              call a function (pushes); exit 43 if the stack is intact.
- *   arg 0 = 5: every vCPU halts. */
+ *   arg 0 = 5: every vCPU halts.
+ *   arg 0 = 6: in native mode: lock xadd arg 1 times on a page whose gpa it
+ *              reports (key 2) while the host zaps it; also reads and
+ *              writes through a straddling unaligned word and a rep movsb;
+ *              exit 0 if everything is exact.
+ *   arg 0 | 16: the same mode, entered at CPL3 (sptelab_enter_native). */
 #include "sptelab_guest.h"
 
 static volatile uint64_t data_page[512] __attribute__((aligned(4096)));
@@ -28,9 +33,39 @@ __attribute__((noinline)) static uint64_t deep(uint64_t n) {
   return n == 0 ? pad[63] : deep(n - 1) + pad[1];
 }
 
+static volatile uint8_t copy_pages[3 * 4096] __attribute__((aligned(4096)));
+
+static uint32_t native_checks(uint32_t n) {
+  sptelab_report(2, (uint32_t)(uintptr_t)locked_page);
+  for (uint32_t i = 0; i < n; ++i) __atomic_fetch_add(&locked_page[0], 1, __ATOMIC_SEQ_CST);
+  sptelab_report(1, (uint32_t)locked_page[0]);
+  uint32_t bad = locked_page[0] == n ? 0 : 1;
+  /* An unaligned word across the first two copy pages (the host zaps the
+   * second one when it sees key 3), then a string copy into the third. */
+  volatile uint64_t* straddle = (volatile uint64_t*)(uintptr_t)(copy_pages + 4096 - 4);
+  sptelab_report(3, (uint32_t)(uintptr_t)(copy_pages + 4096));
+  *straddle = 0x1122334455667788ull;
+  sptelab_report(3, (uint32_t)(uintptr_t)(copy_pages + 4096));
+  if (*straddle != 0x1122334455667788ull) bad |= 2;
+  sptelab_report(3, (uint32_t)(uintptr_t)(copy_pages + 8192));
+  __asm__ volatile("rep movsb"
+                   :
+                   : "S"(copy_pages + 4096 - 4), "D"(copy_pages + 8192 + 100), "c"(8)
+                   : "memory");
+  if (*(volatile uint64_t*)(uintptr_t)(copy_pages + 8192 + 100) != 0x1122334455667788ull) {
+    bad |= 4;
+  }
+  return bad;
+}
+
 static void guest_main(uint64_t vcpu, uint64_t vcpus, uint64_t ram_bytes) {
   (void)vcpu, (void)vcpus, (void)ram_bytes;
-  switch (sptelab_arg(0)) {
+  uint32_t mode = sptelab_arg(0);
+  if (mode & 16) {
+    sptelab_enter_native();
+    mode &= 15;
+  }
+  switch (mode) {
     case 1:
       data_page[7] = 0xfeedface;
       sptelab_outl(0x100, (uint32_t)(uintptr_t)data_page);
@@ -53,6 +88,8 @@ static void guest_main(uint64_t vcpu, uint64_t vcpus, uint64_t ram_bytes) {
     }
     case 5:
       sptelab_halt();
+    case 6:
+      sptelab_exit(native_checks(sptelab_arg(1)));
     default:
       sptelab_exit(99);
   }
