@@ -11,7 +11,13 @@
  *              leave, unlock, count the increment in control->done[vcpu].
  *  stale-spte  read a random version page inside a stable epoch of its
  *              published version (a seqlock read); any other version is a
- *              stale read (control->stale_reads). */
+ *              stale read (control->stale_reads).
+ *  coherence-lockfree
+ *              lock xadd 1 to target->counts[vcpu], then count it in
+ *              control->done[vcpu]: no lock, nothing the remapper waits on.
+ *
+ * With control->native set, every vCPU enters native mode (CPL3) before the
+ * workload (guest/README.md): on PVM it then runs natively, not emulated. */
 #include "sptelab_guest.h"
 #include "sptelab_race.h"
 
@@ -20,6 +26,8 @@ static volatile struct sptelab_race_control* control;
 static int stopped(void) {
   return __atomic_load_n(&control->stop, __ATOMIC_ACQUIRE) != 0;
 }
+
+static int native;
 
 static void coherence(uint64_t id) {
   volatile struct sptelab_race_target* target =
@@ -39,6 +47,21 @@ static void coherence(uint64_t id) {
     target->counter = target->counter + 1;
     __atomic_fetch_sub(&control->holders, 1, __ATOMIC_ACQ_REL);
     __atomic_store_n(&target->lock, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&control->done[id], ++done, __ATOMIC_RELEASE);
+    /* Natively this loop would retake the lock within nanoseconds, before
+     * the host thread or the remapper ever saw it free. */
+    if (native) {
+      for (int i = 0; i < 32; ++i) sptelab_pause();
+    }
+  }
+}
+
+static void lockfree(uint64_t id) {
+  volatile struct sptelab_race_target* target =
+      (volatile struct sptelab_race_target*)(uintptr_t)(control->target_gfn << 12);
+  uint64_t done = 0;
+  while (!stopped()) {
+    __atomic_fetch_add(&target->counts[id], 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&control->done[id], ++done, __ATOMIC_RELEASE);
   }
 }
@@ -69,8 +92,12 @@ static void guest_main(uint64_t vcpu, uint64_t vcpus, uint64_t ram_bytes) {
     sptelab_exit(2);
   }
   control = (volatile struct sptelab_race_control*)(uintptr_t)(control_gfn << 12);
+  native = control->native != 0;
+  if (native) sptelab_enter_native();
   if (control->scenario == SPTELAB_RACE_COHERENCE) {
     coherence(vcpu);
+  } else if (control->scenario == SPTELAB_RACE_LOCKFREE) {
+    lockfree(vcpu);
   } else {
     stale_reader(vcpu);
   }

@@ -22,11 +22,15 @@
 
 #define SPTELAB_RACE_COHERENCE 0u
 #define SPTELAB_RACE_STALE_SPTE 1u
+/* coherence-lockfree: no lock at all; worker w increments counts[w] with
+ * lock xadd, and the remapper never waits for the workers. */
+#define SPTELAB_RACE_LOCKFREE 2u
 
 /* coherence: the page under test. */
 struct sptelab_race_target {
-  uint64_t lock;    /* 0 free, worker id + 1 while held */
-  uint64_t counter; /* incremented under lock, read-modify-write */
+  uint64_t lock;                             /* 0 free, worker id + 1 while held */
+  uint64_t counter;                          /* incremented under lock, read-modify-write */
+  uint64_t counts[SPTELAB_RACE_MAX_WORKERS]; /* coherence-lockfree: per worker */
 };
 
 struct sptelab_race_control {
@@ -40,6 +44,7 @@ struct sptelab_race_control {
   uint64_t workers;        /* vCPUs taking part (the host thread is id `workers`) */
   uint64_t published[SPTELAB_RACE_VERSION_PAGES]; /* version published per page */
   uint64_t done[SPTELAB_RACE_MAX_WORKERS];        /* work finished, per worker */
+  uint64_t native; /* kvm: the vCPUs run the workload at CPL3 (native mode) */
 };
 
 #endif /* SPTELAB_RACE_H */

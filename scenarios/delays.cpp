@@ -1,5 +1,6 @@
 #include "scenarios/delays.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -42,12 +43,19 @@ std::vector<DelayPoint> default_delays() {
 
 namespace {
 
-// Yields rather than spins: the point is to let the other side run.
+// Spins a while, then yields: the point is to let the other side run, but
+// a native vCPU runs on the other core, and a yield to a busy thread here
+// costs a whole scheduler slice.
 void wait_for_progress(const std::function<uint64_t()>& counter, uint64_t bound_ns) {
   const uint64_t start = counter();
   auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(bound_ns);
-  while (counter() == start && std::chrono::steady_clock::now() < until) {
-    std::this_thread::yield();
+  for (unsigned spins = 1; counter() == start && std::chrono::steady_clock::now() < until;
+       ++spins) {
+    if (spins % 256 == 0) {
+      std::this_thread::yield();
+    } else {
+      cpu_relax();
+    }
   }
 }
 
@@ -74,29 +82,52 @@ DelayPoint parse_delay(const std::string& text) {
 }
 
 DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
-                             ProgressSources progress)
+                             ProgressSources progress, std::vector<PointObserver> observers)
     : points_(std::move(points)), progress_(std::move(progress)) {
   run_seed = seed;
   injected = 0;
-  for (const DelayPoint& delay : points_) {
-    const std::function<uint64_t()>* counter = nullptr;
-    if (delay.until == DelayUntil::kGuestProgress && progress_.guest) counter = &progress_.guest;
-    if (delay.until == DelayUntil::kHostProgress && progress_.host) counter = &progress_.host;
-    inject::set_hook(delay.point, [delay, counter](inject::Point, const inject::Context&) {
-      if (ThreadRole::current() != delay.role) return;
-      if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) return;
-      injected.fetch_add(1, std::memory_order_relaxed);
-      if (counter) {
-        wait_for_progress(*counter, delay.delay_ns);
-      } else {
-        spin_for_ns(delay.delay_ns);
+  // One hook per point: its observers first, then its delays.
+  std::vector<inject::Point> all;
+  for (const DelayPoint& delay : points_) all.push_back(delay.point);
+  for (const PointObserver& observer : observers) all.push_back(observer.point);
+  for (inject::Point point : all) {
+    if (std::find(armed_.begin(), armed_.end(), point) != armed_.end()) continue;
+    armed_.push_back(point);
+    std::vector<inject::Hook> before;
+    for (const PointObserver& observer : observers) {
+      if (observer.point == point) before.push_back(observer.hook);
+    }
+    struct Armed {
+      DelayPoint delay;
+      const std::function<uint64_t()>* counter;
+    };
+    std::vector<Armed> delays;
+    for (const DelayPoint& delay : points_) {
+      if (delay.point != point) continue;
+      const std::function<uint64_t()>* counter = nullptr;
+      if (delay.until == DelayUntil::kGuestProgress && progress_.guest) counter = &progress_.guest;
+      if (delay.until == DelayUntil::kHostProgress && progress_.host) counter = &progress_.host;
+      delays.push_back({delay, counter});
+    }
+    inject::set_hook(point, [before, delays](inject::Point at, const inject::Context& context) {
+      for (const inject::Hook& hook : before) hook(at, context);
+      for (const Armed& armed : delays) {
+        const DelayPoint& delay = armed.delay;
+        if (ThreadRole::current() != delay.role) continue;
+        if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) continue;
+        injected.fetch_add(1, std::memory_order_relaxed);
+        if (armed.counter) {
+          wait_for_progress(*armed.counter, delay.delay_ns);
+        } else {
+          spin_for_ns(delay.delay_ns);
+        }
       }
     });
   }
 }
 
 DelayInjector::~DelayInjector() {
-  for (const DelayPoint& delay : points_) inject::set_hook(delay.point, {});
+  for (inject::Point point : armed_) inject::set_hook(point, {});
 }
 
 uint64_t DelayInjector::delays_injected() const {

@@ -47,10 +47,18 @@ std::vector<DelayPoint> default_delays();
 // fixed delay.
 DelayPoint parse_delay(const std::string& text);
 
+// Something the runner itself must do at a point, before any delay there
+// (coherence-lockfree folds the moved page's counters at the PTE switch).
+struct PointObserver {
+  inject::Point point;
+  inject::Hook hook;
+};
+
 // Arms the points for its lifetime.
 class DelayInjector {
  public:
-  DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {});
+  DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {},
+                std::vector<PointObserver> observers = {});
   ~DelayInjector();
   DelayInjector(const DelayInjector&) = delete;
   DelayInjector& operator=(const DelayInjector&) = delete;
@@ -58,6 +66,7 @@ class DelayInjector {
 
  private:
   std::vector<DelayPoint> points_;
+  std::vector<inject::Point> armed_;
   ProgressSources progress_;
 };
 

@@ -1,5 +1,8 @@
 #include "scenarios/race.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -10,6 +13,7 @@
 
 #include "base/error.h"
 #include "base/json.h"
+#include "base/spinlock.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
 #include "scenarios/engine.h"
@@ -62,8 +66,11 @@ class Remapper {
       host_.store(layout_.control_gpa + offset, 0);
     }
     host_.store(layout_.control(offsetof(sptelab_race_control, scenario)),
-                config_.scenario == ScenarioKind::kCoherence ? SPTELAB_RACE_COHERENCE
-                                                             : SPTELAB_RACE_STALE_SPTE);
+                config_.scenario == ScenarioKind::kCoherence  ? SPTELAB_RACE_COHERENCE
+                : config_.scenario == ScenarioKind::kLockfree ? SPTELAB_RACE_LOCKFREE
+                                                              : SPTELAB_RACE_STALE_SPTE);
+    host_.store(layout_.control(offsetof(sptelab_race_control, native)),
+                config_.backend == Backend::kKvm && config_.native ? 1 : 0);
     host_.store(layout_.control(offsetof(sptelab_race_control, target_gfn)),
                 gfn_of(layout_.target_gpa));
     host_.store(layout_.control(offsetof(sptelab_race_control, version_gfn)),
@@ -71,6 +78,18 @@ class Remapper {
     host_.store(layout_.control(offsetof(sptelab_race_control, workers)), config_.vcpus);
     host_.store(layout_.lock(), 0);
     host_.store(layout_.counter(), 0);
+    for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) host_.store(layout_.count(w), 0);
+    if (config_.scenario == ScenarioKind::kLockfree && config_.op == HostOp::kRemap) {
+      // The other file page the remap alternates with starts clean too (a
+      // new page-cache page holds whatever its frame held before).
+      const spte::Gfn target = gfn_of(layout_.target_gpa);
+      const mm::Pfn spare = lab_.file->get_page(lab_.spare_file_index(target));
+      if (spare != mm::kNoPfn) {
+        uint64_t* slots = counts(spare);
+        for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) slots[w] = 0;
+        lab_.phys.put(spare);
+      }
+    }
     for (uint32_t page = 0; page < SPTELAB_RACE_VERSION_PAGES; ++page) {
       host_.store(layout_.version_page(page), 0);
     }
@@ -82,12 +101,17 @@ class Remapper {
     const auto deadline = start_ + std::chrono::duration<double>(config_.max_seconds);
     for (uint64_t i = 0; i < config_.operations; ++i) {
       if (Clock::now() > deadline) {
-        result_.timed_out = true;
+        result_.timed_out = !config_.for_duration;
         break;
       }
-      wait_for_guest_fault();
+      // Native vCPUs come back for the page within microseconds when they
+      // run at all; waiting here only hands the remapper's core to whoever
+      // else is runnable on a loaded machine: free-running.
+      if (!(config_.backend == Backend::kKvm && config_.native)) wait_for_guest_fault();
       if (config_.scenario == ScenarioKind::kCoherence) {
         coherence_step(i);
+      } else if (config_.scenario == ScenarioKind::kLockfree) {
+        lockfree_step(i);
       } else {
         stale_spte_step(i);
       }
@@ -110,6 +134,37 @@ class Remapper {
     for (uint32_t w = 0; w < workers; ++w) sum += host_.load(layout_.done(w));
     return sum;
   }
+  // coherence-lockfree: increments a worker finished that its slot in the
+  // host's page does not hold. `done` is read before the slot: an increment
+  // lands before it is counted, so a shortfall is a loss, never a race.
+  uint64_t lost_lockfree(uint32_t workers) {
+    uint64_t lost = 0;
+    for (uint32_t w = 0; w < workers; ++w) {
+      uint64_t done = host_.load(layout_.done(w));
+      uint64_t held = host_.load(layout_.count(w));
+      if (held < done) lost += done - held;
+    }
+    return lost;
+  }
+  uint64_t misplaced() const { return misplaced_; }
+
+  // At the moment the new PTE is live (PTL dropped, before any "after"
+  // notifier): the old frame's counters move into the new frame. From here
+  // on no correct scheme lets a vCPU write the old frame.
+  PointObserver fold_observer() {
+    return {inject::Point::kHostAfterPtlUnlock,
+            [this](inject::Point, const inject::Context& context) {
+              if (ThreadRole::current() != Role::kRemapper || !fold_armed_) return;
+              if (context.addr != fold_hva_ || context.pfn != fold_to_) return;
+              fold_armed_ = false;
+              auto* from = counts(fold_from_);
+              auto* to = counts(fold_to_);
+              for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) {
+                uint64_t moved = __atomic_exchange_n(from + w, 0, __ATOMIC_SEQ_CST);
+                if (moved) __atomic_fetch_add(to + w, moved, __ATOMIC_SEQ_CST);
+              }
+            }};
+  }
   void note(const std::string& example) {
     if (result_.examples.size() < kMaxExamples) result_.examples.push_back(example);
   }
@@ -119,8 +174,7 @@ class Remapper {
 
  private:
   uint32_t workers() const {
-    return config_.vcpus +
-           (config_.scenario == ScenarioKind::kCoherence && config_.host_thread ? 1 : 0);
+    return config_.vcpus + (is_coherence(config_.scenario) && config_.host_thread ? 1 : 0);
   }
 
   // The previous operation zapped the guest's mapping; the next one is
@@ -130,8 +184,13 @@ class Remapper {
   // guest that stopped faulting (a stuck or stopped vCPU) does not stall us.
   void wait_for_guest_fault() {
     const auto until = Clock::now() + std::chrono::milliseconds(2);
-    while (lab_.mmu->stats().faults == faults_seen_ && Clock::now() < until) {
-      std::this_thread::yield();
+    for (unsigned spins = 1; lab_.mmu->stats().faults == faults_seen_ && Clock::now() < until;
+         ++spins) {
+      if (spins % 256 == 0) {
+        std::this_thread::yield();
+      } else {
+        cpu_relax();
+      }
     }
   }
 
@@ -169,6 +228,43 @@ class Remapper {
                        __ATOMIC_RELEASE);
       ++result_.operations_applied;
     }
+  }
+
+  uint64_t* counts(mm::Pfn pfn) {
+    return reinterpret_cast<uint64_t*>(lab_.phys.direct_map(pfn) +
+                                       offsetof(sptelab_race_target, counts));
+  }
+
+  // coherence-lockfree: the op, without the application's lock. migrate,
+  // cow and ksm carry the content themselves; remap installs a page of its
+  // own, so the fold observer moves the counters at the PTE switch.
+  void lockfree_step(uint64_t i) {
+    const spte::Gfn target = gfn_of(layout_.target_gpa);
+    if (config_.op != HostOp::kRemap) {
+      result_.operations_applied += apply_host_op(lab_, config_.op, target, i) ? 1 : 0;
+      return;
+    }
+    const uint64_t hva = lab_.hva_of(target);
+    const mm::Pte old_pte = lab_.mm->read_pte_lockless(hva);
+    const uint64_t new_index = i % 2 == 0 ? lab_.spare_file_index(target) : target;
+    const mm::Pfn fresh = lab_.file->get_page(new_index);
+    if (fresh == mm::kNoPfn) return;
+    if (old_pte.present() && old_pte.pfn() != fresh) {
+      // The fresh frame left the host's page table at an earlier fold, when
+      // its counters were moved out: anything on it now came through a stale
+      // spte, and is lost to everyone else.
+      uint64_t* stale = counts(fresh);
+      for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) {
+        misplaced_ += __atomic_exchange_n(stale + w, 0, __ATOMIC_SEQ_CST);
+      }
+      fold_hva_ = hva;
+      fold_from_ = old_pte.pfn();
+      fold_to_ = fresh;
+      fold_armed_ = true;
+      if (mm::remap_file_page(*lab_.mm, hva, new_index)) ++result_.operations_applied;
+      fold_armed_ = false;
+    }
+    lab_.phys.put(fresh);
   }
 
   void copy_words(mm::Pfn from, mm::Pfn to, size_t words) {
@@ -218,6 +314,12 @@ class Remapper {
       report(spte::ViolationKind::kStaleRead, gfn_of(layout_.version_gpa),
              "a vCPU read a version the host had already replaced");
     }
+    if (config_.scenario == ScenarioKind::kLockfree && !reported_lost_ &&
+        lost_lockfree(workers()) > 0) {
+      reported_lost_ = true;
+      report(spte::ViolationKind::kLostWrite, target,
+             "a worker's counter slot is behind the increments it finished");
+    }
     if (config_.scenario == ScenarioKind::kCoherence && !reported_lost_ && lost_increments_now()) {
       reported_lost_ = true;
       report(spte::ViolationKind::kLostWrite, target,
@@ -260,6 +362,12 @@ class Remapper {
   bool reported_stale_read_ = false;
   bool reported_lost_ = false;
   uint64_t freeze_trace_at_ = 0;  // 0: not yet
+  // coherence-lockfree remap: the fold the observer does (remapper thread).
+  bool fold_armed_ = false;
+  uint64_t fold_hva_ = 0;
+  mm::Pfn fold_from_ = mm::kNoPfn;
+  mm::Pfn fold_to_ = mm::kNoPfn;
+  uint64_t misplaced_ = 0;
 };
 
 // A progress delay waits for the other side: the guest faulting or finishing
@@ -280,12 +388,20 @@ ProgressSources progress_sources(Lab& lab, const RaceLayout& layout, uint32_t vc
   return sources;
 }
 
-void host_thread_main(Lab& lab, const RaceLayout& layout, uint32_t id) {
+void host_thread_main(Lab& lab, const RaceLayout& layout, uint32_t id, ScenarioKind kind,
+                      bool yield_cpu) {
   ThreadRole role(Role::kHostThread);
   trace::name_this_thread("host-thread");
+  // Native vCPUs keep a core busy; on two cores the remapper needs the
+  // other more than the host thread does (it still takes part, in the gaps).
+  if (yield_cpu) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
   mm::HostCpu cpu(*lab.mm, 1);
   HostThreadCpu host{cpu, lab.guest_hva()};
-  coherence_worker(host, layout, id);
+  if (kind == ScenarioKind::kLockfree) {
+    lockfree_worker(host, layout, id);
+  } else {
+    coherence_worker(host, layout, id);
+  }
 }
 
 uint64_t percentile(std::vector<uint64_t>& samples, double p) {
@@ -361,17 +477,16 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   validate(config);
   RaceResult result;
   result.config = config;
-  Lab lab(
-      LabConfig{.scheme = config.scheme,
-                .guest_pages = guest_pages_for(config),
-                .backing = backing_for(config.op, config.scenario == ScenarioKind::kCoherence)});
+  Lab lab(LabConfig{.scheme = config.scheme,
+                    .guest_pages = guest_pages_for(config),
+                    .backing = backing_for(config.op, is_coherence(config.scenario))});
   const RaceLayout layout = layout_for(lab);
   std::optional<trace::Session> tracing;  // PTL hold times come from the trace
   if (config.trace) tracing.emplace();
   Remapper remapper(lab, config, layout, result);
   remapper.initialise_pages();
 
-  const bool with_host = config.scenario == ScenarioKind::kCoherence && config.host_thread;
+  const bool with_host = is_coherence(config.scenario) && config.host_thread;
   const uint32_t workers = config.vcpus + (with_host ? 1 : 0);
   std::unique_ptr<GuestEngine> engine;
   engine = config.backend == Backend::kSoft ? make_soft_engine(lab, config, layout)
@@ -383,10 +498,16 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     if (!capture->active()) result.kernel_problem = capture->problem();
   }
   {
-    DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus));
+    std::vector<PointObserver> observers;
+    if (config.scenario == ScenarioKind::kLockfree) observers.push_back(remapper.fold_observer());
+    DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus),
+                         std::move(observers));
     engine->start();
     std::thread host;
-    if (with_host) host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus);
+    if (with_host) {
+      host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus, config.scenario,
+                         config.backend == Backend::kKvm && config.native);
+    }
     remapper.run(progress);
     remapper.stop();
     if (host.joinable()) host.join();
@@ -419,6 +540,17 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     }
     add_detector(result, "lost_increments", lost);
     add_detector(result, "double_holders", doubles);
+  } else if (config.scenario == ScenarioKind::kLockfree) {
+    uint64_t lost = remapper.lost_lockfree(workers);
+    if (lost > 0) {
+      remapper.saw_violation();
+      remapper.note(fmt::format(
+          "lost increments: {} of {} increments the workers finished are not in their slots "
+          "of gfn {}; {} of them were found on a frame the host no longer mapped (written "
+          "through a stale spte)",
+          lost, result.guest_work, gfn_of(layout.target_gpa), remapper.misplaced()));
+    }
+    add_detector(result, "lost_increments", lost);
   } else {
     uint64_t stale_reads = remapper.control(offsetof(sptelab_race_control, stale_reads));
     if (stale_reads > 0) {
@@ -444,6 +576,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   result.sptes_zapped = stats.zaps;
   result.ops_per_s =
       result.seconds > 0 ? static_cast<double>(result.operations) / result.seconds : 0;
+  result.guest_work_per_s =
+      result.seconds > 0 ? static_cast<double>(result.guest_work) / result.seconds : 0;
   if (config.trace) read_trace(result, config, lab, std::move(kernel));
   return result;
 }
@@ -455,21 +589,43 @@ uint64_t guest_pages_for(const RaceConfig& config) {
 // ---- names ------------------------------------------------------------------
 
 const char* scenario_name(ScenarioKind kind) {
-  return kind == ScenarioKind::kCoherence ? "coherence" : "stale-spte";
+  switch (kind) {
+    case ScenarioKind::kCoherence:
+      return "coherence";
+    case ScenarioKind::kLockfree:
+      return "coherence-lockfree";
+    case ScenarioKind::kStaleSpte:
+      break;
+  }
+  return "stale-spte";
+}
+
+const std::vector<ScenarioKind>& all_scenarios() {
+  static const std::vector<ScenarioKind> all = {ScenarioKind::kCoherence, ScenarioKind::kLockfree,
+                                                ScenarioKind::kStaleSpte};
+  return all;
 }
 
 std::optional<ScenarioKind> parse_scenario(std::string_view name) {
-  if (name == "coherence") return ScenarioKind::kCoherence;
-  if (name == "stale-spte") return ScenarioKind::kStaleSpte;
+  for (ScenarioKind kind : all_scenarios()) {
+    if (name == scenario_name(kind)) return kind;
+  }
   return std::nullopt;
 }
 
 std::string describe(ScenarioKind kind) {
-  return kind == ScenarioKind::kCoherence
-             ? "vCPUs and a host thread increment a counter under a spinlock in one page while "
-               "the remapper changes that page (the 2008 third-thread argument)"
-             : "vCPUs read versioned pages the remapper keeps changing; the auditor and the "
-               "readers catch sptes left on old frames";
+  switch (kind) {
+    case ScenarioKind::kCoherence:
+      return "vCPUs and a host thread increment a counter under a spinlock in one page while "
+             "the remapper changes that page under the same lock";
+    case ScenarioKind::kLockfree:
+      return "the third thread without a lock: vCPUs and a host thread lock-xadd their own "
+             "counters in one page while the remapper changes it freely (the 2008 argument)";
+    case ScenarioKind::kStaleSpte:
+      break;
+  }
+  return "vCPUs read versioned pages the remapper keeps changing; the auditor and the "
+         "readers catch sptes left on old frames";
 }
 
 const char* backend_name(Backend backend) {
@@ -490,16 +646,17 @@ std::string format_race_table(const std::vector<RaceResult>& results) {
   for (const auto& detector : results.front().detectors) {
     header += fmt::format(" {:>9}", detector.name.substr(0, 9));
   }
-  header += fmt::format(" {:>9} {:>8} {:>8} {:>7} {:>7} {:>13}\n", "first_ms", "ops/s", "faults",
-                        "retries", "zapped", "ptl p50/p99");
+  header += fmt::format(" {:>9} {:>8} {:>8} {:>10} {:>8} {:>7} {:>7} {:>13}\n", "first_ms", "ops",
+                        "ops/s", "work/s", "faults", "retries", "zapped", "ptl p50/p99");
   std::string out = header;
   for (const auto& r : results) {
     std::string line = fmt::format("{:<22} {:>6}", r.config.scheme.name(), r.violations);
     for (const auto& detector : r.detectors) line += fmt::format(" {:>9}", detector.count);
     line += fmt::format(
-        " {:>9} {:>8.0f} {:>8} {:>7} {:>7} {:>13}",
+        " {:>9} {:>8} {:>8.0f} {:>10.0f} {:>8} {:>7} {:>7} {:>13}",
         r.first_violation_ms < 0 ? std::string("-") : fmt::format("{:.1f}", r.first_violation_ms),
-        r.ops_per_s, r.spte_faults, r.fault_retries, r.sptes_zapped,
+        r.operations, r.ops_per_s, r.guest_work_per_s, r.spte_faults, r.fault_retries,
+        r.sptes_zapped,
         fmt::format("{:.1f}/{:.1f}us", r.ptl_hold_p50_ns / 1000.0, r.ptl_hold_p99_ns / 1000.0));
     if (r.timed_out) line += "  (time limit hit)";
     out += line + "\n";
@@ -524,16 +681,18 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
         "\"violations\": {}, \"detectors\": {{{}}}, \"first_violation_ms\": {}, "
         "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
-        "\"guest_work\": {}, \"spte_faults\": {}, \"fault_retries\": {}, \"sptes_zapped\": {}, "
+        "\"guest_work\": {}, \"guest_work_per_s\": {:.1f}, \"native\": {}, \"spte_faults\": {}, "
+        "\"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
         "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}], \"counterexample\": {}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
                                  : fmt::format("{:.3f}", r.first_violation_ms),
-        r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.spte_faults,
-        r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
-        r.timed_out, r.config.seed, examples, json_string(r.counterexample));
+        r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.guest_work_per_s,
+        r.config.backend == Backend::kKvm && r.config.native, r.spte_faults, r.fault_retries,
+        r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds, r.timed_out, r.config.seed,
+        examples, json_string(r.counterexample));
   }
   return out + "]}\n";
 }

@@ -7,6 +7,17 @@
 //              increment a counter under it. Detectors: lost increments (the
 //              counter is behind the increments the workers finished), two
 //              holders of the lock at once, an access reaching a freed frame.
+//  coherence-lockfree
+//              The third thread without any serialisation: workers (vCPUs
+//              and the host thread) lock-xadd their own counter slot in the
+//              target page, and the remapper never waits for them. Content
+//              follows the page by the op itself (migrate, cow, ksm copy it;
+//              for remap the runner folds the old page's counters into the
+//              new one at the moment the new PTE is live, before any late
+//              invalidation), so an increment that lands on the old frame
+//              after that is provably lost: a stale spte wrote it.
+//              Detectors: lost increments (a worker's slot behind its done
+//              count), use-after-free.
 //  stale-spte  vCPUs keep reading versioned pages the remapper keeps
 //              changing; after every operation the remapper publishes a new
 //              version through the host mapping and the auditor checks every
@@ -30,7 +41,12 @@
 
 namespace sptelab::scenarios {
 
-enum class ScenarioKind : uint8_t { kCoherence, kStaleSpte };
+enum class ScenarioKind : uint8_t { kCoherence, kStaleSpte, kLockfree };
+const std::vector<ScenarioKind>& all_scenarios();
+// coherence and coherence-lockfree: workers write, a host thread takes part.
+inline bool is_coherence(ScenarioKind kind) {
+  return kind == ScenarioKind::kCoherence || kind == ScenarioKind::kLockfree;
+}
 const char* scenario_name(ScenarioKind kind);
 std::optional<ScenarioKind> parse_scenario(std::string_view name);
 std::string describe(ScenarioKind kind);
@@ -62,6 +78,12 @@ struct RaceConfig {
   // that trace; where tracefs is unavailable, kernel_problem says why.
   bool kernel = false;
   std::string guest_path;  // kvm: the race guest ELF (empty: built-in)
+  // kvm: the guest's workload runs at CPL3 (native mode, guest/README.md);
+  // false: at CPL0, which PVM emulates at about a microsecond per instruction.
+  bool native = true;
+  // The run lasts max_seconds by design (free-running for a duration): do
+  // not call reaching it a time-out.
+  bool for_duration = false;
 };
 
 struct DetectorCount {
@@ -79,6 +101,7 @@ struct RaceResult {
   double seconds = 0;
   double ops_per_s = 0;
   uint64_t guest_work = 0;  // increments or page reads completed by the workers
+  double guest_work_per_s = 0;
   uint64_t spte_faults = 0;
   uint64_t fault_retries = 0;
   uint64_t sptes_zapped = 0;

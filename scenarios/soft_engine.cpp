@@ -53,6 +53,8 @@ class SoftEngine final : public GuestEngine {
     try {
       if (config_.scenario == ScenarioKind::kCoherence) {
         coherence_worker(cpu, layout_, v);
+      } else if (config_.scenario == ScenarioKind::kLockfree) {
+        lockfree_worker(cpu, layout_, v);
       } else {
         stale_reader(cpu, layout_, v, config_.seed * 977 + v);
       }

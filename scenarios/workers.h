@@ -30,6 +30,9 @@ struct RaceLayout {
   uint64_t control(size_t field_offset) const { return control_gpa + field_offset; }
   uint64_t lock() const { return target_gpa + offsetof(sptelab_race_target, lock); }
   uint64_t counter() const { return target_gpa + offsetof(sptelab_race_target, counter); }
+  uint64_t count(uint32_t worker) const {
+    return target_gpa + offsetof(sptelab_race_target, counts) + 8 * worker;
+  }
   uint64_t done(uint32_t worker) const {
     return control(offsetof(sptelab_race_control, done) + 8 * worker);
   }
@@ -141,6 +144,16 @@ inline void coherence_worker(auto& cpu, const RaceLayout& layout, uint32_t id) {
     cpu.store(layout.counter(), cpu.load(layout.counter()) + 1);
     leave_critical(cpu, layout);
     cpu.store(layout.lock(), 0);
+    cpu.store(layout.done(id), ++done);
+  }
+}
+
+// coherence-lockfree: no lock; an atomic increment of this worker's own
+// slot in the target page, then count it.
+inline void lockfree_worker(auto& cpu, const RaceLayout& layout, uint32_t id) {
+  uint64_t done = 0;
+  while (!stop_requested(cpu, layout)) {
+    cpu.add(layout.count(id), 1);
     cpu.store(layout.done(id), ++done);
   }
 }

@@ -32,8 +32,8 @@ int list_schemes() {
 }
 
 int list_scenarios() {
-  for (auto kind : {scenarios::ScenarioKind::kCoherence, scenarios::ScenarioKind::kStaleSpte}) {
-    fmt::print("{:<12} {}\n", scenarios::scenario_name(kind), scenarios::describe(kind));
+  for (auto kind : scenarios::all_scenarios()) {
+    fmt::print("{:<19} {}\n", scenarios::scenario_name(kind), scenarios::describe(kind));
   }
   return 0;
 }

@@ -17,7 +17,7 @@ namespace {
 
 constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
-                    [--iterations N] [--duration S] [--vcpus N] [--seed N]
+                    [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--trace FILE]
                     [--kernel] [--json]
 
@@ -25,7 +25,12 @@ Runs a race scenario under one scheme or all 20, and prints one row per
 scheme: the violations each detector found, when the first one was seen,
 and what the scheme cost. SCENARIO is one of ('sptelab list scenarios'):
   coherence   vCPUs and a host thread increment a counter under a spinlock in
-              one page while a remapper applies OP to that page over and over
+              one page while a remapper applies OP to that page over and over,
+              taking the same spinlock around each move
+  coherence-lockfree
+              the third thread without a lock: vCPUs and a host thread
+              lock-xadd their own counters in the page; the remapper never
+              waits for them, and an increment through a stale spte is lost
   stale-spte  vCPUs read versioned pages the remapper keeps changing; the
               auditor and the readers catch sptes left on old frames
 
@@ -36,14 +41,19 @@ options:
                    mprotect, mkclean, ksm (default remap); 'sptelab list ops'
   --backend B      kvm: the built-in race guest on /dev/kvm (default);
                    soft: software vCPUs, no KVM needed
-  --iterations N   remapper operations per scheme (default 2000; kvm 400)
-  --duration S     time limit per scheme in seconds (default 30)
+  --iterations N   remapper operations per scheme (default 2000; kvm 400;
+                   with --duration and no --iterations: as many as fit)
+  --duration S     time limit per scheme in seconds (default 30); without
+                   --iterations the run is free-running for that long
+  --cpl0           kvm: run the guest's workload at CPL0 (emulated by PVM,
+                   ~1 us per instruction) instead of native mode (CPL3)
   --vcpus N        guest vCPUs (default 1)
   --seed N         seeds the delay injection, to repeat a run (default 1)
   --delay P=NS@PM  delay threads at injection point P by NS nanoseconds with
                    probability PM/1000 (replaces the defaults; repeatable;
                    'sptelab list points')
-  --no-delays      no delay injection at all
+  --no-delays      no delay injection at all (the default for a native KVM
+                   guest; soft and --cpl0 runs widen the windows with delays)
   --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
                    them); with several schemes, FILE.SCHEME per scheme
   --kernel         with --trace: also capture the real kernel's kvm and
@@ -56,8 +66,10 @@ one also shows its counterexample: the traced events around the first
 violation (tracing stops two operations after it, so they survive).
 
 Columns: viol is the total over all detectors; first_ms the time to the first
-violation; faults, retries and zapped count spte faults, fault retries and
-sptes zapped; ptl p50/p99 the page-table-lock hold times.
+violation; ops the remapper operations done, ops/s their rate; work/s the
+workers' increments (or page reads) per second; faults, retries and zapped
+count spte faults, fault retries and sptes zapped; ptl p50/p99 the
+page-table-lock hold times.
 
 exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage,
 3 no usable /dev/kvm (try --backend soft), 4 internal error.
@@ -89,8 +101,10 @@ scenarios::RaceConfig base_config(const Options& options) {
   scenarios::RaceConfig config;
   auto scenario = scenarios::parse_scenario(options.positionals().front());
   if (!scenario) {
-    options.fail(fmt::format("unknown scenario '{}'; choose coherence or stale-spte",
-                             options.positionals().front()));
+    options.fail(
+        fmt::format("unknown scenario '{}'; choose coherence, coherence-lockfree or "
+                    "stale-spte",
+                    options.positionals().front()));
   }
   config.scenario = *scenario;
   std::string op = options.value("op").value_or("remap");
@@ -111,7 +125,16 @@ scenarios::RaceConfig base_config(const Options& options) {
     auto seconds = parse_seconds(*duration);
     if (!seconds || *seconds <= 0) options.fail("--duration wants a positive number of seconds");
     config.max_seconds = *seconds;
+    if (!options.value("iterations")) {
+      config.operations = UINT64_MAX;  // free-running for the duration
+      config.for_duration = true;
+    }
   }
+  config.native = !options.flag("cpl0");
+  // Native vCPUs hit the microsecond windows unaided; the default delays
+  // (made for guests emulated at a microsecond per instruction) would only
+  // make the remapper wait. Free-running, unless delays are asked for.
+  if (kvm && config.native && options.values("delay").empty()) config.delays.clear();
   if (options.flag("no-delays")) {
     config.delays.clear();
   } else if (auto delays = options.values("delay"); !delays.empty()) {
@@ -150,6 +173,7 @@ int race_main(Args args) {
                    {"seed"},
                    {"delay", true},
                    {"no-delays", false, true},
+                   {"cpl0", false, true},
                    {"trace"},
                    {"kernel", false, true},
                    {"json", false, true}});
@@ -157,7 +181,9 @@ int race_main(Args args) {
     fmt::print("{}", kHelp);
     return 0;
   }
-  if (options.positionals().size() != 1) options.fail("give one SCENARIO: coherence or stale-spte");
+  if (options.positionals().size() != 1) {
+    options.fail("give one SCENARIO: coherence, coherence-lockfree or stale-spte");
+  }
   const bool json = options.flag("json");
   scenarios::RaceConfig config = base_config(options);
   const bool show_progress = !json && isatty(STDERR_FILENO);
@@ -177,7 +203,11 @@ int race_main(Args args) {
     scenarios::ProgressFn progress;
     if (show_progress) {
       progress = [](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
-        fmt::print(stderr, "\r{:<24} {:>7}/{:<7}", c.scheme.name(), done, total);
+        if (c.for_duration) {
+          fmt::print(stderr, "\r{:<24} {:>9} ops", c.scheme.name(), done);
+        } else {
+          fmt::print(stderr, "\r{:<24} {:>7}/{:<7}", c.scheme.name(), done, total);
+        }
       };
     }
     results.push_back(run_one(config, progress));
@@ -193,9 +223,17 @@ int race_main(Args args) {
   if (json) {
     fmt::print("{}", scenarios::race_json(results));
   } else {
-    fmt::print("race {} --op {} --backend {}: {} operations per scheme, seed {}\n\n",
+    std::string mode;
+    if (config.backend == scenarios::Backend::kKvm) {
+      mode =
+          config.native ? " (guest workload native, CPL3)" : " (guest workload at CPL0, emulated)";
+    }
+    std::string budget = config.for_duration
+                             ? fmt::format("free-running for {} s per scheme", config.max_seconds)
+                             : fmt::format("{} operations per scheme", config.operations);
+    fmt::print("race {} --op {} --backend {}{}: {}, seed {}\n\n",
                scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
-               scenarios::backend_name(config.backend), config.operations, config.seed);
+               scenarios::backend_name(config.backend), mode, budget, config.seed);
     fmt::print("{}", scenarios::format_race_table(results));
     bool shown_counterexample = false;
     for (const auto& result : results) {

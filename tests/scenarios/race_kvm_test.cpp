@@ -1,8 +1,7 @@
 // The race scenarios on real KVM: the built-in race guest runs the worker
 // protocol while the remapper changes its pages through the emulated host.
-// The guest runs emulated by the PVM backend here (about a microsecond per
-// instruction), so these runs are short: a racy scheme must still be caught
-// and a correct one must have no violation at all.
+// The guest's workload runs in native mode (CPL3, natively on PVM); a racy
+// scheme must be caught and a correct one must have no violation at all.
 #include <gtest/gtest.h>
 
 #include "scenarios/race.h"
@@ -60,7 +59,12 @@ INSTANTIATE_TEST_SUITE_P(
                     KvmCase{ScenarioKind::kCoherence, "ptl-page+seq", HostOp::kMigrate, false},
                     KvmCase{ScenarioKind::kStaleSpte, "range-before+seq", HostOp::kRemap, true},
                     KvmCase{ScenarioKind::kStaleSpte, "start-end+interval", HostOp::kRemap, false},
-                    KvmCase{ScenarioKind::kStaleSpte, "none+seq", HostOp::kMigrate, true}),
+                    KvmCase{ScenarioKind::kStaleSpte, "none+seq", HostOp::kMigrate, true},
+                    KvmCase{ScenarioKind::kLockfree, "range-after+seq", HostOp::kRemap, true},
+                    KvmCase{ScenarioKind::kLockfree, "range-after+seq-count", HostOp::kRemap, true},
+                    KvmCase{ScenarioKind::kLockfree, "range-after+interval", HostOp::kRemap, true},
+                    KvmCase{ScenarioKind::kLockfree, "start-end+seq-count", HostOp::kRemap, false},
+                    KvmCase{ScenarioKind::kLockfree, "ptl-page+seq", HostOp::kRemap, false}),
     [](const testing::TestParamInfo<KvmCase>& param) {
       std::string name = std::string(scenario_name(param.param.scenario)) + "_" +
                          param.param.scheme + "_" + host_op_name(param.param.op);
@@ -75,11 +79,24 @@ INSTANTIATE_TEST_SUITE_P(
 // (cow used to end in a triple fault), and a correct scheme stays clean.
 class KvmEveryOp : public testing::TestWithParam<HostOp> {};
 
+// The published CPL0 path keeps working: the same guest, emulated.
+TEST(KvmRaceCpl0, CoherenceAtCpl0StaysClean) {
+  SPTELAB_REQUIRE_KVM();
+  RaceConfig config =
+      kvm_config(ScenarioKind::kCoherence, "start-end+seq-count", HostOp::kRemap, 100);
+  config.native = false;
+  RaceResult result = run_race(config);
+  ASSERT_FALSE(result.timed_out) << describe(result);
+  EXPECT_GT(result.guest_work, 0u) << describe(result);
+  EXPECT_EQ(result.violations, 0u) << describe(result);
+}
+
 TEST_P(KvmEveryOp, RunsWithoutAGuestCrash) {
   SPTELAB_REQUIRE_KVM();
   RaceConfig config =
       kvm_config(ScenarioKind::kCoherence, "start-end+seq-count", GetParam(), 1000000);
   config.max_seconds = 1;
+  config.for_duration = true;
   RaceResult result = run_race(config);  // a guest crash throws (exit 4)
   EXPECT_GT(result.operations, 0u) << describe(result);
   EXPECT_GT(result.guest_work, 0u) << describe(result);

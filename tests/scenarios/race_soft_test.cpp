@@ -117,6 +117,42 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+class LockfreeRace : public testing::TestWithParam<CoherenceCase> {};
+
+// The third thread without a lock: the remapper never waits for the
+// workers, the counters follow the page (the fold at the PTE switch for
+// remap), and only an increment through a stale spte can go missing.
+TEST_P(LockfreeRace, LostIncrementsOnlyWhereTheSchemeIsRacy) {
+  const CoherenceCase& c = GetParam();
+  RaceResult result =
+      run_race(soft_config(ScenarioKind::kLockfree, *spte::parse_scheme(c.scheme), c.op, 300));
+  ASSERT_FALSE(result.timed_out) << describe(result);
+  EXPECT_GT(result.guest_work, 0u);
+  ASSERT_EQ(result.detectors.front().name, "lost_increments");
+  if (c.racy) {
+    EXPECT_GT(result.violations, 0u) << describe(result);
+  } else {
+    EXPECT_EQ(result.violations, 0u) << describe(result);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Representative, LockfreeRace,
+    testing::Values(CoherenceCase{"range-after+seq", HostOp::kRemap, true},
+                    CoherenceCase{"range-after+seq-count", HostOp::kRemap, true},
+                    CoherenceCase{"none+seq", HostOp::kRemap, true},
+                    CoherenceCase{"start-end+seq-count", HostOp::kRemap, false},
+                    CoherenceCase{"ptl-page+seq", HostOp::kRemap, false},
+                    CoherenceCase{"start-end+seq-count", HostOp::kMigrate, false},
+                    CoherenceCase{"start-end+seq-count", HostOp::kCow, false}),
+    [](const testing::TestParamInfo<CoherenceCase>& param) {
+      std::string name = std::string(param.param.scheme) + "_" + host_op_name(param.param.op);
+      for (char& c : name) {
+        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+      }
+      return name;
+    });
+
 TEST(RaceRepeatability, SameSeedSameVerdicts) {
   for (const char* name : {"start-end+seq", "start-end+seq-count"}) {
     RaceConfig config =

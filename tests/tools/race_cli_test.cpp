@@ -33,6 +33,21 @@ TEST(RaceCli, RacySchemeIsExitOneWithTheCounterexample) {
   EXPECT_THAT(result.out, HasSubstr("violation: detector="));
 }
 
+TEST(RaceCli, LockfreeVariantIsNamedAndReportsThroughput) {
+  auto result = run_sptelab({"race", "coherence-lockfree", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "50"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+  EXPECT_THAT(result.out, HasSubstr("race coherence-lockfree --op remap --backend soft"));
+  EXPECT_THAT(result.out, HasSubstr("work/s"));
+  EXPECT_THAT(result.out, HasSubstr("ops/s"));
+  auto json = run_sptelab({"race", "coherence-lockfree", "--backend", "soft", "--scheme",
+                           "start-end+seq-count", "--duration", "0.3", "--json"});
+  EXPECT_EQ(json.status, 0) << json.err;
+  EXPECT_THAT(json.out, HasSubstr("\"scenario\": \"coherence-lockfree\""));
+  EXPECT_THAT(json.out, HasSubstr("\"guest_work_per_s\": "));
+  EXPECT_THAT(json.out, HasSubstr("\"timed_out\": false"));  // free-running for the duration
+}
+
 TEST(RaceCli, BadInputIsExitTwoWithAMessage) {
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"race", "nonsense"},
