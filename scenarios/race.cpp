@@ -529,6 +529,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
 
   // Quiescent: final detectors.
   result.guest_work = remapper.finished_work(workers);
+  result.vcpu_work = remapper.finished_work(config.vcpus);  // worker ids 0..vcpus-1
   size_t stale_at_end = lab.mmu->audit();
   uint64_t uaf = lab.violations.count(spte::ViolationKind::kUseAfterFree);
   if (config.scenario == ScenarioKind::kCoherence) {
@@ -587,7 +588,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   result.ops_per_s =
       result.seconds > 0 ? static_cast<double>(result.operations) / result.seconds : 0;
   result.guest_work_per_s =
-      result.seconds > 0 ? static_cast<double>(result.guest_work) / result.seconds : 0;
+      result.seconds > 0 ? static_cast<double>(result.vcpu_work) / result.seconds : 0;
   if (config.trace) read_trace(result, config, lab, std::move(kernel));
   return result;
 }
@@ -657,7 +658,7 @@ std::string format_race_table(const std::vector<RaceResult>& results) {
     header += fmt::format(" {:>9}", detector.name.substr(0, 9));
   }
   header += fmt::format(" {:>9} {:>8} {:>8} {:>10} {:>8} {:>7} {:>7} {:>13}\n", "first_ms", "ops",
-                        "ops/s", "work/s", "faults", "retries", "zapped", "ptl p50/p99");
+                        "ops/s", "guest/s", "faults", "retries", "zapped", "ptl p50/p99");
   std::string out = header;
   for (const auto& r : results) {
     std::string line = fmt::format("{:<22} {:>6}", r.config.scheme.name(), r.violations);
@@ -691,7 +692,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
         "\"violations\": {}, \"detectors\": {{{}}}, \"first_violation_ms\": {}, "
         "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
-        "\"guest_work\": {}, \"guest_work_per_s\": {:.1f}, \"native\": {}, \"spte_faults\": {}, "
+        "\"guest_work\": {}, \"vcpu_work\": {}, \"guest_work_per_s\": {:.1f}, \"native\": {}, "
+        "\"spte_faults\": {}, "
         "\"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
         "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}], \"counterexample\": {}}}",
@@ -699,10 +701,10 @@ std::string race_json(const std::vector<RaceResult>& results) {
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
                                  : fmt::format("{:.3f}", r.first_violation_ms),
-        r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.guest_work_per_s,
-        r.config.backend == Backend::kKvm && r.config.native, r.spte_faults, r.fault_retries,
-        r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds, r.timed_out, r.config.seed,
-        examples, json_string(r.counterexample));
+        r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.vcpu_work,
+        r.guest_work_per_s, r.config.backend == Backend::kKvm && r.config.native, r.spte_faults,
+        r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
+        r.timed_out, r.config.seed, examples, json_string(r.counterexample));
   }
   return out + "]}\n";
 }

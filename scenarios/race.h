@@ -100,8 +100,9 @@ struct RaceResult {
   uint64_t operations_applied = 0;  // of which changed the mapping
   double seconds = 0;
   double ops_per_s = 0;
-  uint64_t guest_work = 0;  // increments or page reads completed by the workers
-  double guest_work_per_s = 0;
+  uint64_t guest_work = 0;      // increments or page reads completed by the workers
+  uint64_t vcpu_work = 0;       // of which by the vCPUs (the host thread's excluded)
+  double guest_work_per_s = 0;  // vcpu_work per second
   uint64_t spte_faults = 0;
   uint64_t fault_retries = 0;
   uint64_t sptes_zapped = 0;

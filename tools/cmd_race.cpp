@@ -66,8 +66,8 @@ one also shows its counterexample: the traced events around the first
 violation (tracing stops two operations after it, so they survive).
 
 Columns: viol is the total over all detectors; first_ms the time to the first
-violation; ops the remapper operations done, ops/s their rate; work/s the
-workers' increments (or page reads) per second; faults, retries and zapped
+violation; ops the remapper operations done, ops/s their rate; guest/s the
+vCPUs' increments (or page reads) per second, the host thread's excluded; faults, retries and zapped
 count spte faults, fault retries and sptes zapped; ptl p50/p99 the
 page-table-lock hold times.
 

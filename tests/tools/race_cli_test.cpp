@@ -38,7 +38,7 @@ TEST(RaceCli, LockfreeVariantIsNamedAndReportsThroughput) {
                              "start-end+seq-count", "--iterations", "50"});
   EXPECT_EQ(result.status, 0) << result.out << result.err;
   EXPECT_THAT(result.out, HasSubstr("race coherence-lockfree --op remap --backend soft"));
-  EXPECT_THAT(result.out, HasSubstr("work/s"));
+  EXPECT_THAT(result.out, HasSubstr("guest/s"));
   EXPECT_THAT(result.out, HasSubstr("ops/s"));
   auto json = run_sptelab({"race", "coherence-lockfree", "--backend", "soft", "--scheme",
                            "start-end+seq-count", "--duration", "0.3", "--json"});
