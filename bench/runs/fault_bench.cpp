@@ -243,6 +243,85 @@ Result fault_scale(const BenchEnv& env) {
   return result;
 }
 
+// spte_fault_native: the same guest in native mode (CPL3, natively on PVM):
+// a page's first touch is an EFAULT that the exit loop decodes and resolves
+// through the emulated sptes, against the real KVM's in-kernel fault on a
+// direct memslot in the same run; and the floor of any native fault, the
+// bare exit round trip (an `out` from CPL3 to a port that does nothing).
+Result spte_fault_native(const BenchEnv& env) {
+  const Sizes size = sizes(env);
+  TouchConfig config;
+  config.guest_path = env.touch_guest;
+  config.ram_bytes = size.ram_bytes;
+  config.passes = kPasses;
+  config.pages = size.large_pages;
+  config.native = true;
+  const uint64_t ram = size.ram_bytes;
+  std::vector<Variant> variants = {{"direct", direct_stack(ram)}};
+  for (uint32_t around : kFaultArounds) {
+    variants.push_back(
+        {label_for(around), emulated_stack(ram, kScheme, around, HostMemory::kPreallocated)});
+  }
+  Measured measured = measure(env, config, variants);
+  uint32_t best_around = kFaultArounds.front();
+  for (uint32_t around : kFaultArounds) {
+    if (measured.cost[label_for(around)].fault_us <
+        measured.cost[label_for(best_around)].fault_us) {
+      best_around = around;
+    }
+  }
+  // The floor: every pass is nothing but exits, so the loop passes give it.
+  TouchConfig exits = config;
+  exits.port_loop = true;
+  // The same exits from CPL0, for comparison (emulated there).
+  TouchConfig cpl0_exits = exits;
+  cpl0_exits.native = false;
+  std::vector<double> exit_us;
+  std::vector<double> cpl0_exit_us;
+  double efaults_per_page = 0;
+  auto exit_cost = [](const TouchRun& run) {
+    return (run.pass_seconds[2] + run.pass_seconds[3]) / 2 / static_cast<double>(run.pages) * 1e6;
+  };
+  for (uint32_t rep = 0; rep < env.repetitions(); ++rep) {
+    env.say(fmt::format("native exit round trip, {} exits", exits.pages));
+    exit_us.push_back(exit_cost(run_touch(exits, direct_stack(ram))));
+    cpl0_exit_us.push_back(exit_cost(run_touch(cpl0_exits, direct_stack(ram))));
+  }
+  {
+    TouchRun run = run_touch(config, emulated_stack(ram, kScheme, 0, HostMemory::kPreallocated));
+    efaults_per_page =
+        static_cast<double>(run.vm_stats.native_faults) / static_cast<double>(run.pages);
+  }
+  const TouchCost& value = measured.cost[label_for(best_around)];
+  const TouchCost& baseline = measured.cost["direct"];
+  Result result;
+  result.name = "spte_fault_native";
+  result.unit = "us/page";
+  result.value = value.fault_us;
+  result.baseline = baseline.fault_us;
+  result.ratio = ratio_of(result.value, result.baseline);
+  result.notes = fmt::format(
+      "guest at CPL3, {}, {} pages in order, host memory preallocated, fault-around {} (best of "
+      "{}); baseline: the real KVM's in-kernel fault on a direct memslot",
+      kScheme.name(), size.large_pages, best_around, fmt::join(kFaultArounds, "/"));
+  result.add("pages", static_cast<double>(size.large_pages));
+  result.add("fault_around", best_around);
+  for (uint32_t around : kFaultArounds) {
+    result.add(fmt::format("fault_around_{}_us", around),
+               measured.cost[label_for(around)].fault_us);
+  }
+  result.add("exit_round_trip_us", median(exit_us));
+  result.add("cpl0_exit_round_trip_us", median(cpl0_exit_us));
+  result.add("efaults_per_page_fault_around_0", efaults_per_page);
+  result.add("loop_us", value.loop_us);
+  result.add("resolution_us", value.resolution_us);
+  result.add("value_samples", samples_text(measured.fault_samples[label_for(best_around)]));
+  result.add("baseline_samples", samples_text(measured.fault_samples["direct"]));
+  result.add("wall_value", value.wall_fault_us);
+  result.add("wall_baseline", baseline.wall_fault_us);
+  return result;
+}
+
 }  // namespace
 
 std::vector<Benchmark> fault_benchmarks() {
@@ -253,6 +332,10 @@ std::vector<Benchmark> fault_benchmarks() {
        true, [](const BenchEnv& env) { return std::vector<Result>{spte_fault(env, false)}; }},
       {"spte_fault_random", "the same in a random order", true,
        [](const BenchEnv& env) { return std::vector<Result>{spte_fault(env, true)}; }},
+      {"spte_fault_native",
+       "the guest at CPL3 (native mode): us/page of the decoded EFAULT spte fault vs the real "
+       "KVM's in-kernel fault, and the bare native exit round trip",
+       true, [](const BenchEnv& env) { return std::vector<Result>{spte_fault_native(env)}; }},
       {"fault_scale",
        "a 1 GiB guest on 4 vCPUs touches all its RAM: it works, and costs per page what small "
        "guests do",

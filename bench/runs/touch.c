@@ -39,6 +39,10 @@ static void touch_random(uint64_t first, uint64_t count, uint64_t step, uint32_t
   }
 }
 
+static void port_loop(uint64_t count) {
+  for (uint64_t i = 0; i < count; ++i) sptelab_outl(BENCH_TOUCH_PORT, (uint32_t)i);
+}
+
 static void guest_main(uint64_t vcpu, uint64_t vcpus, uint64_t ram_bytes) {
   uint64_t stride = sptelab_arg_or(BENCH_TOUCH_ARG_STRIDE, 1);
   uint64_t step = stride << 12;
@@ -46,9 +50,11 @@ static void guest_main(uint64_t vcpu, uint64_t vcpus, uint64_t ram_bytes) {
   uint64_t fit = ram_bytes > first ? (ram_bytes - first) / step : 0;
   uint64_t pages = sptelab_arg(BENCH_TOUCH_ARG_PAGES);
   if (pages == 0 || pages > fit) pages = fit;
-  int random = sptelab_arg(BENCH_TOUCH_ARG_MODE) == BENCH_TOUCH_RANDOM;
+  uint32_t mode = sptelab_arg(BENCH_TOUCH_ARG_MODE);
+  int random = mode == BENCH_TOUCH_RANDOM;
   uint32_t passes = sptelab_arg_or(BENCH_TOUCH_ARG_PASSES, 3);
   uint32_t seed = sptelab_arg(BENCH_TOUCH_ARG_SEED);
+  if (sptelab_arg(BENCH_TOUCH_ARG_NATIVE)) sptelab_enter_native();
 
   uint64_t lo = pages * vcpu / vcpus;
   uint64_t hi = pages * (vcpu + 1) / vcpus;
@@ -57,7 +63,9 @@ static void guest_main(uint64_t vcpu, uint64_t vcpus, uint64_t ram_bytes) {
   for (uint32_t pass = 0; pass < passes; ++pass) {
     barrier(vcpus, pass + 1);
     sptelab_report(BENCH_TOUCH_REPORT_PASS_BEGIN, pass);
-    if (random) {
+    if (mode == BENCH_TOUCH_PORT_LOOP) {
+      port_loop(hi - lo);
+    } else if (random) {
       touch_random(chunk, hi - lo, step, seed);
     } else {
       touch_sequential(chunk, hi - lo, step);

@@ -12,9 +12,14 @@
 #define BENCH_TOUCH_ARG_STRIDE 2u /* distance between touched pages, in pages (0: 1) */
 #define BENCH_TOUCH_ARG_PASSES 3u /* passes over the same pages in the same order (0: 3) */
 #define BENCH_TOUCH_ARG_SEED 4u   /* random mode: seed of the order */
+#define BENCH_TOUCH_ARG_NATIVE 5u /* 1: run the passes in native mode (CPL3) */
 
 #define BENCH_TOUCH_SEQUENTIAL 0u
 #define BENCH_TOUCH_RANDOM 1u
+/* Each "page" of a pass is one `out` to BENCH_TOUCH_PORT instead of a store:
+ * the bare exit round trip, no memory touched. */
+#define BENCH_TOUCH_PORT_LOOP 2u
+#define BENCH_TOUCH_PORT 0x1F0u
 
 /* Report keys (value: the pass number). Every vCPU reports the start and the
  * end of each pass; a barrier separates passes, so no vCPU starts pass p+1

@@ -91,9 +91,16 @@ TouchRun run_touch(const TouchConfig& config, const StackBuilder& build, const S
   hypervisor::VmConfig vm;
   vm.vcpus = config.vcpus;
   vm.timeout_seconds = config.timeout_seconds;
-  vm.guest_args.resize(5);
+  vm.guest_args.resize(6);
   vm.guest_args[BENCH_TOUCH_ARG_PAGES] = static_cast<uint32_t>(config.pages);
-  vm.guest_args[BENCH_TOUCH_ARG_MODE] = config.random ? BENCH_TOUCH_RANDOM : BENCH_TOUCH_SEQUENTIAL;
+  vm.guest_args[BENCH_TOUCH_ARG_MODE] = config.port_loop ? BENCH_TOUCH_PORT_LOOP
+                                        : config.random  ? BENCH_TOUCH_RANDOM
+                                                         : BENCH_TOUCH_SEQUENTIAL;
+  vm.guest_args[BENCH_TOUCH_ARG_NATIVE] = config.native ? 1 : 0;
+  vm.scenario_ports = [](hypervisor::PortAccess& access) {
+    return access.port == BENCH_TOUCH_PORT ? hypervisor::PortResult::kHandled
+                                           : hypervisor::PortResult::kUnhandled;
+  };
   vm.guest_args[BENCH_TOUCH_ARG_STRIDE] = config.stride;
   vm.guest_args[BENCH_TOUCH_ARG_PASSES] = config.passes;
   vm.guest_args[BENCH_TOUCH_ARG_SEED] = config.seed;

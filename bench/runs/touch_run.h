@@ -32,6 +32,8 @@ struct TouchConfig {
   uint32_t stride = 1;  // touch every stride-th page
   uint32_t passes = 3;
   uint32_t seed = 1;
+  bool native = false;     // the passes run at CPL3 (guest/README.md, "Native mode")
+  bool port_loop = false;  // each page is an exit on BENCH_TOUCH_PORT, not a store
   double timeout_seconds = 120;
 };
 
