@@ -76,7 +76,8 @@ TEST(BenchSmoke, QuickJsonHasTheContractShapeAndPositiveRatios) {
   EXPECT_TRUE(names.count("remap_start-end+seq-count"));
   EXPECT_TRUE(names.count("trace_overhead"));
   if (kvm) {
-    for (const char* name : {"spte_fault_seq", "spte_fault_random", "fault_scale", "range_zap"}) {
+    for (const char* name :
+         {"spte_fault_seq", "spte_fault_random", "spte_fault_native", "fault_scale", "range_zap"}) {
       EXPECT_TRUE(names.count(name)) << name;
     }
   } else {
@@ -94,7 +95,7 @@ TEST(BenchSmoke, HelpListsEveryBenchmark) {
   CliResult run = run_sptelab({"bench", "--help"});
   ASSERT_EQ(run.status, 0);
   for (const char* name :
-       {"spte_fault_seq", "spte_fault_random", "fault_scale", "range_zap",
+       {"spte_fault_seq", "spte_fault_random", "spte_fault_native", "fault_scale", "range_zap",
         "remap_start-end+seq-count", "remap_ptl-page+seq-count", "trace_overhead"}) {
     EXPECT_NE(run.out.find(name), std::string::npos) << name;
   }
