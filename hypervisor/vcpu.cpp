@@ -639,6 +639,7 @@ Vcpu::Next Vcpu::handle_native_fault() {
   if (trace::enabled()) {
     uint64_t gpa = fault.needs.empty() ? 0 : fault.needs.front().gfn << 12;
     trace::emit(trace::Kind::kVcpuExit, index_, 0, r.rip, gpa);
+    trace_instruction(vm_, s, r.rip);  // rip has not moved: it names the instruction
   }
   if (fault.needs.empty()) {
     ++stats_.native_unmatched;
