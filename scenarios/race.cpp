@@ -197,8 +197,10 @@ class Remapper {
 
   // Native vCPUs come back for the page within microseconds when they run
   // at all. Spin (never yield: on a loaded machine a yield hands the core
-  // away for a whole slice) for at most 50 us, so that most operations meet
-  // a vCPU that holds the page, and none waits on the guest's pace.
+  // away for a whole slice) for at most 50 us until a vCPU has begun a
+  // fault since the last operation: the next one then overlaps a fault in
+  // flight or meets a vCPU holding the page (waiting for the fault to
+  // complete would pace the remapper by the ~50 us a native fault costs).
   void wait_for_native_fault() {
     const auto until = Clock::now() + std::chrono::microseconds(50);
     while (lab_.mmu->stats().faults == faults_seen_ && Clock::now() < until) cpu_relax();
@@ -404,6 +406,7 @@ void host_thread_main(Lab& lab, const RaceLayout& layout, uint32_t id, ScenarioK
   trace::name_this_thread("host-thread");
   // Native vCPUs keep a core busy; on two cores the remapper needs the
   // other more than the host thread does (it still takes part, in the gaps).
+  // Not in the locked variant: a lock holder made to wait stalls everyone.
   if (yield_cpu) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
   mm::HostCpu cpu(*lab.mm, 1);
   HostThreadCpu host{cpu, lab.guest_hva()};
@@ -516,7 +519,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     std::thread host;
     if (with_host) {
       host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus, config.scenario,
-                         config.backend == Backend::kKvm && config.native);
+                         config.backend == Backend::kKvm && config.native &&
+                             config.scenario == ScenarioKind::kLockfree);
     }
     remapper.run(progress);
     remapper.stop();

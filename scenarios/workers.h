@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <thread>
 
+#include "base/spinlock.h"
 #include "mm/host_cpu.h"
 #include "spte/soft_vcpu.h"
 
@@ -114,10 +115,17 @@ inline bool take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner) {
 // The remapper's variant: gives up after `attempts` tries, because the
 // holder may be a vCPU that was stopped for reaching a freed frame and will
 // never release the lock.
+// Spins between attempts and yields only every 256: the holder is usually a
+// vCPU on the other core (natively it holds the lock for ~100 ns), and on a
+// loaded machine each yield gives this core away for a whole slice.
 inline bool try_take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner, uint64_t attempts) {
   for (uint64_t i = 1; i <= attempts; ++i) {
     if (cpu.cas(layout.lock(), 0, owner)) return true;
-    if (i % 16 == 0) std::this_thread::yield();
+    if (i % 256 == 0) {
+      std::this_thread::yield();
+    } else {
+      cpu_relax();
+    }
   }
   return false;
 }
