@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/error.h"
+#include "base/mutation.h"
 #include "base/spinlock.h"
 #include "trace/trace.h"
 
@@ -248,7 +249,7 @@ void Chain::unregister_interval(IntervalSubscription* interval) {
   }
   // A walker may be inside this interval's callback: wait for the
   // invalidation to end; the deferred removal happens before the wake-up.
-  if (wait_for != 0) interval_cv_.wait(lock, [&] { return invalidate_seq_ != wait_for; });
+  if (wait_for != 0) sched::wait(interval_cv_, lock, [&] { return invalidate_seq_ != wait_for; });
   interval->chain_.store(nullptr, std::memory_order_release);
 }
 
@@ -271,7 +272,7 @@ uint64_t Chain::interval_read_begin(const IntervalSubscription& interval) {
   std::unique_lock lock(interval_mutex_);
   uint64_t seq = interval.seq_.load(std::memory_order_acquire);
   if (seq == invalidate_seq_) {
-    interval_cv_.wait(lock, [&] { return invalidate_seq_ != seq; });
+    sched::wait(interval_cv_, lock, [&] { return invalidate_seq_ != seq; });
   }
   return seq;
 }
@@ -430,14 +431,28 @@ void Chain::after_release(const mm::InvalidateRange& range) {
   on_point(HookPoint::kAfterRelease, range);
 }
 
+// The end-before-pte-change mutant: start-end's invalidate_range_end runs
+// right after the start, before the PTL is taken, and the usual end is
+// skipped.
+std::optional<Callback> Chain::callback_at(HookPoint point) const {
+  if (placement_ == Placement::kStartEnd &&
+      mutation::active(mutation::Mutant::kEndBeforePteChange) && point == HookPoint::kAfterUnlock) {
+    return std::nullopt;
+  }
+  return invalidation_at(placement_, point);
+}
+
 void Chain::on_point(HookPoint point, const mm::InvalidateRange& range) {
   points_[static_cast<size_t>(point)].fetch_add(1, std::memory_order_relaxed);
-  std::optional<Callback> callback = invalidation_at(placement_, point);
+  std::optional<Callback> callback = callback_at(point);
   if (!callback) return;
   Dispatch dispatch;
   switch (*callback) {
     case Callback::kInvalidateRangeStart:
       notify_range_start(dispatch, range);
+      if (mutation::active(mutation::Mutant::kEndBeforePteChange)) {
+        notify_range_end(dispatch, range);
+      }
       break;
     case Callback::kInvalidateRangeEnd:
       notify_range_end(dispatch, range);

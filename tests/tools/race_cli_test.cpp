@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
+
 #include "tests/tools/cli.h"
 
 namespace sptelab::tools {
@@ -57,12 +60,48 @@ TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {
 }
 
 TEST(ExploreCli, CoherentSchemeIsZeroRacyIsOne) {
-  auto good = run_sptelab({"explore", "--scheme", "ptl-page+seq"});
+  auto good = run_sptelab({"explore", "--scheme", "ptl-page+seq", "--op", "remap"});
   EXPECT_EQ(good.status, 0) << good.err;
-  EXPECT_THAT(good.out, HasSubstr("coherent in every interleaving"));
-  auto bad = run_sptelab({"explore", "--scheme", "range-after+seq", "--json"});
+  EXPECT_THAT(good.out, HasSubstr("ok/2"));
+  EXPECT_THAT(good.err, HasSubstr("[2/2]"));  // progress, one line per cell
+  auto bad = run_sptelab({"explore", "--scheme", "range-after+seq", "--op", "remap", "--scenario",
+                          "coherence", "--json"});
   EXPECT_EQ(bad.status, 1) << bad.err;
-  EXPECT_THAT(bad.out, HasSubstr("\"lost_write\": true"));
+  EXPECT_THAT(bad.out, HasSubstr("\"verdict\": \"racy\""));
+  EXPECT_THAT(bad.out, HasSubstr("\"property\": \"lost-write\""));
+}
+
+TEST(ExploreCli, SavedCounterexampleReplaysItsViolation) {
+  const std::string path = ::testing::TempDir() + "/explore_cli_schedule.txt";
+  auto found = run_sptelab({"explore", "--scheme", "range-after+seq", "--op", "remap", "--scenario",
+                            "coherence", "--save", path});
+  ASSERT_EQ(found.status, 1) << found.err;
+  EXPECT_THAT(found.err, HasSubstr(path));
+  auto replayed = run_sptelab({"explore", "--replay", path});
+  EXPECT_EQ(replayed.status, 1) << replayed.err;
+  EXPECT_THAT(replayed.out, HasSubstr("lost-write"));
+  EXPECT_THAT(replayed.out, HasSubstr("remapper"));
+}
+
+TEST(ExploreCli, BadInputIsExitTwoWithTheValidChoices) {
+  auto bound = run_sptelab({"explore", "--bound", "-1"});
+  EXPECT_EQ(bound.status, 2);
+  EXPECT_THAT(bound.err, HasSubstr("0 to 6"));
+  auto op = run_sptelab({"explore", "--op", "nosuch"});
+  EXPECT_EQ(op.status, 2);
+  EXPECT_THAT(op.err, HasSubstr("migrate, remap"));
+  auto scheme = run_sptelab({"explore", "--scheme", "nosuch+seq"});
+  EXPECT_EQ(scheme.status, 2);
+  auto missing = run_sptelab({"explore", "--replay", "/nonexistent/schedule"});
+  EXPECT_EQ(missing.status, 2);
+  const std::string path = ::testing::TempDir() + "/explore_cli_bad_schedule.txt";
+  FILE* file = std::fopen(path.c_str(), "w");
+  ASSERT_NE(file, nullptr);
+  std::fputs("scheme start-end+seq\nop remap\nscenario coherence\nschedule 0 1 x\n", file);
+  std::fclose(file);
+  auto malformed = run_sptelab({"explore", "--replay", path});
+  EXPECT_EQ(malformed.status, 2);
+  EXPECT_THAT(malformed.err, HasSubstr("line 4"));
 }
 
 TEST(ListCli, ListsTheTwentySchemesAndTheOps) {
