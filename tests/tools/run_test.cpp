@@ -68,5 +68,25 @@ TEST(RunTest, TraceFileHasTheVcpuExits) {
   EXPECT_THAT(report.out, HasSubstr("kvm_exit: vcpu=0 reason=IO rip=0x40"));  // port I/O
 }
 
+TEST(RunTest, IntEightyIsTheSameErrorWithEightVcpus) {
+  // With 8 vCPUs this was reported as a timeout (exit 4, "raise --timeout").
+  SPTELAB_REQUIRE_KVM();
+  for (const char* vcpus : {"1", "8"}) {
+    auto result = run_sptelab(
+        {"run", hypervisor::testing::test_guest("int80"), "--vcpus", vcpus, "--timeout", "30"});
+    EXPECT_EQ(result.status, 2) << vcpus << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr("cannot emulate the instruction at rip="));
+    EXPECT_THAT(result.err, ::testing::Not(HasSubstr("raise --timeout")));
+  }
+}
+
+TEST(RunTest, UnmappedLinearAddressIsNotCalledAGpa) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("wild")});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("linear address 0xffffffffffffff20"));
+  EXPECT_THAT(result.err, ::testing::Not(HasSubstr("gpa=0xffffffffffffff20")));
+}
+
 }  // namespace
 }  // namespace sptelab::tools
