@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <fstream>
 
 #include "tests/hypervisor/elf_builder.h"
@@ -149,6 +153,65 @@ TEST_F(BadImageTest, EntryOutsideSegments) {
 TEST_F(BadImageTest, NotAnElfAtAll) {
   std::vector<uint8_t> text(200, 'x');
   expect_rejected(text, "bad magic");
+}
+
+TEST_F(BadImageTest, OverflowingSegmentSaysSoInsteadOfAWrappedRange) {
+  // Once printed as "0xfffffffffffff000..0x1000".
+  spec_.segments = {{0x400000, 16, 16, PF_R | PF_X}, {0xfffffffffffff000, 16, 0x2000, PF_R}};
+  auto result = run_sptelab({"run", write(hypervisor::testing::build_elf(spec_)), "--mem", "16M"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("overflows 64 bits"));
+  EXPECT_THAT(result.err, ::testing::Not(HasSubstr("..0x1000")));
+}
+
+// What a GUEST path names is checked before it is read: a FIFO once
+// blocked open() forever, /dev/zero was "0 bytes ... truncated", a symlink
+// loop "neither a file nor a built-in guest".
+class GuestFileTest : public ::testing::Test {
+ protected:
+  std::string dir_ = hypervisor::testing::make_temp_dir();
+};
+
+TEST_F(GuestFileTest, FifoIsRefusedWithoutBlocking) {
+  std::string fifo = dir_ + "/guest.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto result = run_sptelab({"run", fifo});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a FIFO, not a regular file"));
+}
+
+TEST_F(GuestFileTest, DevZeroIsACharacterDevice) {
+  auto result = run_sptelab({"run", "/dev/zero"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("/dev/zero is a character device, not a regular file"));
+}
+
+TEST_F(GuestFileTest, DirectoryIsADirectory) {
+  auto result = run_sptelab({"run", dir_});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a directory, not a regular file"));
+}
+
+TEST_F(GuestFileTest, SymlinkLoopIsNamed) {
+  std::string a = dir_ + "/a.elf", b = dir_ + "/b.elf";
+  ASSERT_EQ(symlink(b.c_str(), a.c_str()), 0);
+  ASSERT_EQ(symlink(a.c_str(), b.c_str()), 0);
+  auto result = run_sptelab({"run", a});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("symlink loop"));
+}
+
+TEST_F(GuestFileTest, HugeSparseFileIsRejectedFromItsHeader) {
+  // 2 GiB of holes: reading it all before "bad magic" took seconds and 2 GiB.
+  std::string sparse = dir_ + "/sparse.elf";
+  { std::ofstream(sparse) << "not an ELF image, and then a lot of nothing"; }
+  ASSERT_EQ(truncate(sparse.c_str(), int64_t{2} << 30), 0);
+  auto start = std::chrono::steady_clock::now();
+  auto result = run_sptelab({"run", sparse});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("bad magic"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  unlink(sparse.c_str());
 }
 
 TEST(CliEnvironmentTest, MissingKvmDeviceIsExitThree) {

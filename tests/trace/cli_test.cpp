@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <iterator>
 
@@ -123,6 +126,20 @@ TEST_F(TraceCli, HelpDescribesTheOptions) {
        {"--gfn", "--event", "--thread", "--from", "--to", "--summary", "--format", "--output"}) {
     EXPECT_THAT(result.out, HasSubstr(option));
   }
+}
+
+TEST_F(TraceCli, WhatIsNotARegularFileIsExit2) {
+  // A directory was exit 4, "basic_filebuf::underflow".
+  std::string dir = ::testing::TempDir();
+  auto result = run_sptelab({"trace", dir});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a directory, not a regular file"));
+  std::string fifo = path_ + ".fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  result = run_sptelab({"trace", fifo});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a FIFO"));
+  std::remove(fifo.c_str());
 }
 
 TEST(RunCli, KernelNeedsTrace) {
