@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "base/inject.h"
+#include "base/interrupt.h"
+#include "base/json.h"
 #include "scenarios/race.h"
 #include "tools/command.h"
 #include "tools/guests.h"
@@ -37,12 +41,14 @@ options:
   --backend B      kvm: the built-in race guest on /dev/kvm (default);
                    soft: software vCPUs, no KVM needed
   --iterations N   remapper operations per scheme (default 2000; kvm 400)
-  --duration S     time limit per scheme in seconds (default 30)
+  --duration S     time limit per scheme in seconds (default 30; injected
+                   delays end there too)
   --vcpus N        guest vCPUs (default 1)
   --seed N         seeds the delay injection, to repeat a run (default 1)
-  --delay P=NS@PM  delay threads at injection point P by NS nanoseconds with
-                   probability PM/1000 (replaces the defaults; repeatable;
-                   'sptelab list points')
+  --delay P=NS@PM  delay threads at injection point P by NS nanoseconds (a
+                   whole number up to 4294967295) with probability PM/1000
+                   (0 to 1000, default 1000); replaces the defaults;
+                   repeatable; 'sptelab list points')
   --no-delays      no delay injection at all
   --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
                    them); with several schemes, FILE.SCHEME per scheme
@@ -71,6 +77,42 @@ std::vector<spte::Scheme> schemes_option(const Options& options) {
     options.fail(fmt::format("unknown scheme '{}'; 'sptelab list schemes' shows the 20", text));
   }
   return {*scheme};
+}
+
+// POINT=NS[@PER_MILLE], strictly: NS a whole number of nanoseconds that
+// fits the delay (at most 4294967295, about 4.3 s), PER_MILLE a whole
+// number from 0 to 1000; no signs, spaces, exponents or trailing text.
+scenarios::DelayPoint delay_option(const Options& options, const std::string& text) {
+  auto bad = [&](const std::string& why) {
+    options.fail(
+        fmt::format("--delay '{}': {}; the form is POINT=NS[@PER_MILLE], e.g. "
+                    "host_before_ptl=50000@500 ('sptelab list points' shows the points)",
+                    text, why));
+  };
+  size_t eq = text.find('=');
+  if (eq == std::string::npos) bad("no '='");
+  std::string point = text.substr(0, eq);
+  if (!inject::from_name(point)) {
+    bad(fmt::format("unknown injection point '{}'", point));
+  }
+  std::string rest = text.substr(eq + 1);
+  std::string ns_text = rest, per_mille_text;
+  if (size_t at = rest.find('@'); at != std::string::npos) {
+    ns_text = rest.substr(0, at);
+    per_mille_text = rest.substr(at + 1);
+    if (per_mille_text.find('@') != std::string::npos) bad("more than one '@'");
+    std::optional<uint64_t> per_mille = parse_unsigned(per_mille_text);
+    if (!per_mille || *per_mille > 1000) {
+      bad(fmt::format("PER_MILLE '{}' is not a whole number from 0 to 1000", per_mille_text));
+    }
+  }
+  std::optional<uint64_t> ns = parse_unsigned(ns_text);
+  if (!ns || *ns > UINT32_MAX) {
+    bad(fmt::format("NS '{}' is not a whole number of nanoseconds from 0 to {}", ns_text,
+                    UINT32_MAX));
+  }
+  // Checked above: scenarios::parse_delay only assembles the point.
+  return scenarios::parse_delay(text);
 }
 
 uint64_t unsigned_option(const Options& options, std::string_view name, uint64_t fallback,
@@ -109,14 +151,17 @@ scenarios::RaceConfig base_config(const Options& options) {
   config.seed = unsigned_option(options, "seed", 1, 0, UINT64_MAX);
   if (auto duration = options.value("duration")) {
     auto seconds = parse_seconds(*duration);
-    if (!seconds || *seconds <= 0) options.fail("--duration wants a positive number of seconds");
+    if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
+      options.fail(fmt::format("--duration '{}' is not a number of seconds above 0 and at most {}",
+                               *duration, kMaxSeconds));
+    }
     config.max_seconds = *seconds;
   }
   if (options.flag("no-delays")) {
     config.delays.clear();
   } else if (auto delays = options.values("delay"); !delays.empty()) {
     config.delays.clear();
-    for (const std::string& delay : delays) config.delays.push_back(scenarios::parse_delay(delay));
+    for (const std::string& delay : delays) config.delays.push_back(delay_option(options, delay));
   }
   if (kvm) config.guest_path = resolve_guest("race");
   return config;

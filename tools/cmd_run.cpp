@@ -55,7 +55,8 @@ options:
   --kernel       with --trace: also capture the real kernel's kvm and kvmmmu
                  tracepoints (tracefs, needs root) into the same timeline;
                  where tracefs is unavailable the run goes on without them
-  --timeout S    give up after S seconds, 0 for never (default 60)
+  --timeout S    give up after S seconds, 0 for never (default 60; at most
+                 31536000, a year)
   --arg V        an argument for the guest (repeat for more; the guest reads
                  them in order on port 0xF1, see guest/README.md)
 
@@ -103,7 +104,10 @@ double timeout_option(const Options& options) {
   std::optional<std::string> text = options.value("timeout");
   if (!text) return kDefaultTimeout;
   std::optional<double> seconds = parse_seconds(*text);
-  if (!seconds) options.fail(fmt::format("--timeout '{}' is not a number of seconds", *text));
+  if (!seconds || *seconds > kMaxSeconds) {
+    options.fail(
+        fmt::format("--timeout '{}' is not a number of seconds from 0 to {}", *text, kMaxSeconds));
+  }
   return *seconds;
 }
 

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "tests/tools/cli.h"
 
 namespace sptelab::tools {
@@ -47,6 +49,69 @@ TEST(RaceCli, BadInputIsExitTwoWithAMessage) {
     EXPECT_EQ(result.status, 2) << args[1];
     EXPECT_THAT(result.err, HasSubstr("sptelab"));
   }
+}
+
+// Every malformed --delay is exit 2 with the valid form. Some of these were
+// exit 4 ("internal error: stoul"), others silently accepted: -1 became
+// 4294967295 ns, 4294967296 became 0.
+class RaceDelayTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RaceDelayTest, IsExitTwoWithTheValidForm) {
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "1", "--delay", GetParam()});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("the form is POINT=NS[@PER_MILLE]"));
+  EXPECT_TRUE(result.out.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Malformed, RaceDelayTest,
+    ::testing::Values("host_before_ptl=abc", "host_before_ptl=", "host_before_ptl=5@",
+                      "host_before_ptl=5@abc", "host_before_ptl=99999999999999999999",
+                      "host_before_ptl=-1", "host_before_ptl=4294967296", "host_before_ptl=5x",
+                      "host_before_ptl= 5", "host_before_ptl=1000@1000@3", "host_before_ptl=5@1e3",
+                      "host_before_ptl=5@-1", "host_before_ptl=5@1001", "host_before_ptl=1.5",
+                      "host_before_ptl", "=5", "no_such_point=5"));
+
+TEST(RaceCli, WellFormedDelaysAreAccepted) {
+  auto result =
+      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
+                   "--iterations", "5", "--delay", "host_before_ptl=1000@500", "--delay",
+                   "spte_fault_after_gup=4294967295@0", "--json"});
+  EXPECT_EQ(result.status, 0) << result.err;
+}
+
+TEST(RaceCli, OtherNumbersAreStrictToo) {
+  for (const std::vector<std::string>& args : {
+           std::vector<std::string>{"--duration", "0"},
+           std::vector<std::string>{"--duration", "-1"},
+           std::vector<std::string>{"--duration", "1e10"},
+           std::vector<std::string>{"--duration", "5s"},
+           std::vector<std::string>{"--iterations", "-1"},
+           std::vector<std::string>{"--iterations", "1e3"},
+           std::vector<std::string>{"--iterations", "10 "},
+           std::vector<std::string>{"--seed", "-1"},
+           std::vector<std::string>{"--seed", "18446744073709551616"},
+           std::vector<std::string>{"--vcpus", "0x2"},
+       }) {
+    std::vector<std::string> command = {"race", "coherence", "--backend", "soft"};
+    command.insert(command.end(), args.begin(), args.end());
+    auto result = run_sptelab(command);
+    EXPECT_EQ(result.status, 2) << args[0] << " " << args[1] << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr(args[0]));
+  }
+}
+
+TEST(RaceCli, DelaysDoNotOverrunTheDuration) {
+  // A 4 s delay at every operation with --duration 1 ran for 4 to 8 s.
+  auto start = std::chrono::steady_clock::now();
+  auto result =
+      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
+                   "--duration", "1", "--delay", "host_before_ptl=4000000000", "--json"});
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("\"timed_out\": true"));
+  EXPECT_LT(seconds, 3.5);
 }
 
 TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {
