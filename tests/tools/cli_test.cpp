@@ -229,6 +229,21 @@ TEST_F(GuestFileTest, HugeSparseFileIsRejectedFromItsHeader) {
   unlink(sparse.c_str());
 }
 
+// stdout on /dev/full: these exited 0 with their output lost.
+TEST(CliStdoutTest, FullDeviceIsAnErrorForEveryCommand) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"list", "guests"}, std::vector<std::string>{"--help"},
+        std::vector<std::string>{"run", "--help"},
+        std::vector<std::string>{"race", "coherence", "--backend", "soft", "--scheme",
+                                 "start-end+seq-count", "--iterations", "20", "--json"},
+        std::vector<std::string>{"race", "coherence", "--backend", "soft", "--scheme",
+                                 "start-end+seq-count", "--iterations", "20"}}) {
+    auto result = run_sptelab(args, {}, {.stdout_path = "/dev/full"});
+    EXPECT_EQ(result.status, 3) << args[0] << " " << args[1] << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr("writing the output to stdout failed: No space left"));
+  }
+}
+
 TEST(CliEnvironmentTest, MissingKvmDeviceIsExitThree) {
   auto result = run_sptelab({"run", "hello"}, {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
   EXPECT_EQ(result.status, 3);
