@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "guest/sptelab_abi.h"
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
 #include "hypervisor/vm.h"
@@ -46,7 +48,9 @@ name of a built-in guest ('sptelab list guests'). The guest's console (port
 options:
   --vcpus N      vCPUs, 1 to 64 (default 1)
   --mem SIZE     guest RAM, e.g. 64M or 1G; a multiple of 4K, at most 4G
-                 (default 64M)
+                 (default 64M). The page tables for it go below the image:
+                 a guest loaded at 4 MiB, like the built-in ones, takes at
+                 most {} with one vCPU
   --scheme S     secondary MMU: PLACEMENT+PROTOCOL (e.g. start-end+seq-count)
                  or 'direct', the plain memslot baseline (default direct)
   --trace FILE   record every event and write them to FILE (a binary trace;
@@ -65,6 +69,27 @@ when every vCPU halted; 2 bad usage, a bad image or a guest crash (dump on
 stderr); 3 no usable /dev/kvm or not enough memory; 4 timeout or internal
 error.
 )";
+
+// The most RAM (a multiple of 4K) whose system area (stacks, descriptor
+// tables, page tables) still ends below `image_start` with `vcpus` vCPUs.
+uint64_t max_ram_below(uint64_t image_start, uint32_t vcpus) {
+  uint64_t low = 0, high = kMaxMem >> 12;  // in pages; low fits (or is 0)
+  while (low < high) {
+    uint64_t mid = (low + high + 1) / 2;
+    if (hypervisor::plan_system_layout(mid << 12, vcpus).end <= image_start) {
+      low = mid;
+    } else {
+      high = mid - 1;
+    }
+  }
+  return low << 12;
+}
+
+std::string human_size(uint64_t bytes) {
+  if (bytes % (1ull << 30) == 0) return fmt::format("{}G", bytes >> 30);
+  if (bytes % (1ull << 20) == 0) return fmt::format("{}M", bytes >> 20);
+  return fmt::format("{}K", bytes >> 10);
+}
 
 uint64_t physical_memory_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES);
@@ -169,8 +194,13 @@ void write_trace(const std::string& path, trace::Metadata metadata,
 void report(const hypervisor::RunResult& result) {
   bool quiet = result.exit_status == 0 && (result.end == hypervisor::RunEnd::kAllHalted ||
                                            result.end == hypervisor::RunEnd::kGuestExit);
+  // A crash dump's first line is the message already: print it once.
+  std::string_view dump = result.dump;
+  if (dump.substr(0, dump.find('\n')) == result.message) {
+    dump.remove_prefix(std::min(dump.size(), result.message.size() + 1));
+  }
   if (!quiet) fmt::print(stderr, "sptelab: {}\n", result.message);
-  if (!result.dump.empty()) fmt::print(stderr, "{}", result.dump);
+  if (!dump.empty()) fmt::print(stderr, "{}", dump);
 }
 
 }  // namespace
@@ -185,7 +215,7 @@ int run_main(Args args) {
                    {"timeout"},
                    {"arg", true}});
   if (options.help()) {
-    fmt::print("{}", kHelp);
+    fmt::print(fmt::runtime(kHelp), human_size(max_ram_below(SPTELAB_GUEST_LOAD_ADDRESS, 1)));
     return 0;
   }
   if (options.positionals().size() != 1) {
@@ -209,6 +239,14 @@ int run_main(Args args) {
   // image is exit 2 even on a machine without /dev/kvm.
   std::string path = resolve_guest(options.positionals().front());
   hypervisor::ElfImage image = hypervisor::read_elf_file(path, config.ram_bytes);
+  const uint64_t max_ram = max_ram_below(image.lowest_address(), config.vm.vcpus);
+  if (options.value("mem") && config.ram_bytes > max_ram && max_ram > 0) {
+    options.fail(fmt::format(
+        "--mem {}: {} loads at {:#x}, and the page tables, stacks and descriptor tables for that "
+        "much RAM and {} vCPU(s) would reach into it; it runs with at most --mem {} (or link the "
+        "guest higher)",
+        *options.value("mem"), path, image.lowest_address(), config.vm.vcpus, human_size(max_ram)));
+  }
   hypervisor::check_image_fits(hypervisor::plan_system_layout(config.ram_bytes, config.vm.vcpus),
                                image);
 

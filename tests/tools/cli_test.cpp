@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <regex>
 
 #include "tests/hypervisor/elf_builder.h"
 #include "tests/hypervisor/test_guests.h"
@@ -241,6 +242,25 @@ TEST(CliStdoutTest, FullDeviceIsAnErrorForEveryCommand) {
     auto result = run_sptelab(args, {}, {.stdout_path = "/dev/full"});
     EXPECT_EQ(result.status, 3) << args[0] << " " << args[1] << ": " << result.err;
     EXPECT_THAT(result.err, HasSubstr("writing the output to stdout failed: No space left"));
+  }
+}
+
+TEST(CliTest, RunHelpMemLimitIsTheOneBuiltInGuestsGet) {
+  // The help said "at most 4G" while the built-in guests were refused from 2G.
+  auto help = run_sptelab({"run", "--help"});
+  std::smatch match;
+  std::string flat = std::regex_replace(help.out, std::regex("\\s+"), " ");
+  ASSERT_TRUE(std::regex_search(flat, match, std::regex("takes at most (\\d+)M with one vCPU")))
+      << help.out;
+  uint64_t limit_mb = std::stoull(match[1]);
+  auto over = run_sptelab({"run", "hello", "--mem", std::to_string(limit_mb + 1) + "M"});
+  EXPECT_EQ(over.status, 2);
+  EXPECT_THAT(over.err, HasSubstr("it runs with at most --mem " + std::to_string(limit_mb) + "M"));
+  // At the limit the image fits: what follows is KVM (exit 3 without it).
+  auto at = run_sptelab({"run", "hello", "--mem", std::to_string(limit_mb) + "M"},
+                        {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
+  if (at.err.find("this machine's") == std::string::npos) {
+    EXPECT_EQ(at.status, 3) << at.err;
   }
 }
 

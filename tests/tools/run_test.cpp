@@ -88,5 +88,15 @@ TEST(RunTest, UnmappedLinearAddressIsNotCalledAGpa) {
   EXPECT_THAT(result.err, ::testing::Not(HasSubstr("gpa=0xffffffffffffff20")));
 }
 
+TEST(RunTest, CrashDumpsHeadlineIsPrintedOnce) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("triple_fault")});
+  EXPECT_EQ(result.status, 2);
+  const std::string headline = "vcpu0: the guest triple-faulted";
+  size_t first = result.err.find(headline);
+  ASSERT_NE(first, std::string::npos) << result.err;
+  EXPECT_EQ(result.err.find(headline, first + 1), std::string::npos) << result.err;
+}
+
 }  // namespace
 }  // namespace sptelab::tools
