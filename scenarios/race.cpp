@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/interrupt.h"
 #include "base/json.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
@@ -91,6 +92,7 @@ class Remapper {
         result_.timed_out = true;
         break;
       }
+      if (interrupt::requested() != 0) break;  // SIGINT/SIGTERM: report what ran
       wait_for_guest_fault();
       if (config_.scenario == ScenarioKind::kCoherence) {
         coherence_step(i);

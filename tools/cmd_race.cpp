@@ -15,6 +15,7 @@
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/signals.h"
 
 namespace sptelab::tools {
 namespace {
@@ -65,8 +66,14 @@ Columns: viol is the total over all detectors; first_ms the time to the first
 violation; faults, retries and zapped count spte faults, fault retries and
 sptes zapped; ptl p50/p99 the page-table-lock hold times.
 
-exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage,
-3 no usable /dev/kvm (try --backend soft), 4 internal error.
+SIGINT or SIGTERM stops the run: the rows finished so far are printed (the
+last one partial, marked "interrupted" in the table or JSON), the trace is
+written, and the exit status is 130 or 143.
+
+exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage
+(or a --trace path that cannot be written, checked before running), 3 no
+usable /dev/kvm (try --backend soft) or the output could not be written, 4
+internal error, 130/143 stopped by SIGINT/SIGTERM.
 )";
 
 std::vector<spte::Scheme> schemes_option(const Options& options) {
@@ -207,41 +214,77 @@ int race_main(Args args) {
   scenarios::RaceConfig config = base_config(options);
   const bool show_progress = !json && isatty(STDERR_FILENO);
 
-  std::vector<scenarios::RaceResult> results;
   const std::vector<spte::Scheme> schemes = schemes_option(options);
   const std::optional<std::string> trace_path = options.value("trace");
   if (options.flag("kernel") && !trace_path) {
     options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
   }
   config.kernel = options.flag("kernel");
-  for (const spte::Scheme& scheme : schemes) {
-    config.scheme = scheme;
-    if (trace_path) {
-      config.trace_path = schemes.size() == 1 ? *trace_path : *trace_path + "." + scheme.name();
+  // Every trace path is checked before the first scheme runs: a bad path
+  // must not cost a long run its results.
+  auto scheme_trace_path = [&](const spte::Scheme& scheme) {
+    return schemes.size() == 1 ? *trace_path : *trace_path + "." + scheme.name();
+  };
+  if (trace_path) {
+    for (const spte::Scheme& scheme : schemes) {
+      std::string path = scheme_trace_path(scheme);
+      check_output_path(path, "trace");
+      if (!config.guest_path.empty()) check_not_input(path, config.guest_path, "trace");
     }
+  }
+
+  handle_stop_signals();  // before the first thread: SIGINT/SIGTERM end the run early
+  std::vector<scenarios::RaceResult> results;
+  std::optional<Error> failure;  // a scheme that failed; the rows before it are still shown
+  for (const spte::Scheme& scheme : schemes) {
+    if (interrupt::requested() != 0) break;
+    config.scheme = scheme;
+    if (trace_path) config.trace_path = scheme_trace_path(scheme);
     scenarios::ProgressFn progress;
     if (show_progress) {
       progress = [](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
         fmt::print(stderr, "\r{:<24} {:>7}/{:<7}", c.scheme.name(), done, total);
       };
     }
-    results.push_back(run_one(config, progress));
+    try {
+      results.push_back(run_one(config, progress));
+    } catch (const Error& error) {
+      if (results.empty()) throw;
+      failure = Error(error.status(), fmt::format("{}: {}", scheme.name(), error.what()));
+    }
+    if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
+    if (failure) break;
     if (!results.back().kernel_problem.empty()) {
       fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
                  results.back().kernel_problem);
     }
-    if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
   }
+  const int signal = interrupt::requested();
 
   bool violated = false;
   for (const auto& result : results) violated |= result.violations > 0;
   if (json) {
-    fmt::print("{}", scenarios::race_json(results));
+    std::string document = scenarios::race_json(results);
+    if (signal != 0 || failure) {
+      // Marked as partial: which signal stopped it, or which scheme failed.
+      std::string mark =
+          signal != 0 ? fmt::format("\"interrupted\": {}, ", json_string(signal_name(signal)))
+                      : fmt::format("\"failed\": {}, ", json_string(failure->what()));
+      document.insert(1, mark + fmt::format("\"schemes_planned\": {}, ", schemes.size()));
+    }
+    fmt::print("{}", document);
   } else {
     fmt::print("race {} --op {} --backend {}: {} operations per scheme, seed {}\n\n",
                scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
                scenarios::backend_name(config.backend), config.operations, config.seed);
     fmt::print("{}", scenarios::format_race_table(results));
+    if (signal != 0) {
+      fmt::print("\ninterrupted by {}: {} of {} schemes ran; the last row is partial\n",
+                 signal_name(signal), results.size(), schemes.size());
+    } else if (failure) {
+      fmt::print("\nstopped after {} of {} schemes: the next one failed (below)\n", results.size(),
+                 schemes.size());
+    }
     bool shown_counterexample = false;
     for (const auto& result : results) {
       if (result.examples.empty()) continue;
@@ -253,6 +296,8 @@ int race_main(Args args) {
       }
     }
   }
+  if (failure) throw *failure;
+  if (signal != 0) return interrupted_status(signal);
   return violated ? 1 : 0;
 }
 

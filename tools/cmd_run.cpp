@@ -2,7 +2,10 @@
 //                   [--kernel] [--timeout S] [--arg V]...
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -10,6 +13,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "guest/sptelab_abi.h"
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
@@ -19,6 +23,7 @@
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/signals.h"
 #include "trace/export.h"
 #include "trace/file.h"
 #include "trace/kernel.h"
@@ -66,8 +71,9 @@ options:
 
 exit status: the value the guest wrote to port 0xF4 (capped at 255), or 0
 when every vCPU halted; 2 bad usage, a bad image or a guest crash (dump on
-stderr); 3 no usable /dev/kvm or not enough memory; 4 timeout or internal
-error.
+stderr); 3 no usable /dev/kvm, not enough memory, or the output (the
+console on stdout, the trace) could not be written; 4 timeout or internal
+error; 130 or 143 stopped by SIGINT or SIGTERM (the trace is still written).
 )";
 
 // The most RAM (a multiple of 4K) whose system area (stacks, descriptor
@@ -174,6 +180,24 @@ std::unique_ptr<trace::KernelCapture> start_kernel_capture() {
   return capture;
 }
 
+// The guest's console on stdout, as Vm's default does, but a failed write
+// is remembered: the run must not report success when its output was lost.
+struct Console {
+  std::atomic<int> error{0};
+  void write(std::string_view text) {
+    while (!text.empty()) {
+      ssize_t written = ::write(STDOUT_FILENO, text.data(), text.size());
+      if (written < 0 && errno == EINTR) continue;  // a vCPU kick
+      if (written <= 0) {
+        int none = 0;
+        error.compare_exchange_strong(none, written < 0 ? errno : EIO);
+        return;
+      }
+      text.remove_prefix(static_cast<size_t>(written));
+    }
+  }
+};
+
 void write_trace(const std::string& path, trace::Metadata metadata,
                  std::unique_ptr<trace::KernelCapture> capture) {
   trace::TraceFile file = trace::make_trace_file(trace::snapshot(), std::move(metadata));
@@ -249,6 +273,13 @@ int run_main(Args args) {
   }
   hypervisor::check_image_fits(hypervisor::plan_system_layout(config.ram_bytes, config.vm.vcpus),
                                image);
+  if (trace_path) {
+    check_output_path(*trace_path, "trace");
+    check_not_input(*trace_path, path, "trace");
+  }
+  handle_stop_signals();  // before the first thread: SIGINT/SIGTERM stop the guest
+  auto console = std::make_shared<Console>();
+  config.vm.console = [console](uint32_t, std::string_view text) { console->write(text); };
 
   std::optional<trace::Session> session;
   if (trace_path) {
@@ -263,10 +294,23 @@ int run_main(Args args) {
   if (options.flag("kernel")) capture = start_kernel_capture();
   std::unique_ptr<RunStack> stack = build_run_stack(config);
   stack->vm().load(image);
-  hypervisor::RunResult result = stack->vm().run();
+  hypervisor::RunResult result;
+  {
+    hypervisor::Vm& vm = stack->vm();
+    OnStopSignal stop([&vm](int signal) {
+      vm.request_stop(interrupted_status(signal),
+                      fmt::format("interrupted by {}: the guest was stopped", signal_name(signal)));
+    });
+    result = vm.run();
+  }
   report(result);
   if (trace_path) {
     write_trace(*trace_path, run_metadata(args, path, config, *stack), std::move(capture));
+  }
+  if (int error = console->error.load(); error != 0) {
+    throw Error(ExitStatus::kEnvironment,
+                fmt::format("the guest's console output could not be written to stdout: {}",
+                            std::strerror(error)));
   }
   return result.exit_status;
 }

@@ -230,6 +230,26 @@ TEST_F(GuestFileTest, HugeSparseFileIsRejectedFromItsHeader) {
   unlink(sparse.c_str());
 }
 
+TEST(CliOutputPaths, TraceOverTheGuestImageIsRefused) {
+  std::string dir = hypervisor::testing::make_temp_dir();
+  std::string image = dir + "/guest.elf";
+  std::vector<uint8_t> bytes = hypervisor::testing::build_elf({});
+  std::ofstream(image, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<long>(bytes.size()));
+  auto result = run_sptelab({"run", image, "--mem", "16M", "--trace", image});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is the input file"));
+  EXPECT_EQ(hypervisor::testing::read_file(image), bytes);  // untouched
+}
+
+TEST(CliOutputPaths, UnwritableTraceIsFoundBeforeTheRun) {
+  auto result = run_sptelab({"run", "hello", "--trace", "/nonexistent/dir/t.bin"},
+                            {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
+  // Exit 2 for the path, before KVM is even opened (which would be exit 3).
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("cannot write the trace to /nonexistent/dir/t.bin"));
+}
+
 // stdout on /dev/full: these exited 0 with their output lost.
 TEST(CliStdoutTest, FullDeviceIsAnErrorForEveryCommand) {
   for (const std::vector<std::string>& args :

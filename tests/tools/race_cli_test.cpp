@@ -3,9 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <chrono>
 
+#include "tests/hypervisor/test_guests.h"
 #include "tests/tools/cli.h"
+#include "trace/file.h"
 
 namespace sptelab::tools {
 namespace {
@@ -112,6 +116,43 @@ TEST(RaceCli, DelaysDoNotOverrunTheDuration) {
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("\"timed_out\": true"));
   EXPECT_LT(seconds, 3.5);
+}
+
+TEST(RaceCli, UnwritableTraceIsFoundBeforeAnySchemeRuns) {
+  auto start = std::chrono::steady_clock::now();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "all",
+                             "--iterations", "200", "--trace", "/nonexistent/dir/race.bin"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("cannot write the trace to /nonexistent/dir/race.bin."));
+  EXPECT_TRUE(result.out.empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+// SIGINT/SIGTERM killed the process with no message and no rows. Now the
+// finished rows are printed, marked, the trace written, exit 128 + signal.
+TEST(RaceCli, SigintPrintsTheFinishedRowsAndWritesTheTrace) {
+  std::string dir = hypervisor::testing::make_temp_dir();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "all",
+                             "--iterations", "100000", "--trace", dir + "/race.bin"},
+                            {}, {.signal = SIGINT, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 130) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("none+naive"));  // the first scheme's row
+  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 schemes ran"));
+  EXPECT_THAT(result.err, HasSubstr("SIGINT: stopping"));
+  trace::TraceFile file = trace::read_trace_file(dir + "/race.bin.none+naive");
+  EXPECT_GT(file.snapshot.events.size(), 0u);
+}
+
+TEST(RaceCli, SigtermMarksTheJsonDocument) {
+  auto result = run_sptelab({"race", "stale-spte", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "100000", "--json"},
+                            {}, {.signal = SIGTERM, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 143) << result.err;
+  EXPECT_EQ(result.out.rfind("{\"interrupted\": \"SIGTERM\", \"schemes_planned\": 1, "
+                             "\"results\": [{",
+                             0),
+            0u)
+      << result.out;
 }
 
 TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {
