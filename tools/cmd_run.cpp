@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/interrupt.h"
 #include "guest/sptelab_abi.h"
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
@@ -312,6 +313,9 @@ int run_main(Args args) {
                 fmt::format("the guest's console output could not be written to stdout: {}",
                             std::strerror(error)));
   }
+  // A signal after the guest ended (while the trace was written) still
+  // says the run was interrupted.
+  if (int signal = interrupt::requested(); signal != 0) return interrupted_status(signal);
   return result.exit_status;
 }
 
