@@ -93,8 +93,10 @@ ElfSegment check_load_segment(const Elf64_Phdr& phdr, size_t index, uint64_t fil
   }
   uint64_t end = 0;
   if (add_overflows(phdr.p_paddr, phdr.p_memsz, &end)) {
-    reject("segment {}: address {:#x} + memory size {:#x} overflows 64 bits: the header is corrupt",
-           index, phdr.p_paddr, phdr.p_memsz);
+    reject(
+        "segment {} at {:#x} with memory size {:#x} does not fit in guest RAM: its end "
+        "overflows 64 bits (the header is corrupt)",
+        index, phdr.p_paddr, phdr.p_memsz);
   }
   if (end > ram_bytes) {
     reject(
