@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <fmt/format.h>
+
 #include "base/error.h"
 #include "base/mutation.h"
 #include "base/spinlock.h"
@@ -45,26 +47,33 @@ const char* violation_kind_name(ViolationKind kind) {
 }
 
 std::string Violation::describe() const {
-  std::string where = end > start ? "[" + hex(start) + ", " + hex(end) + ")" : "the address space";
-  std::string who = "'" + subscription + "'";
-  std::string what = callback_name(callback);
+  // fmt::format rather than chained operator+: GCC 12 reports a false
+  // -Wrestrict inside libstdc++ for the concatenation at -O2.
+  const std::string where =
+      end > start ? fmt::format("[{}, {})", hex(start), hex(end)) : "the address space";
+  const char* name = violation_kind_name(kind);
+  const std::string& who = subscription;
+  const char* what = callback_name(callback);
   switch (kind) {
     case ViolationKind::kSleepInAtomic:
-      return std::string(violation_kind_name(kind)) + ": " + who + " may sleep but got " + what +
-             " for " + where + " while the host held " + std::to_string(atomic_depth) +
-             " spinlock(s); the callback must not block there, or the host must call it outside "
-             "the lock";
+      return fmt::format(
+          "{}: '{}' may sleep but got {} for {} while the host held {} spinlock(s); the callback "
+          "must not block there, or the host must call it outside the lock",
+          name, who, what, where, atomic_depth);
     case ViolationKind::kSleepInNonBlockable:
-      return std::string(violation_kind_name(kind)) + ": " + who + " may sleep but accepted " +
-             what + " for non-blockable " + where + "; it must decline (would-block) instead";
+      return fmt::format(
+          "{}: '{}' may sleep but accepted {} for non-blockable {}; it must decline (would-block) "
+          "instead",
+          name, who, what, where);
     case ViolationKind::kWouldBlockInBlockable:
-      return std::string(violation_kind_name(kind)) + ": " + who + " declined " + what +
-             " for blockable " + where + "; only a non-blockable range may be declined";
+      return fmt::format(
+          "{}: '{}' declined {} for blockable {}; only a non-blockable range may be declined", name,
+          who, what, where);
     case ViolationKind::kDeclineIgnored:
-      return std::string(violation_kind_name(kind)) + ": " + who + " declined " + what +
-             " for non-blockable " + where +
-             ", but the host MM has no back-off path and changed PTEs this subscription did not "
-             "invalidate";
+      return fmt::format(
+          "{}: '{}' declined {} for non-blockable {}, but the host MM has no back-off path and "
+          "changed PTEs this subscription did not invalidate",
+          name, who, what, where);
   }
   return "?";
 }

@@ -1,10 +1,12 @@
 #include "scenarios/delays.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
 
 #include "base/error.h"
+#include "base/interrupt.h"
 #include "base/spinlock.h"
 
 namespace sptelab::scenarios {
@@ -42,13 +44,26 @@ std::vector<DelayPoint> default_delays() {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+// now + ns, but never past the run's deadline.
+Clock::time_point delay_end(uint64_t ns, Clock::time_point deadline) {
+  Clock::time_point now = Clock::now();
+  if (deadline <= now) return now;
+  return std::min(deadline,
+                  now + std::chrono::nanoseconds(std::min<uint64_t>(ns, (deadline - now).count())));
+}
+
 // Yields rather than spins: the point is to let the other side run.
-void wait_for_progress(const std::function<uint64_t()>& counter, uint64_t bound_ns) {
+void wait_for_progress(const std::function<uint64_t()>& counter, Clock::time_point until) {
   const uint64_t start = counter();
-  auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(bound_ns);
-  while (counter() == start && std::chrono::steady_clock::now() < until) {
+  while (counter() == start && Clock::now() < until && interrupt::requested() == 0) {
     std::this_thread::yield();
   }
+}
+
+void spin_until(Clock::time_point until) {
+  while (Clock::now() < until && interrupt::requested() == 0) cpu_relax();
 }
 
 }  // namespace
@@ -74,24 +89,26 @@ DelayPoint parse_delay(const std::string& text) {
 }
 
 DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
-                             ProgressSources progress)
-    : points_(std::move(points)), progress_(std::move(progress)) {
+                             ProgressSources progress, Clock::time_point deadline)
+    : points_(std::move(points)), progress_(std::move(progress)), deadline_(deadline) {
   run_seed = seed;
   injected = 0;
   for (const DelayPoint& delay : points_) {
     const std::function<uint64_t()>* counter = nullptr;
     if (delay.until == DelayUntil::kGuestProgress && progress_.guest) counter = &progress_.guest;
     if (delay.until == DelayUntil::kHostProgress && progress_.host) counter = &progress_.host;
-    inject::set_hook(delay.point, [delay, counter](inject::Point, const inject::Context&) {
-      if (ThreadRole::current() != delay.role) return;
-      if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) return;
-      injected.fetch_add(1, std::memory_order_relaxed);
-      if (counter) {
-        wait_for_progress(*counter, delay.delay_ns);
-      } else {
-        spin_for_ns(delay.delay_ns);
-      }
-    });
+    inject::set_hook(delay.point,
+                     [delay, counter, deadline = deadline_](inject::Point, const inject::Context&) {
+                       if (ThreadRole::current() != delay.role) return;
+                       if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) return;
+                       injected.fetch_add(1, std::memory_order_relaxed);
+                       Clock::time_point until = delay_end(delay.delay_ns, deadline);
+                       if (counter) {
+                         wait_for_progress(*counter, until);
+                       } else {
+                         spin_until(until);
+                       }
+                     });
   }
 }
 

@@ -6,6 +6,7 @@
 // generator seeded from the run's seed, so a run can be repeated.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -47,10 +48,13 @@ std::vector<DelayPoint> default_delays();
 // fixed delay.
 DelayPoint parse_delay(const std::string& text);
 
-// Arms the points for its lifetime.
+// Arms the points for its lifetime. No delay lasts past `deadline` (the
+// run's time limit) or past a stop request (base/interrupt.h).
 class DelayInjector {
  public:
-  DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {});
+  DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {},
+                std::chrono::steady_clock::time_point deadline =
+                    std::chrono::steady_clock::time_point::max());
   ~DelayInjector();
   DelayInjector(const DelayInjector&) = delete;
   DelayInjector& operator=(const DelayInjector&) = delete;
@@ -59,6 +63,7 @@ class DelayInjector {
  private:
   std::vector<DelayPoint> points_;
   ProgressSources progress_;
+  std::chrono::steady_clock::time_point deadline_;
 };
 
 // Splitmix64: small, seedable, good enough to spread delays.

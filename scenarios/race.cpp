@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/interrupt.h"
 #include "base/json.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
@@ -76,15 +77,22 @@ class Remapper {
     }
   }
 
+  // The run's time limit (--duration); injected delays end there too.
+  Clock::time_point deadline() const {
+    return start_ + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(config_.max_seconds));
+  }
+
   void run(const ProgressFn& progress) {
     ThreadRole role(Role::kRemapper);
     trace::name_this_thread("remapper");
-    const auto deadline = start_ + std::chrono::duration<double>(config_.max_seconds);
+    const auto deadline = this->deadline();
     for (uint64_t i = 0; i < config_.operations; ++i) {
       if (Clock::now() > deadline) {
         result_.timed_out = true;
         break;
       }
+      if (interrupt::requested() != 0) break;  // SIGINT/SIGTERM: report what ran
       wait_for_guest_fault();
       if (config_.scenario == ScenarioKind::kCoherence) {
         coherence_step(i);
@@ -383,7 +391,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     if (!capture->active()) result.kernel_problem = capture->problem();
   }
   {
-    DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus));
+    DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus),
+                         remapper.deadline());
     engine->start();
     std::thread host;
     if (with_host) host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus);

@@ -3,10 +3,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <cstdio>
 #include <string>
 
+#include "tests/hypervisor/test_guests.h"
 #include "tests/tools/cli.h"
+#include "trace/file.h"
 
 namespace sptelab::tools {
 namespace {
@@ -50,6 +55,106 @@ TEST(RaceCli, BadInputIsExitTwoWithAMessage) {
     EXPECT_EQ(result.status, 2) << args[1];
     EXPECT_THAT(result.err, HasSubstr("sptelab"));
   }
+}
+
+// Every malformed --delay is exit 2 with the valid form. Some of these were
+// exit 4 ("internal error: stoul"), others silently accepted: -1 became
+// 4294967295 ns, 4294967296 became 0.
+class RaceDelayTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RaceDelayTest, IsExitTwoWithTheValidForm) {
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "1", "--delay", GetParam()});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("the form is POINT=NS[@PER_MILLE]"));
+  EXPECT_TRUE(result.out.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Malformed, RaceDelayTest,
+    ::testing::Values("host_before_ptl=abc", "host_before_ptl=", "host_before_ptl=5@",
+                      "host_before_ptl=5@abc", "host_before_ptl=99999999999999999999",
+                      "host_before_ptl=-1", "host_before_ptl=4294967296", "host_before_ptl=5x",
+                      "host_before_ptl= 5", "host_before_ptl=1000@1000@3", "host_before_ptl=5@1e3",
+                      "host_before_ptl=5@-1", "host_before_ptl=5@1001", "host_before_ptl=1.5",
+                      "host_before_ptl", "=5", "no_such_point=5"));
+
+TEST(RaceCli, WellFormedDelaysAreAccepted) {
+  auto result =
+      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
+                   "--iterations", "5", "--delay", "host_before_ptl=1000@500", "--delay",
+                   "spte_fault_after_gup=4294967295@0", "--json"});
+  EXPECT_EQ(result.status, 0) << result.err;
+}
+
+TEST(RaceCli, OtherNumbersAreStrictToo) {
+  for (const std::vector<std::string>& args : {
+           std::vector<std::string>{"--duration", "0"},
+           std::vector<std::string>{"--duration", "-1"},
+           std::vector<std::string>{"--duration", "1e10"},
+           std::vector<std::string>{"--duration", "5s"},
+           std::vector<std::string>{"--iterations", "-1"},
+           std::vector<std::string>{"--iterations", "1e3"},
+           std::vector<std::string>{"--iterations", "10 "},
+           std::vector<std::string>{"--seed", "-1"},
+           std::vector<std::string>{"--seed", "18446744073709551616"},
+           std::vector<std::string>{"--vcpus", "0x2"},
+       }) {
+    std::vector<std::string> command = {"race", "coherence", "--backend", "soft"};
+    command.insert(command.end(), args.begin(), args.end());
+    auto result = run_sptelab(command);
+    EXPECT_EQ(result.status, 2) << args[0] << " " << args[1] << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr(args[0]));
+  }
+}
+
+TEST(RaceCli, DelaysDoNotOverrunTheDuration) {
+  // A 4 s delay at every operation with --duration 1 ran for 4 to 8 s.
+  auto start = std::chrono::steady_clock::now();
+  auto result =
+      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
+                   "--duration", "1", "--delay", "host_before_ptl=4000000000", "--json"});
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("\"timed_out\": true"));
+  EXPECT_LT(seconds, 3.5);
+}
+
+TEST(RaceCli, UnwritableTraceIsFoundBeforeAnySchemeRuns) {
+  auto start = std::chrono::steady_clock::now();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "all",
+                             "--iterations", "200", "--trace", "/nonexistent/dir/race.bin"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("cannot write the trace to /nonexistent/dir/race.bin."));
+  EXPECT_TRUE(result.out.empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+// SIGINT/SIGTERM killed the process with no message and no rows. Now the
+// finished rows are printed, marked, the trace written, exit 128 + signal.
+TEST(RaceCli, SigintPrintsTheFinishedRowsAndWritesTheTrace) {
+  std::string dir = hypervisor::testing::make_temp_dir();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "all",
+                             "--iterations", "100000", "--trace", dir + "/race.bin"},
+                            {}, {.signal = SIGINT, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 130) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("none+naive"));  // the first scheme's row
+  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 schemes ran"));
+  EXPECT_THAT(result.err, HasSubstr("SIGINT: stopping"));
+  trace::TraceFile file = trace::read_trace_file(dir + "/race.bin.none+naive");
+  EXPECT_GT(file.snapshot.events.size(), 0u);
+}
+
+TEST(RaceCli, SigtermMarksTheJsonDocument) {
+  auto result = run_sptelab({"race", "stale-spte", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "100000", "--json"},
+                            {}, {.signal = SIGTERM, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 143) << result.err;
+  EXPECT_EQ(result.out.rfind("{\"interrupted\": \"SIGTERM\", \"schemes_planned\": 1, "
+                             "\"results\": [{",
+                             0),
+            0u)
+      << result.out;
 }
 
 TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {
