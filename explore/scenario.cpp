@@ -114,7 +114,7 @@ void apply_op(Rig& rig, HostOp op, Record& record) {
   mm::mprotect(*rig.lab.mm, page, mm::kPageSize, mm::kProtRead | mm::kProtWrite);
 }
 
-void coherence_vcpu(Rig& rig, const Cell& cell, Record& record) {
+void coherence_vcpu(Rig& rig, Record& record) {
   guest_load(rig);  // a cold fault: its GUP may straddle the whole operation
   record.guest_write_start_pfn = rig.host_pfn();
   const bool landed = guest_store(rig, kGuestValue);
@@ -123,7 +123,6 @@ void coherence_vcpu(Rig& rig, const Cell& cell, Record& record) {
         "the vCPU's write to gfn {:#x} landed after mprotect(PROT_READ) returned", kGfn);
   }
   record.guest_write_done = landed;
-  (void)cell;
 }
 
 void coherence_host(Rig& rig, Record& record) {
@@ -280,7 +279,7 @@ Outcome run_cell(const Cell& cell, sched::Chooser& chooser) {
     });
   };
   if (cell.scenario == ScenarioKind::kCoherence) {
-    role(0, [&] { coherence_vcpu(rig, cell, record); });
+    role(0, [&] { coherence_vcpu(rig, record); });
     role(1, [&] { coherence_host(rig, record); });
     role(2, [&] { apply_op(rig, cell.op, record); });
   } else {
