@@ -68,6 +68,10 @@ thread_local ThreadSlot* current_slot = nullptr;
 
 }  // namespace detail
 
+bool active() {
+  return detail::current_slot != nullptr;
+}
+
 using detail::ThreadSlot;
 
 struct Execution::State {

@@ -55,16 +55,14 @@ struct Step {
 bool dependent(const Step& a, const Step& b);
 
 namespace detail {
-struct ThreadSlot;
-extern thread_local ThreadSlot* current_slot;
 void point(const Step& step);
 void spin(const void* object, const char* label);
 }  // namespace detail
 
-// Whether the calling thread belongs to a running Execution.
-inline bool active() {
-  return detail::current_slot != nullptr;
-}
+// Whether the calling thread belongs to a running Execution. Out of line:
+// GCC's UBSan reports a null load through the TLS wrapper of an extern
+// thread_local read from another translation unit.
+bool active();
 
 // A scheduling point before `step` (no-op outside an Execution).
 inline void point(const Step& step) {
