@@ -1,5 +1,7 @@
 #include "base/inject.h"
 
+#include "base/sched.h"
+
 #include <array>
 #include <memory>
 
@@ -24,6 +26,10 @@ namespace detail {
 std::atomic<unsigned> armed_count{0};
 
 void dispatch(Point point, const Context& context) {
+  // Under `explore` every injection point is a scheduling point.
+  sched::point(sched::Step{.kind = sched::Kind::kPoint,
+                           .label = name(point),
+                           .detail = context.gfn ? context.gfn : context.addr});
   std::shared_ptr<Hook> hook = hooks[static_cast<size_t>(point)].load(std::memory_order_acquire);
   if (hook) (*hook)(point, context);
 }

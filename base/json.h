@@ -7,7 +7,9 @@
 
 namespace sptelab {
 
-// `text` as a JSON string literal, quotes included.
+// `text` as a JSON string literal, quotes included: valid UTF-8 (RFC 8259)
+// whatever `text` holds; a byte that is not part of a well-formed UTF-8
+// sequence becomes U+FFFD.
 std::string json_string(std::string_view text);
 
 }  // namespace sptelab

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <thread>
 
+#include "base/sched.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -34,10 +36,16 @@ inline void cpu_relax() {
 class SpinLock {
  public:
   SpinLock() = default;
+  // `name` is a static string naming the lock in explored timelines.
+  explicit SpinLock(const char* name) : name_(name) {}
   SpinLock(const SpinLock&) = delete;
   SpinLock& operator=(const SpinLock&) = delete;
 
   void lock() {
+    if (sched::active()) {
+      lock_scheduled();
+      return;
+    }
     // Test-and-test-and-set; yield after a while because these machines have
     // two cores and the holder may be descheduled.
     for (unsigned spins = 0;; ++spins) {
@@ -55,6 +63,7 @@ class SpinLock {
   }
 
   bool try_lock() {
+    sched::point(sched::Step{.kind = sched::Kind::kAcquire, .object = this, .label = name_});
     if (locked_.load(std::memory_order_relaxed) ||
         locked_.exchange(true, std::memory_order_acquire)) {
       return false;
@@ -69,9 +78,24 @@ class SpinLock {
   }
 
   bool is_locked() const { return locked_.load(std::memory_order_relaxed); }
+  const char* name() const { return name_; }
 
  private:
+  // Under `explore`: a scheduling point before the acquire, where the thread
+  // is runnable only while the lock is free.
+  void lock_scheduled() {
+    sched::point(sched::Step{.kind = sched::Kind::kAcquire,
+                             .object = this,
+                             .label = name_,
+                             .ready = [](const void* lock) {
+                               return !static_cast<const SpinLock*>(lock)->is_locked();
+                             }});
+    while (locked_.exchange(true, std::memory_order_acquire)) sched::relax(this, name_);
+    AtomicContext::enter();
+  }
+
   std::atomic<bool> locked_{false};
+  const char* name_ = "spinlock";
 };
 
 }  // namespace sptelab

@@ -1,15 +1,16 @@
 #include "hypervisor/elf.h"
 
 #include <elf.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "hypervisor/guest_physical.h"
 
 namespace sptelab::hypervisor {
@@ -80,18 +81,28 @@ ElfSegment check_load_segment(const Elf64_Phdr& phdr, size_t index, uint64_t fil
            phdr.p_memsz);
   }
   uint64_t file_end = 0;
-  if (add_overflows(phdr.p_offset, phdr.p_filesz, &file_end) || file_end > file_size) {
+  if (add_overflows(phdr.p_offset, phdr.p_filesz, &file_end)) {
+    reject("segment {}: offset {:#x} + file size {:#x} overflows 64 bits: the header is corrupt",
+           index, phdr.p_offset, phdr.p_filesz);
+  }
+  if (file_end > file_size) {
     reject(
         "segment {}: bytes {:#x}..{:#x} lie outside the file ({} bytes): the file is "
         "truncated",
         index, phdr.p_offset, file_end, file_size);
   }
   uint64_t end = 0;
-  if (add_overflows(phdr.p_paddr, phdr.p_memsz, &end) || end > ram_bytes) {
+  if (add_overflows(phdr.p_paddr, phdr.p_memsz, &end)) {
+    reject(
+        "segment {} at {:#x} with memory size {:#x} does not fit in guest RAM: its end "
+        "overflows 64 bits (the header is corrupt)",
+        index, phdr.p_paddr, phdr.p_memsz);
+  }
+  if (end > ram_bytes) {
     reject(
         "segment {} at {:#x}..{:#x} does not fit in guest RAM ({:#x} bytes); give the VM "
         "more --mem or link the guest lower",
-        index, phdr.p_paddr, phdr.p_paddr + phdr.p_memsz, ram_bytes);
+        index, phdr.p_paddr, end, ram_bytes);
   }
   if (phdr.p_vaddr != phdr.p_paddr) {
     reject(
@@ -165,20 +176,21 @@ ElfImage parse_elf(std::string name, std::vector<uint8_t> bytes, uint64_t ram_by
 }
 
 ElfImage read_elf_file(const std::string& path, uint64_t ram_bytes) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  if (!file) {
-    throw_bad_input(fmt::format("cannot read guest image {}: {}", path, std::strerror(errno)));
+  // A FIFO, a device, a directory or an oversized file is refused before
+  // anything is read; the header is checked before the rest is read.
+  uint64_t size = 0;
+  int fd = open_input_file(path, "guest image", kMaxImageBytes, size);
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  std::string header =
+      read_bytes(fd, 0, std::min<uint64_t>(size, sizeof(Elf64_Ehdr)), path, "guest image");
+  if (header.size() < SELFMAG || std::memcmp(header.data(), ELFMAG, SELFMAG) != 0) {
+    parse_elf(path, std::vector<uint8_t>(header.begin(), header.end()), ram_bytes);  // rejects
   }
-  std::streamoff size = file.tellg();
-  if (size < 0 || static_cast<uint64_t>(size) > kMaxImageBytes) {
-    throw_bad_input(fmt::format("guest image {} is not a regular file of at most 2 GiB", path));
-  }
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  file.seekg(0);
-  if (!file.read(reinterpret_cast<char*>(bytes.data()), size)) {
-    throw_bad_input(fmt::format("cannot read guest image {}: read failed", path));
-  }
-  return parse_elf(path, std::move(bytes), ram_bytes);
+  std::string bytes = read_bytes(fd, 0, size, path, "guest image");
+  return parse_elf(path, std::vector<uint8_t>(bytes.begin(), bytes.end()), ram_bytes);
 }
 
 void load_elf(const ElfImage& image, GuestPhysical& memory) {

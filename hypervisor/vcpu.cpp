@@ -35,6 +35,10 @@ constexpr uint64_t kMaxRecoveries = 100000;
 // race (another vCPU faulted the page in between); this many is something
 // else failing.
 constexpr uint64_t kMaxUnmatchedEfaults = 10000;
+// x86-64's largest physical address (52 bits).
+constexpr uint64_t kMaxPhysicalAddress = uint64_t{1} << 52;
+// Retries in place of an emulation failure that names no guest page.
+constexpr uint64_t kMaxBlindRecoveries = 64;
 
 constexpr uint64_t kCr0 = (1ull << 0)       // PE
                           | (1ull << 1)     // MP
@@ -564,9 +568,16 @@ Vcpu::Next Vcpu::handle_exception_report(uint32_t vector) {
     details.push_back(fmt::format("cr2={:#x} ({})", s.cr2, write ? "write" : "read"));
     details.push_back(format_page_walk(walk, s.cr2));
     if (!walk.translated && s.cr2 >= vm_.ram_bytes_) {
-      return crash(RunEnd::kGuestError, 2,
-                   fmt::format("guest touched memory it has not got: gpa={:#x}, rip={:#x}", s.cr2,
-                               faulting.rip),
+      // RAM is identity-mapped, so a linear address in the physical range
+      // names the gpa the guest meant; beyond it (0xffff...) it names none.
+      std::string what =
+          s.cr2 < kMaxPhysicalAddress
+              ? fmt::format("guest touched memory it has not got: gpa={:#x}", s.cr2)
+              : fmt::format(
+                    "guest touched an address its page tables do not map: linear address "
+                    "{:#x}",
+                    s.cr2);
+      return crash(RunEnd::kGuestError, 2, fmt::format("{}, rip={:#x}", what, faulting.rip),
                    std::move(details), &faulting);
     }
   }
@@ -697,8 +708,10 @@ Vcpu::Next Vcpu::handle_internal_error() {
                  std::move(details));
   }
   kvm_sregs s = sregs();
+  bool page_named = false;
   if (last_mmio_ && last_mmio_->rip == r.rip) {
     // Write access: the instruction's write half needs the page writable.
+    page_named = true;
     if (auto failure = memory_.fault_in(last_mmio_->gfn, true)) {
       return memory_failure(*failure, "a locked guest access");
     }
@@ -706,6 +719,7 @@ Vcpu::Next Vcpu::handle_internal_error() {
     // No MMIO exit named the page: a locked read-modify-write on a page the
     // window maps read-only (its spte is read-only). The instruction's own
     // memory operand says which page needs a write fault.
+    page_named = true;
     if (auto failure = memory_.fault_in(*gfn, true)) {
       return memory_failure(*failure, "a locked guest access");
     }
@@ -714,6 +728,18 @@ Vcpu::Next Vcpu::handle_internal_error() {
     details.push_back(format_page_walk(walk_guest_page_tables(memory_, s, r.rip), r.rip));
     return crash(RunEnd::kGuestError, 2,
                  fmt::format("the guest executes from memory it has not got: rip={:#x}", r.rip),
+                 std::move(details));
+  }
+  // No page to fault in and the code readable: only a fetch from a page
+  // zapped meanwhile is worth a few retries. An instruction KVM cannot
+  // emulate at all (int $0x80 past sptelab's IDT) must fail now, not after
+  // kMaxRecoveries rounds: with many vCPUs those outlast --timeout.
+  if (!page_named && recoveries_in_place_ > kMaxBlindRecoveries) {
+    return crash(RunEnd::kGuestError, 2,
+                 fmt::format("KVM cannot emulate the instruction at rip={:#x} (it touches no "
+                             "guest page that could be missing; an int, a far jump or a "
+                             "privileged instruction sptelab's guest setup does not support?)",
+                             r.rip),
                  std::move(details));
   }
   ++stats_.emulation_retries;

@@ -1,5 +1,6 @@
 #include "mm/gup.h"
 
+#include "base/mutation.h"
 #include "mm/fault.h"
 #include "mm/notify.h"
 #include "trace/trace.h"
@@ -34,6 +35,7 @@ GupResult fast_path(Mm& mm, uint64_t addr, bool write) {
   PhysMem& phys = mm.phys();
   PteSlot slot = mm.walk(addr);
   if (!slot) return failed(GupError::kBackedOff);
+  Mm::announce_pte_access(slot, false, "gup_fast_pte", addr);
   const Pte pte = Mm::load_pte(slot);
   detail::inject_at(Point::kGupFastAfterPteRead, addr, pte.present() ? pte.pfn() : kNoPfn);
   if (!pte.present() || (write && !pte.writable())) return failed(GupError::kBackedOff);
@@ -43,7 +45,7 @@ GupResult fast_path(Mm& mm, uint64_t addr, bool write) {
   // freed and reallocated since the PTE was read; the re-check catches it.
   if (!phys.try_get(pfn)) return failed(GupError::kBackedOff);
   detail::inject_at(Point::kGupFastAfterRef, addr, pfn);
-  if (Mm::load_pte(slot) != pte) {
+  if (Mm::load_pte(slot) != pte && !mutation::active(mutation::Mutant::kGupFastNoRecheck)) {
     phys.put(pfn);
     return failed(GupError::kBackedOff);
   }

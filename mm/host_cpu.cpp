@@ -44,6 +44,7 @@ void HostCpu::access(uint64_t addr, bool write, Fn&& fn) {
       if (hit) {
         ++stats_.tlb_hits;
         fn(mm_.phys().direct_map(entry.pfn) + offset);
+        if (late_end_ > late_start_) drop_late_locked();
         return;
       }
       ++stats_.tlb_misses;
@@ -65,6 +66,7 @@ bool HostCpu::fill_locked(uint64_t addr, bool write, TlbEntry& entry) {
   entry.vpn = ~uint64_t{0};
   PteSlot slot = mm_.walk(addr);
   if (!slot) return false;
+  Mm::announce_pte_access(slot, true, "tlb_walk", addr);
   for (;;) {
     Pte pte = Mm::load_pte(slot);
     if (!pte.present() || (write && !pte.writable())) return false;
@@ -89,6 +91,7 @@ bool HostCpu::set_dirty_locked(uint64_t addr, TlbEntry& entry) {
   ++stats_.dirty_assists;
   PteSlot slot = mm_.walk(addr);
   if (slot) {
+    Mm::announce_pte_access(slot, true, "dirty_assist", addr);
     Pte pte = Mm::load_pte(slot);
     if (pte.present() && pte.writable() && pte.pfn() == entry.pfn) {
       uint64_t raw = pte.raw();
@@ -220,6 +223,21 @@ void HostCpu::shootdown(uint64_t start, uint64_t end) {
       ++stats_.invalidated;
     }
   }
+}
+
+void HostCpu::shootdown_later(uint64_t start, uint64_t end) {
+  std::lock_guard lock(lock_);
+  late_start_ = start;
+  late_end_ = end;
+}
+
+void HostCpu::drop_late_locked() {
+  const uint64_t first = late_start_ >> kPageShift;
+  const uint64_t last = (late_end_ + kPageSize - 1) >> kPageShift;
+  for (TlbEntry& entry : tlb_) {
+    if (entry.vpn >= first && entry.vpn < last) entry.vpn = ~uint64_t{0};
+  }
+  late_start_ = late_end_ = 0;
 }
 
 HostCpuStats HostCpu::stats() const {

@@ -73,6 +73,9 @@ class HostCpu {
   void flush_local();
   // One CPU's part of a shootdown; Mm::flush_tlb_range calls it.
   void shootdown(uint64_t start, uint64_t end);
+  // The shootdown-no-ack mutant: the flusher does not wait; this CPU drops
+  // the entries only after its next access through the TLB.
+  void shootdown_later(uint64_t start, uint64_t end);
   HostCpuStats stats() const;
 
  private:
@@ -89,12 +92,14 @@ class HostCpu {
   bool fill_locked(uint64_t addr, bool write, TlbEntry& entry);
   bool set_dirty_locked(uint64_t addr, TlbEntry& entry);
   void fault(uint64_t addr, bool write);
+  void drop_late_locked();
 
   Mm& mm_;
   int id_;
-  mutable SpinLock lock_;
+  mutable SpinLock lock_{"host_cpu_tlb"};
   std::array<TlbEntry, kTlbEntries> tlb_{};
-  HostCpuStats stats_;  // under lock_
+  uint64_t late_start_ = 0, late_end_ = 0;  // shootdown_later's range, under lock_
+  HostCpuStats stats_;                      // under lock_
 };
 
 }  // namespace sptelab::mm

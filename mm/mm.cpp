@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/mutation.h"
 #include "mm/file.h"
 #include "mm/host_cpu.h"
 #include "mm/notify.h"
@@ -269,7 +270,9 @@ PteSlot Mm::slot_at(PteSlot first, uint64_t first_addr, uint64_t addr) {
 
 Pte Mm::read_pte_lockless(uint64_t addr) const {
   PteSlot slot = walk(addr);
-  return slot ? load_pte(slot) : Pte();
+  if (!slot) return Pte();
+  announce_pte_access(slot, false, "pte_lockless", addr);
+  return load_pte(slot);
 }
 
 Pte Mm::lookup_pte(uint64_t addr) {
@@ -301,17 +304,34 @@ std::vector<Pfn> Mm::table_frames() const {
 
 // --- PTE primitives ---
 
+namespace {
+
+// Under `explore`, every PTE store (and every lockless PTE load, in its
+// callers) is a scheduling point: the PTL orders writers, but hardware walkers
+// and GUP-fast read and update PTEs without it.
+void pte_point(sched::Kind kind, const PteSlot& slot, const char* label, uint64_t addr) {
+  sched::point(sched::Step{.kind = kind, .object = slot.entry, .label = label, .detail = addr});
+}
+
+}  // namespace
+
+void Mm::announce_pte_access(PteSlot slot, bool write, const char* label, uint64_t addr) {
+  pte_point(write ? sched::Kind::kWrite : sched::Kind::kRead, slot, label, addr);
+}
+
 Pte Mm::load_pte(PteSlot slot) {
   return Pte(std::atomic_ref<uint64_t>(*slot.entry).load(std::memory_order_acquire));
 }
 
 void Mm::install_pte(PteSlot slot, uint64_t addr, Pte pte) {
+  pte_point(sched::Kind::kWrite, slot, "set_pte", addr);
   uint64_t old =
       std::atomic_ref<uint64_t>(*slot.entry).exchange(pte.raw(), std::memory_order_acq_rel);
   trace::emit(Kind::kPteSet, addr, old, pte.raw());
 }
 
 Pte Mm::clear_pte(PteSlot slot, uint64_t addr) {
+  pte_point(sched::Kind::kWrite, slot, "clear_pte", addr);
   Pte old(std::atomic_ref<uint64_t>(*slot.entry).exchange(0, std::memory_order_acq_rel));
   trace::emit(Kind::kPteClear, addr, old.raw());
   return old;
@@ -324,6 +344,7 @@ Pte Mm::clear_pte_flush(PteSlot slot, uint64_t addr) {
 }
 
 bool Mm::update_pte(PteSlot slot, uint64_t addr, Pte expected, Pte desired) {
+  pte_point(sched::Kind::kWrite, slot, "update_pte", addr);
   uint64_t raw = expected.raw();
   if (!std::atomic_ref<uint64_t>(*slot.entry)
            .compare_exchange_strong(raw, desired.raw(), std::memory_order_acq_rel)) {
@@ -334,6 +355,7 @@ bool Mm::update_pte(PteSlot slot, uint64_t addr, Pte expected, Pte desired) {
 }
 
 Pte Mm::wrprotect_pte(PteSlot slot, uint64_t addr) {
+  pte_point(sched::Kind::kWrite, slot, "wrprotect_pte", addr);
   Pte old(
       std::atomic_ref<uint64_t>(*slot.entry).fetch_and(~Pte::kWritable, std::memory_order_acq_rel));
   trace::emit(Kind::kPteSet, addr, old.raw(), old.without(Pte::kWritable).raw());
@@ -341,6 +363,7 @@ Pte Mm::wrprotect_pte(PteSlot slot, uint64_t addr) {
 }
 
 bool Mm::test_and_clear_young(PteSlot slot, uint64_t addr) {
+  pte_point(sched::Kind::kWrite, slot, "clear_young", addr);
   Pte old(
       std::atomic_ref<uint64_t>(*slot.entry).fetch_and(~Pte::kAccessed, std::memory_order_acq_rel));
   if (old.accessed())
@@ -357,7 +380,12 @@ void Mm::flush_tlb_range(uint64_t start, uint64_t end) {
   // it) until it has acknowledged.
   std::lock_guard lock(cpus_lock_);
   trace::emit(Kind::kTlbFlush, start, end, cpus_.size());
+  const bool no_ack = mutation::active(mutation::Mutant::kShootdownNoAck);
   for (HostCpu* cpu : cpus_) {
+    if (no_ack) {
+      cpu->shootdown_later(start, end);
+      continue;
+    }
     cpu->shootdown(start, end);
     trace::emit(Kind::kTlbFlushAck, static_cast<uint64_t>(cpu->id()), start, end);
   }
@@ -541,7 +569,7 @@ void wait_for_migration(Mm& mm, PteSlot slot, Pte entry) {
   for (;;) {
     Pte now = Mm::load_pte(slot);
     if (!now.is_migration() || now.pfn() != entry.pfn()) return;
-    std::this_thread::yield();
+    sched::relax(slot.entry, "migration_entry_wait");
   }
 }
 

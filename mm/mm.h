@@ -14,9 +14,9 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <shared_mutex>
 #include <vector>
 
+#include "base/rwlock.h"
 #include "base/spinlock.h"
 #include "mm/notifier_hooks.h"
 #include "mm/phys_mem.h"
@@ -129,6 +129,9 @@ class Mm {
 
   // --- PTE primitives (the caller holds the PTL of slot.table) ---
   static Pte load_pte(PteSlot slot);
+  // A scheduling point under `explore` before a lockless PTE load (write:
+  // the caller may also update the A/D bits); a no-op otherwise.
+  static void announce_pte_access(PteSlot slot, bool write, const char* label, uint64_t addr);
   // set_pte_at over an entry no hardware can be using (none, migration or
   // PROT_NONE, or one just cleared).
   void install_pte(PteSlot slot, uint64_t addr, Pte pte);
@@ -179,12 +182,13 @@ class Mm {
   PhysMem& phys_;
   NotifierHooks* hooks_ = nullptr;
   ZapRmapOrder zap_rmap_order_ = ZapRmapOrder::kDelayUntilFlush;
-  std::shared_mutex mmap_lock_;
+  RwLock mmap_lock_{"mmap_lock"};
   std::map<uint64_t, Vma> vmas_;  // by start, under mmap_lock
   Pfn pgd_ = kNoPfn;
-  mutable SpinLock page_table_lock_;  // mm->page_table_lock: populating upper levels
-  std::vector<Pfn> tables_;           // every table frame, under page_table_lock_
-  mutable SpinLock cpus_lock_;
+  mutable SpinLock page_table_lock_{
+      "page_table_lock"};    // mm->page_table_lock: populating upper levels
+  std::vector<Pfn> tables_;  // every table frame, under page_table_lock_
+  mutable SpinLock cpus_lock_{"mm_cpumask"};
   std::vector<HostCpu*> cpus_;  // mm_cpumask
   std::atomic<uint64_t> faults_{0};
   std::atomic<uint64_t> cow_copies_{0};

@@ -246,7 +246,21 @@ void PhysMem::free_frame(Pfn pfn) {
 }
 
 void PhysMem::lock_page(Pfn pfn) {
+  // lock_page() sleeps in Linux; under `explore` the thread is runnable only
+  // while the page is unlocked.
+  sched::point(sched::Step{.kind = sched::Kind::kAcquire,
+                           .object = &pages_[pfn].flags,
+                           .label = "page_lock",
+                           .detail = pfn,
+                           .ready = [](const void* flags) {
+                             return !(static_cast<const std::atomic<uint32_t>*>(flags)->load() &
+                                      kPageLocked);
+                           }});
   for (unsigned spins = 0; !trylock_page(pfn); ++spins) {
+    if (sched::active()) {
+      sched::relax(&pages_[pfn].flags, "page_lock");
+      continue;
+    }
     if (spins < 64) {
       cpu_relax();
     } else {

@@ -8,9 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
-#include <shared_mutex>
 #include <vector>
 
+#include "base/rwlock.h"
 #include "base/spinlock.h"
 #include "mm/types.h"
 
@@ -53,9 +53,9 @@ struct Page {
   // lock or at quiescent points.
   File* mapping = nullptr;
   uint64_t index = 0;
-  SpinLock rmap_lock;
+  SpinLock rmap_lock{"rmap_lock"};
   std::vector<RmapEntry> rmap;  // under rmap_lock
-  SpinLock ptl;                 // split page-table lock, when kPageTable
+  SpinLock ptl{"ptl"};          // split page-table lock, when kPageTable
 
   bool test(PageFlag flag) const { return flags.load(std::memory_order_acquire) & flag; }
   void set(PageFlag flag) { flags.fetch_or(flag, std::memory_order_acq_rel); }
@@ -150,7 +150,7 @@ class PhysMem {
   // the whole walk and exclusively by an exiting Mm, so that an Mm named by
   // an rmap entry stays alive while a walker uses it (Linux: the anon_vma and
   // i_mmap locks that exit_mmap's unlink takes).
-  std::shared_mutex& rmap_walk_lock() { return rmap_walk_lock_; }
+  RwLock& rmap_walk_lock() { return rmap_walk_lock_; }
 
   uint64_t generation(Pfn pfn) const {
     return pages_[pfn].generation.load(std::memory_order_acquire);
@@ -173,7 +173,7 @@ class PhysMem {
   uint64_t frees_ = 0;          // under free_lock_
   std::mutex zero_lock_;
   std::atomic<Pfn> zero_pfn_{kNoPfn};
-  std::shared_mutex rmap_walk_lock_;
+  RwLock rmap_walk_lock_{"rmap_walk_lock"};
 };
 
 }  // namespace sptelab::mm

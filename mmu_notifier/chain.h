@@ -153,6 +153,7 @@ class Chain final : public mm::NotifierHooks {
   };
 
   void on_point(HookPoint point, const mm::InvalidateRange& range);
+  std::optional<Callback> callback_at(HookPoint point) const;
   void notify_single(Dispatch& dispatch, Callback callback, const mm::InvalidateRange& range);
   void notify_range_start(Dispatch& dispatch, const mm::InvalidateRange& range);
   void notify_range_end(Dispatch& dispatch, const mm::InvalidateRange& range);

@@ -18,7 +18,9 @@ void Srcu::synchronize() {
     // wait is bounded.
     for (unsigned spins = 0; readers_[old_index].count.load(std::memory_order_seq_cst) != 0;
          ++spins) {
-      if (spins < 32) {
+      if (sched::active()) {
+        sched::relax(&readers_[old_index], "srcu_grace_period");
+      } else if (spins < 32) {
         cpu_relax();
       } else {
         std::this_thread::yield();

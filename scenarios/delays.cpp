@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/interrupt.h"
 #include "base/spinlock.h"
 
 namespace sptelab::scenarios {
@@ -43,20 +44,33 @@ std::vector<DelayPoint> default_delays() {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+// now + ns, but never past the run's deadline.
+Clock::time_point delay_end(uint64_t ns, Clock::time_point deadline) {
+  Clock::time_point now = Clock::now();
+  if (deadline <= now) return now;
+  return std::min(deadline,
+                  now + std::chrono::nanoseconds(std::min<uint64_t>(ns, (deadline - now).count())));
+}
+
 // Spins a while, then yields: the point is to let the other side run, but
 // a native vCPU runs on the other core, and a yield to a busy thread here
 // costs a whole scheduler slice.
-void wait_for_progress(const std::function<uint64_t()>& counter, uint64_t bound_ns) {
+void wait_for_progress(const std::function<uint64_t()>& counter, Clock::time_point until) {
   const uint64_t start = counter();
-  auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(bound_ns);
-  for (unsigned spins = 1; counter() == start && std::chrono::steady_clock::now() < until;
-       ++spins) {
+  for (unsigned spins = 1;
+       counter() == start && Clock::now() < until && interrupt::requested() == 0; ++spins) {
     if (spins % 256 == 0) {
       std::this_thread::yield();
     } else {
       cpu_relax();
     }
   }
+}
+
+void spin_until(Clock::time_point until) {
+  while (Clock::now() < until && interrupt::requested() == 0) cpu_relax();
 }
 
 }  // namespace
@@ -82,8 +96,9 @@ DelayPoint parse_delay(const std::string& text) {
 }
 
 DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
-                             ProgressSources progress, std::vector<PointObserver> observers)
-    : points_(std::move(points)), progress_(std::move(progress)) {
+                             ProgressSources progress, Clock::time_point deadline,
+                             std::vector<PointObserver> observers)
+    : points_(std::move(points)), progress_(std::move(progress)), deadline_(deadline) {
   run_seed = seed;
   injected = 0;
   // One hook per point: its observers first, then its delays.
@@ -109,17 +124,19 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
       if (delay.until == DelayUntil::kHostProgress && progress_.host) counter = &progress_.host;
       delays.push_back({delay, counter});
     }
-    inject::set_hook(point, [before, delays](inject::Point at, const inject::Context& context) {
+    inject::set_hook(point, [before, delays, deadline = deadline_](inject::Point at,
+                                                                  const inject::Context& context) {
       for (const inject::Hook& hook : before) hook(at, context);
       for (const Armed& armed : delays) {
         const DelayPoint& delay = armed.delay;
         if (ThreadRole::current() != delay.role) continue;
         if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) continue;
         injected.fetch_add(1, std::memory_order_relaxed);
+        Clock::time_point until = delay_end(delay.delay_ns, deadline);
         if (armed.counter) {
-          wait_for_progress(*armed.counter, delay.delay_ns);
+          wait_for_progress(*armed.counter, until);
         } else {
-          spin_for_ns(delay.delay_ns);
+          spin_until(until);
         }
       }
     });

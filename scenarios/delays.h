@@ -6,6 +6,7 @@
 // generator seeded from the run's seed, so a run can be repeated.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -54,10 +55,13 @@ struct PointObserver {
   inject::Hook hook;
 };
 
-// Arms the points for its lifetime.
+// Arms the points for its lifetime. No delay lasts past `deadline` (the
+// run's time limit) or past a stop request (base/interrupt.h).
 class DelayInjector {
  public:
   DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {},
+                std::chrono::steady_clock::time_point deadline =
+                    std::chrono::steady_clock::time_point::max(),
                 std::vector<PointObserver> observers = {});
   ~DelayInjector();
   DelayInjector(const DelayInjector&) = delete;
@@ -68,6 +72,7 @@ class DelayInjector {
   std::vector<DelayPoint> points_;
   std::vector<inject::Point> armed_;
   ProgressSources progress_;
+  std::chrono::steady_clock::time_point deadline_;
 };
 
 // Splitmix64: small, seedable, good enough to spread delays.

@@ -97,7 +97,7 @@ bool apply_host_op(Lab& lab, HostOp op, spte::Gfn gfn, uint64_t iteration) {
       // reference makes one pass fail), and so do we.
       for (int pass = 0; pass < 10; ++pass) {
         if (mm::migrate_page(*lab.mm, hva)) return true;
-        std::this_thread::yield();
+        sched::relax(nullptr, "migrate_retry");
       }
       return false;
     case HostOp::kRemap:

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/interrupt.h"
 #include "base/json.h"
 #include "base/spinlock.h"
 #include "mm/host_cpu.h"
@@ -95,15 +96,22 @@ class Remapper {
     }
   }
 
+  // The run's time limit (--duration); injected delays end there too.
+  Clock::time_point deadline() const {
+    return start_ + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(config_.max_seconds));
+  }
+
   void run(const ProgressFn& progress) {
     ThreadRole role(Role::kRemapper);
     trace::name_this_thread("remapper");
-    const auto deadline = start_ + std::chrono::duration<double>(config_.max_seconds);
+    const auto deadline = this->deadline();
     for (uint64_t i = 0; i < config_.operations; ++i) {
       if (Clock::now() > deadline) {
         result_.timed_out = !config_.for_duration;
         break;
       }
+      if (interrupt::requested() != 0) break;  // SIGINT/SIGTERM: report what ran
       if (config_.backend == Backend::kKvm && config_.native) {
         wait_for_native_fault();
       } else {
@@ -514,7 +522,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     std::vector<PointObserver> observers;
     if (config.scenario == ScenarioKind::kLockfree) observers.push_back(remapper.fold_observer());
     DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus),
-                         std::move(observers));
+                         remapper.deadline(), std::move(observers));
     engine->start();
     std::thread host;
     if (with_host) {

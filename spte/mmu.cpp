@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/inject.h"
+#include "base/mutation.h"
 #include "mm/gup.h"
 #include "mm/mm.h"
 #include "mm/phys_mem.h"
@@ -261,12 +262,13 @@ bool Mmu::retry_needed(const Memslot& slot, uint64_t hva, uint64_t seq,
       // KVM's mmu_invalidate_retry_gfn(): an open invalidation covering the
       // page forces a retry even though the sequence has not moved yet.
       if (open_count_.load(std::memory_order_relaxed) > 0 && hva >= open_start_ &&
-          hva < open_end_) {
+          hva < open_end_ && !mutation::active(mutation::Mutant::kSeqCountIgnoresOpenRange)) {
         return true;
       }
       return invalidate_seq_.load(std::memory_order_relaxed) != seq;
     case Protocol::kInterval:
-      return chain_.read_retry(*slot.interval, interval_seq);
+      return chain_.read_retry(*slot.interval, interval_seq) &&
+             !mutation::active(mutation::Mutant::kIntervalSkipsSeqCheck);
   }
   return true;
 }
@@ -424,7 +426,9 @@ void Mmu::zap_gfns(Memslot& slot, Gfn first, Gfn last) {
   auto flush_run = [&] {
     if (run_length == 0) return;
     inject::at(inject::Point::kSpteZapBeforeMirror, {.gfn = run_start});
-    mirror({run_start, mm::kNoPfn, run_length, Access::kNone});
+    if (!mutation::active(mutation::Mutant::kZapForgetsMirror)) {
+      mirror({run_start, mm::kNoPfn, run_length, Access::kNone});
+    }
     run_length = 0;
   };
   uint64_t i = slot.index(first);
@@ -505,7 +509,9 @@ void Mmu::invalidate_end(uint64_t, uint64_t) {
   std::lock_guard lock(mmu_lock_);
   // The sequence moves first, so a fault that sees the count drop also sees
   // the new sequence (KVM: kvm_mmu_invalidate_end).
-  invalidate_seq_.fetch_add(1, std::memory_order_release);
+  if (!mutation::active(mutation::Mutant::kEndKeepsSeq)) {
+    invalidate_seq_.fetch_add(1, std::memory_order_release);
+  }
   if (open_count_.load(std::memory_order_relaxed) == 0) {
     throw_internal("invalidate_range_end without a matching start");
   }

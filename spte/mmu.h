@@ -143,7 +143,7 @@ class Mmu final : public GuestMemory {
   ViolationLog& violations_;
   Mirror* mirror_ = nullptr;
 
-  mutable SpinLock mmu_lock_;
+  mutable SpinLock mmu_lock_{"mmu_lock"};
   std::vector<std::unique_ptr<Memslot>> slots_;
   std::atomic<uint64_t> invalidate_seq_{0};
   std::atomic<uint64_t> open_count_{0};

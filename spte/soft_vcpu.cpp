@@ -61,7 +61,7 @@ uint64_t SoftVcpu::access(uint64_t gpa, bool write, Op&& op) {
     FaultOutcome outcome = machine_.mmu().fault(gfn, write, index_);
     if (outcome == FaultOutcome::kRetry) {
       retries_.fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::yield();
+      sched::relax(this, "fault_retry");
     } else if (outcome != FaultOutcome::kFixed) {
       throw GuestFault(gpa, outcome);
     }

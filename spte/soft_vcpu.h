@@ -77,7 +77,7 @@ class SoftVcpu {
 
   SoftMachine& machine_;
   uint32_t index_;
-  SpinLock tlb_lock_;
+  SpinLock tlb_lock_{"vcpu_tlb"};
   std::array<TlbEntry, kTlbEntries> tlb_{};
   std::atomic<uint64_t> accesses_{0}, tlb_misses_{0}, faults_{0}, retries_{0};
 };

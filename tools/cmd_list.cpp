@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/inject.h"
+#include "base/mutation.h"
 #include "scenarios/host_ops.h"
 #include "scenarios/race.h"
 #include "spte/scheme.h"
@@ -52,6 +53,13 @@ int list_points() {
   return 0;
 }
 
+int list_mutants() {
+  for (mutation::Mutant mutant : mutation::all()) {
+    fmt::print("{:<30} {}\n", mutation::name(mutant), mutation::description(mutant));
+  }
+  return 0;
+}
+
 struct ListKind {
   std::string_view name;
   int (*list)();
@@ -61,7 +69,7 @@ struct ListKind {
 constexpr std::array kKinds = {
     ListKind{"guests", list_guests},       ListKind{"schemes", list_schemes},
     ListKind{"scenarios", list_scenarios}, ListKind{"ops", list_ops},
-    ListKind{"points", list_points},
+    ListKind{"points", list_points},       ListKind{"mutants", list_mutants},
 };
 
 std::string kind_names() {

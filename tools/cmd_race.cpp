@@ -7,10 +7,15 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "base/inject.h"
+#include "base/interrupt.h"
+#include "base/json.h"
 #include "scenarios/race.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/signals.h"
 
 namespace sptelab::tools {
 namespace {
@@ -43,15 +48,17 @@ options:
                    soft: software vCPUs, no KVM needed
   --iterations N   remapper operations per scheme (default 2000; kvm 400;
                    with --duration and no --iterations: as many as fit)
-  --duration S     time limit per scheme in seconds (default 30); without
-                   --iterations the run is free-running for that long
+  --duration S     time limit per scheme in seconds (default 30; injected
+                   delays end there too); without --iterations the run is
+                   free-running for that long
   --cpl0           kvm: run the guest's workload at CPL0 (emulated by PVM,
                    ~1 us per instruction) instead of native mode (CPL3)
   --vcpus N        guest vCPUs (default 1)
   --seed N         seeds the delay injection, to repeat a run (default 1)
-  --delay P=NS@PM  delay threads at injection point P by NS nanoseconds with
-                   probability PM/1000 (replaces the defaults; repeatable;
-                   'sptelab list points')
+  --delay P=NS@PM  delay threads at injection point P by NS nanoseconds (a
+                   whole number up to 4294967295) with probability PM/1000
+                   (0 to 1000, default 1000); replaces the defaults;
+                   repeatable; 'sptelab list points'
   --no-delays      no delay injection at all (the default for a native KVM
                    guest; soft and --cpl0 runs widen the windows with delays)
   --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
@@ -71,8 +78,14 @@ vCPUs' increments (or page reads) per second, the host thread's excluded; faults
 count spte faults, fault retries and sptes zapped; ptl p50/p99 the
 page-table-lock hold times.
 
-exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage,
-3 no usable /dev/kvm (try --backend soft), 4 internal error.
+SIGINT or SIGTERM stops the run: the rows finished so far are printed (the
+last one partial, marked "interrupted" in the table or JSON), the trace is
+written, and the exit status is 130 or 143.
+
+exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage
+(or a --trace path that cannot be written, checked before running), 3 no
+usable /dev/kvm (try --backend soft) or the output could not be written, 4
+internal error, 130/143 stopped by SIGINT/SIGTERM.
 )";
 
 std::vector<spte::Scheme> schemes_option(const Options& options) {
@@ -83,6 +96,42 @@ std::vector<spte::Scheme> schemes_option(const Options& options) {
     options.fail(fmt::format("unknown scheme '{}'; 'sptelab list schemes' shows the 20", text));
   }
   return {*scheme};
+}
+
+// POINT=NS[@PER_MILLE], strictly: NS a whole number of nanoseconds that
+// fits the delay (at most 4294967295, about 4.3 s), PER_MILLE a whole
+// number from 0 to 1000; no signs, spaces, exponents or trailing text.
+scenarios::DelayPoint delay_option(const Options& options, const std::string& text) {
+  auto bad = [&](const std::string& why) {
+    options.fail(
+        fmt::format("--delay '{}': {}; the form is POINT=NS[@PER_MILLE], e.g. "
+                    "host_before_ptl=50000@500 ('sptelab list points' shows the points)",
+                    text, why));
+  };
+  size_t eq = text.find('=');
+  if (eq == std::string::npos) bad("no '='");
+  std::string point = text.substr(0, eq);
+  if (!inject::from_name(point)) {
+    bad(fmt::format("unknown injection point '{}'", point));
+  }
+  std::string rest = text.substr(eq + 1);
+  std::string ns_text = rest, per_mille_text;
+  if (size_t at = rest.find('@'); at != std::string::npos) {
+    ns_text = rest.substr(0, at);
+    per_mille_text = rest.substr(at + 1);
+    if (per_mille_text.find('@') != std::string::npos) bad("more than one '@'");
+    std::optional<uint64_t> per_mille = parse_unsigned(per_mille_text);
+    if (!per_mille || *per_mille > 1000) {
+      bad(fmt::format("PER_MILLE '{}' is not a whole number from 0 to 1000", per_mille_text));
+    }
+  }
+  std::optional<uint64_t> ns = parse_unsigned(ns_text);
+  if (!ns || *ns > UINT32_MAX) {
+    bad(fmt::format("NS '{}' is not a whole number of nanoseconds from 0 to {}", ns_text,
+                    UINT32_MAX));
+  }
+  // Checked above: scenarios::parse_delay only assembles the point.
+  return scenarios::parse_delay(text);
 }
 
 uint64_t unsigned_option(const Options& options, std::string_view name, uint64_t fallback,
@@ -123,7 +172,10 @@ scenarios::RaceConfig base_config(const Options& options) {
   config.seed = unsigned_option(options, "seed", 1, 0, UINT64_MAX);
   if (auto duration = options.value("duration")) {
     auto seconds = parse_seconds(*duration);
-    if (!seconds || *seconds <= 0) options.fail("--duration wants a positive number of seconds");
+    if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
+      options.fail(fmt::format("--duration '{}' is not a number of seconds above 0 and at most {}",
+                               *duration, kMaxSeconds));
+    }
     config.max_seconds = *seconds;
     if (!options.value("iterations")) {
       config.operations = UINT64_MAX;  // free-running for the duration
@@ -139,7 +191,7 @@ scenarios::RaceConfig base_config(const Options& options) {
     config.delays.clear();
   } else if (auto delays = options.values("delay"); !delays.empty()) {
     config.delays.clear();
-    for (const std::string& delay : delays) config.delays.push_back(scenarios::parse_delay(delay));
+    for (const std::string& delay : delays) config.delays.push_back(delay_option(options, delay));
   }
   if (kvm) config.guest_path = resolve_guest("race");
   return config;
@@ -188,18 +240,32 @@ int race_main(Args args) {
   scenarios::RaceConfig config = base_config(options);
   const bool show_progress = !json && isatty(STDERR_FILENO);
 
-  std::vector<scenarios::RaceResult> results;
   const std::vector<spte::Scheme> schemes = schemes_option(options);
   const std::optional<std::string> trace_path = options.value("trace");
   if (options.flag("kernel") && !trace_path) {
     options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
   }
   config.kernel = options.flag("kernel");
-  for (const spte::Scheme& scheme : schemes) {
-    config.scheme = scheme;
-    if (trace_path) {
-      config.trace_path = schemes.size() == 1 ? *trace_path : *trace_path + "." + scheme.name();
+  // Every trace path is checked before the first scheme runs: a bad path
+  // must not cost a long run its results.
+  auto scheme_trace_path = [&](const spte::Scheme& scheme) {
+    return schemes.size() == 1 ? *trace_path : *trace_path + "." + scheme.name();
+  };
+  if (trace_path) {
+    for (const spte::Scheme& scheme : schemes) {
+      std::string path = scheme_trace_path(scheme);
+      check_output_path(path, "trace");
+      if (!config.guest_path.empty()) check_not_input(path, config.guest_path, "trace");
     }
+  }
+
+  handle_stop_signals();  // before the first thread: SIGINT/SIGTERM end the run early
+  std::vector<scenarios::RaceResult> results;
+  std::optional<Error> failure;  // a scheme that failed; the rows before it are still shown
+  for (const spte::Scheme& scheme : schemes) {
+    if (interrupt::requested() != 0) break;
+    config.scheme = scheme;
+    if (trace_path) config.trace_path = scheme_trace_path(scheme);
     scenarios::ProgressFn progress;
     if (show_progress) {
       progress = [](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
@@ -210,18 +276,33 @@ int race_main(Args args) {
         }
       };
     }
-    results.push_back(run_one(config, progress));
+    try {
+      results.push_back(run_one(config, progress));
+    } catch (const Error& error) {
+      if (results.empty()) throw;
+      failure = Error(error.status(), fmt::format("{}: {}", scheme.name(), error.what()));
+    }
+    if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
+    if (failure) break;
     if (!results.back().kernel_problem.empty()) {
       fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
                  results.back().kernel_problem);
     }
-    if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
   }
+  const int signal = interrupt::requested();
 
   bool violated = false;
   for (const auto& result : results) violated |= result.violations > 0;
   if (json) {
-    fmt::print("{}", scenarios::race_json(results));
+    std::string document = scenarios::race_json(results);
+    if (signal != 0 || failure) {
+      // Marked as partial: which signal stopped it, or which scheme failed.
+      std::string mark =
+          signal != 0 ? fmt::format("\"interrupted\": {}, ", json_string(signal_name(signal)))
+                      : fmt::format("\"failed\": {}, ", json_string(failure->what()));
+      document.insert(1, mark + fmt::format("\"schemes_planned\": {}, ", schemes.size()));
+    }
+    fmt::print("{}", document);
   } else {
     std::string mode;
     if (config.backend == scenarios::Backend::kKvm) {
@@ -235,6 +316,13 @@ int race_main(Args args) {
                scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
                scenarios::backend_name(config.backend), mode, budget, config.seed);
     fmt::print("{}", scenarios::format_race_table(results));
+    if (signal != 0) {
+      fmt::print("\ninterrupted by {}: {} of {} schemes ran; the last row is partial\n",
+                 signal_name(signal), results.size(), schemes.size());
+    } else if (failure) {
+      fmt::print("\nstopped after {} of {} schemes: the next one failed (below)\n", results.size(),
+                 schemes.size());
+    }
     bool shown_counterexample = false;
     for (const auto& result : results) {
       if (result.examples.empty()) continue;
@@ -246,6 +334,8 @@ int race_main(Args args) {
       }
     }
   }
+  if (failure) throw *failure;
+  if (signal != 0) return interrupted_status(signal);
   return violated ? 1 : 0;
 }
 

@@ -2,13 +2,20 @@
 //                   [--kernel] [--timeout S] [--arg V]...
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "base/interrupt.h"
+#include "guest/sptelab_abi.h"
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
 #include "hypervisor/vm.h"
@@ -17,6 +24,7 @@
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/signals.h"
 #include "trace/export.h"
 #include "trace/file.h"
 #include "trace/kernel.h"
@@ -46,7 +54,9 @@ name of a built-in guest ('sptelab list guests'). The guest's console (port
 options:
   --vcpus N      vCPUs, 1 to 64 (default 1)
   --mem SIZE     guest RAM, e.g. 64M or 1G; a multiple of 4K, at most 4G
-                 (default 64M)
+                 (default 64M). The page tables for it go below the image:
+                 a guest loaded at 4 MiB, like the built-in ones, takes at
+                 most {} with one vCPU
   --scheme S     secondary MMU: PLACEMENT+PROTOCOL (e.g. start-end+seq-count)
                  or 'direct', the plain memslot baseline (default direct)
   --trace FILE   record every event and write them to FILE (a binary trace;
@@ -55,15 +65,38 @@ options:
   --kernel       with --trace: also capture the real kernel's kvm and kvmmmu
                  tracepoints (tracefs, needs root) into the same timeline;
                  where tracefs is unavailable the run goes on without them
-  --timeout S    give up after S seconds, 0 for never (default 60)
+  --timeout S    give up after S seconds, 0 for never (default 60; at most
+                 31536000, a year)
   --arg V        an argument for the guest (repeat for more; the guest reads
                  them in order on port 0xF1, see guest/README.md)
 
 exit status: the value the guest wrote to port 0xF4 (capped at 255), or 0
 when every vCPU halted; 2 bad usage, a bad image or a guest crash (dump on
-stderr); 3 no usable /dev/kvm or not enough memory; 4 timeout or internal
-error.
+stderr); 3 no usable /dev/kvm, not enough memory, or the output (the
+console on stdout, the trace) could not be written; 4 timeout or internal
+error; 130 or 143 stopped by SIGINT or SIGTERM (the trace is still written).
 )";
+
+// The most RAM (a multiple of 4K) whose system area (stacks, descriptor
+// tables, page tables) still ends below `image_start` with `vcpus` vCPUs.
+uint64_t max_ram_below(uint64_t image_start, uint32_t vcpus) {
+  uint64_t low = 0, high = kMaxMem >> 12;  // in pages; low fits (or is 0)
+  while (low < high) {
+    uint64_t mid = (low + high + 1) / 2;
+    if (hypervisor::plan_system_layout(mid << 12, vcpus).end <= image_start) {
+      low = mid;
+    } else {
+      high = mid - 1;
+    }
+  }
+  return low << 12;
+}
+
+std::string human_size(uint64_t bytes) {
+  if (bytes % (1ull << 30) == 0) return fmt::format("{}G", bytes >> 30);
+  if (bytes % (1ull << 20) == 0) return fmt::format("{}M", bytes >> 20);
+  return fmt::format("{}K", bytes >> 10);
+}
 
 uint64_t physical_memory_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES);
@@ -103,7 +136,10 @@ double timeout_option(const Options& options) {
   std::optional<std::string> text = options.value("timeout");
   if (!text) return kDefaultTimeout;
   std::optional<double> seconds = parse_seconds(*text);
-  if (!seconds) options.fail(fmt::format("--timeout '{}' is not a number of seconds", *text));
+  if (!seconds || *seconds > kMaxSeconds) {
+    options.fail(
+        fmt::format("--timeout '{}' is not a number of seconds from 0 to {}", *text, kMaxSeconds));
+  }
   return *seconds;
 }
 
@@ -145,6 +181,24 @@ std::unique_ptr<trace::KernelCapture> start_kernel_capture() {
   return capture;
 }
 
+// The guest's console on stdout, as Vm's default does, but a failed write
+// is remembered: the run must not report success when its output was lost.
+struct Console {
+  std::atomic<int> error{0};
+  void write(std::string_view text) {
+    while (!text.empty()) {
+      ssize_t written = ::write(STDOUT_FILENO, text.data(), text.size());
+      if (written < 0 && errno == EINTR) continue;  // a vCPU kick
+      if (written <= 0) {
+        int none = 0;
+        error.compare_exchange_strong(none, written < 0 ? errno : EIO);
+        return;
+      }
+      text.remove_prefix(static_cast<size_t>(written));
+    }
+  }
+};
+
 void write_trace(const std::string& path, trace::Metadata metadata,
                  std::unique_ptr<trace::KernelCapture> capture) {
   trace::TraceFile file = trace::make_trace_file(trace::snapshot(), std::move(metadata));
@@ -165,8 +219,13 @@ void write_trace(const std::string& path, trace::Metadata metadata,
 void report(const hypervisor::RunResult& result) {
   bool quiet = result.exit_status == 0 && (result.end == hypervisor::RunEnd::kAllHalted ||
                                            result.end == hypervisor::RunEnd::kGuestExit);
+  // A crash dump's first line is the message already: print it once.
+  std::string_view dump = result.dump;
+  if (dump.substr(0, dump.find('\n')) == result.message) {
+    dump.remove_prefix(std::min(dump.size(), result.message.size() + 1));
+  }
   if (!quiet) fmt::print(stderr, "sptelab: {}\n", result.message);
-  if (!result.dump.empty()) fmt::print(stderr, "{}", result.dump);
+  if (!dump.empty()) fmt::print(stderr, "{}", dump);
 }
 
 }  // namespace
@@ -181,7 +240,7 @@ int run_main(Args args) {
                    {"timeout"},
                    {"arg", true}});
   if (options.help()) {
-    fmt::print("{}", kHelp);
+    fmt::print(fmt::runtime(kHelp), human_size(max_ram_below(SPTELAB_GUEST_LOAD_ADDRESS, 1)));
     return 0;
   }
   if (options.positionals().size() != 1) {
@@ -205,8 +264,23 @@ int run_main(Args args) {
   // image is exit 2 even on a machine without /dev/kvm.
   std::string path = resolve_guest(options.positionals().front());
   hypervisor::ElfImage image = hypervisor::read_elf_file(path, config.ram_bytes);
+  const uint64_t max_ram = max_ram_below(image.lowest_address(), config.vm.vcpus);
+  if (options.value("mem") && config.ram_bytes > max_ram && max_ram > 0) {
+    options.fail(fmt::format(
+        "--mem {}: {} loads at {:#x}, and the page tables, stacks and descriptor tables for that "
+        "much RAM and {} vCPU(s) would reach into it; it runs with at most --mem {} (or link the "
+        "guest higher)",
+        *options.value("mem"), path, image.lowest_address(), config.vm.vcpus, human_size(max_ram)));
+  }
   hypervisor::check_image_fits(hypervisor::plan_system_layout(config.ram_bytes, config.vm.vcpus),
                                image);
+  if (trace_path) {
+    check_output_path(*trace_path, "trace");
+    check_not_input(*trace_path, path, "trace");
+  }
+  handle_stop_signals();  // before the first thread: SIGINT/SIGTERM stop the guest
+  auto console = std::make_shared<Console>();
+  config.vm.console = [console](uint32_t, std::string_view text) { console->write(text); };
 
   std::optional<trace::Session> session;
   if (trace_path) {
@@ -221,11 +295,27 @@ int run_main(Args args) {
   if (options.flag("kernel")) capture = start_kernel_capture();
   std::unique_ptr<RunStack> stack = build_run_stack(config);
   stack->vm().load(image);
-  hypervisor::RunResult result = stack->vm().run();
+  hypervisor::RunResult result;
+  {
+    hypervisor::Vm& vm = stack->vm();
+    OnStopSignal stop([&vm](int signal) {
+      vm.request_stop(interrupted_status(signal),
+                      fmt::format("interrupted by {}: the guest was stopped", signal_name(signal)));
+    });
+    result = vm.run();
+  }
   report(result);
   if (trace_path) {
     write_trace(*trace_path, run_metadata(args, path, config, *stack), std::move(capture));
   }
+  if (int error = console->error.load(); error != 0) {
+    throw Error(ExitStatus::kEnvironment,
+                fmt::format("the guest's console output could not be written to stdout: {}",
+                            std::strerror(error)));
+  }
+  // A signal after the guest ended (while the trace was written) still
+  // says the run was interrupted.
+  if (int signal = interrupt::requested(); signal != 0) return interrupted_status(signal);
   return result.exit_status;
 }
 

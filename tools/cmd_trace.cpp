@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "tools/command.h"
 #include "tools/options.h"
 #include "trace/export.h"
@@ -48,8 +49,10 @@ options:
 The options combine: every condition given must hold. docs/tracing.md
 describes the file format, the fields and the flow-linking rule.
 
-exit status: 0 shown; 2 bad usage or an unreadable, corrupt or truncated
-trace file.
+exit status: 0 shown; 2 bad usage, an unreadable, corrupt or truncated
+trace file, or an --output that cannot be created or is the input; 3 the
+output could not be written (e.g. a full disk). --output is written whole
+or not at all.
 )";
 
 std::optional<uint64_t> parse_gfn(const std::string& text) {
@@ -114,17 +117,13 @@ trace::Filter filter_options(const Options& options) {
 
 void write_output(const std::optional<std::string>& path, const std::string& text) {
   if (!path) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    return;
+    if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size()) {
+      throw Error(ExitStatus::kEnvironment,
+                  fmt::format("writing the output to stdout failed: {}", std::strerror(errno)));
+    }
+    return;  // flushed and checked at exit (main.cpp), like every command's stdout
   }
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(path->c_str(), "w"), std::fclose);
-  if (!out) {
-    throw_bad_input(fmt::format("cannot write {}: {}", *path, std::strerror(errno)));
-  }
-  if (std::fwrite(text.data(), 1, text.size(), out.get()) != text.size() ||
-      std::fflush(out.get()) != 0) {
-    throw_bad_input(fmt::format("writing {} failed: {}", *path, std::strerror(errno)));
-  }
+  write_file_atomically(*path, text, "output");
 }
 
 }  // namespace
@@ -157,7 +156,12 @@ int trace_main(Args args) {
   }
   trace::Filter filter = filter_options(options);
 
-  trace::TraceFile file = trace::read_trace_file(options.positionals().front());
+  const std::string& input = options.positionals().front();
+  if (std::optional<std::string> output = options.value("output")) {
+    check_not_input(*output, input, "output");
+    check_output_path(*output, "output");
+  }
+  trace::TraceFile file = trace::read_trace_file(input);
   std::string text;
   if (summary) {
     text = trace::format_summary(file, filter);

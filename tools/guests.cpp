@@ -74,8 +74,11 @@ std::optional<std::string> find_builtin_guest(std::string_view name) {
 }
 
 std::string resolve_guest(std::string_view guest) {
+  // symlink_status: a dangling symlink or a symlink loop is still a path
+  // the user gave, and reading it says what is wrong with it.
   std::error_code error;
-  bool exists = std::filesystem::exists(std::filesystem::path(guest), error);
+  bool exists =
+      std::filesystem::exists(std::filesystem::symlink_status(std::filesystem::path(guest), error));
   if (guest.find('/') != std::string_view::npos || exists) return std::string(guest);
   if (auto image = find_builtin_guest(guest)) return *image;
   if (is_builtin(guest)) {

@@ -1,9 +1,12 @@
 // sptelab: the command-line entry point. Dispatches to the subcommand table
 // (commands.cpp) and turns errors into the exit statuses of the CLI contract
 // (DESIGN.md): 2 bad usage or input, 3 missing environment, 4 internal.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <fmt/core.h>
@@ -21,7 +24,8 @@ void print_usage(std::FILE* out) {
   fmt::print(out,
              "\n'sptelab COMMAND --help' describes a command. Exit status: 0 ran with no "
              "violation, 1 a violation was found, 2 bad usage or input, 3 the environment lacks "
-             "something (e.g. /dev/kvm), 4 internal error.\n");
+             "something (e.g. /dev/kvm) or the output could not be written, 4 internal "
+             "error, 130/143 stopped by SIGINT/SIGTERM (run and race report what finished).\n");
 }
 
 int dispatch(const std::vector<std::string>& args) {
@@ -46,15 +50,36 @@ int dispatch(const std::vector<std::string>& args) {
   return command->main(sptelab::tools::Args(args).subspan(1));
 }
 
+// Every command's stdout is checked once everything is written: a full
+// disk, /dev/full or a closed descriptor is an error (exit 3), never a
+// silent success.
+int check_stdout(int status) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
+  int error = errno;
+  fmt::print(stderr, "sptelab: writing the output to stdout failed: {}\n",
+             error != 0 ? std::strerror(error) : "I/O error");
+  return static_cast<int>(sptelab::ExitStatus::kEnvironment);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    return dispatch(args);
+    return check_stdout(dispatch(args));
   } catch (const sptelab::Error& error) {
     fmt::print(stderr, "sptelab: {}\n", error.what());
-    return static_cast<int>(error.status());
+    return check_stdout(static_cast<int>(error.status()));
+  } catch (const std::system_error& error) {
+    // fmt::print reports a failed write to stdout this way.
+    if (std::ferror(stdout)) {
+      fmt::print(stderr, "sptelab: writing the output to stdout failed: {}\n",
+                 error.code().message());
+      return static_cast<int>(sptelab::ExitStatus::kEnvironment);
+    }
+    fmt::print(stderr, "sptelab: internal error: {}\n", error.what());
+    return static_cast<int>(sptelab::ExitStatus::kInternal);
   } catch (const std::exception& error) {
     fmt::print(stderr, "sptelab: internal error: {}\n", error.what());
     return static_cast<int>(sptelab::ExitStatus::kInternal);

@@ -112,6 +112,8 @@ std::optional<uint64_t> parse_size(std::string_view text) {
 }
 
 std::optional<double> parse_seconds(std::string_view text) {
+  // from_chars takes "-0" and exponents; a time is plain digits and a dot.
+  if (text.find_first_not_of("0123456789.") != std::string_view::npos) return std::nullopt;
   double value = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error != std::errc() || end != text.data() + text.size() || text.empty() ||

@@ -45,6 +45,12 @@ class Options {
 // "4096", "64K", "64M", "1G" (binary units; a trailing "B"/"iB" is allowed).
 std::optional<uint64_t> parse_size(std::string_view text);
 std::optional<uint64_t> parse_unsigned(std::string_view text);
+// A non-negative finite decimal ("0.5", "30"; no sign, spaces or trailing
+// text). Callers bound it: a time limit is at most kMaxSeconds.
 std::optional<double> parse_seconds(std::string_view text);
+
+// The longest --timeout or --duration: a year. Larger values would overflow
+// the clocks' nanosecond counts.
+inline constexpr double kMaxSeconds = 365.0 * 24 * 3600;
 
 }  // namespace sptelab::tools

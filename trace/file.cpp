@@ -1,11 +1,12 @@
 #include "trace/file.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace sptelab::trace {
 namespace {
@@ -24,6 +26,8 @@ namespace {
 constexpr std::string_view kMagic{"SPTELAB\0", 8};
 constexpr size_t kHeaderBytes = 16;
 constexpr size_t kSectionHeaderBytes = 16;
+// Far more than any run writes (a ring holds 2^18 events per thread).
+constexpr uint64_t kMaxTraceBytes = uint64_t{4} << 30;
 
 constexpr uint32_t tag(const char (&name)[5]) {
   return uint32_t(uint8_t(name[0])) | uint32_t(uint8_t(name[1])) << 8 |
@@ -449,25 +453,25 @@ void write_trace_file(const std::string& path, const Snapshot& snapshot, const M
 }
 
 void write_trace_file(const std::string& path, const TraceFile& file) {
-  std::string bytes = encode_trace(file);
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(path.c_str(), "wb"), std::fclose);
-  if (!out) {
-    throw_bad_input(fmt::format("cannot write the trace to {}: {}", path, std::strerror(errno)));
-  }
-  if (std::fwrite(bytes.data(), 1, bytes.size(), out.get()) != bytes.size() ||
-      std::fflush(out.get()) != 0) {
-    throw_bad_input(fmt::format("writing the trace to {} failed: {}", path, std::strerror(errno)));
-  }
+  // Whole or not at all: a full disk or a signal never leaves a truncated
+  // trace where a good one was.
+  write_file_atomically(path, encode_trace(file), "trace");
 }
 
 TraceFile read_trace_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw_bad_input(fmt::format("cannot read the trace {}: {}", path, std::strerror(errno)));
+  // A directory, FIFO or device is refused before anything is read, and the
+  // header before the rest of the file.
+  uint64_t size = 0;
+  int fd = open_input_file(path, "the trace", kMaxTraceBytes, size);
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  std::string header = read_bytes(fd, 0, std::min<uint64_t>(size, kHeaderBytes), path, "the trace");
+  if (header.size() < kHeaderBytes || header.substr(0, kMagic.size()) != kMagic) {
+    return decode_trace(header, path);  // says what is wrong
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw_bad_input(fmt::format("reading the trace {} failed", path));
-  return decode_trace(bytes, path);
+  return decode_trace(read_bytes(fd, 0, size, path, "the trace"), path);
 }
 
 }  // namespace sptelab::trace

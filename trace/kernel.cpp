@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -175,6 +176,33 @@ std::optional<KernelLine> parse_kernel_line(std::string_view line) {
   return out;
 }
 
+std::vector<std::string> remove_stale_kernel_instances(const std::string& tracefs) {
+  std::vector<std::string> removed;
+  std::string instances = tracefs + "/instances";
+  DIR* dir = opendir(instances.c_str());
+  if (dir == nullptr) return removed;
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) names.emplace_back(entry->d_name);
+  closedir(dir);
+  for (const std::string& name : names) {
+    // "sptelab-PID-N", made by KernelCapture::start().
+    constexpr std::string_view kPrefix = "sptelab-";
+    if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    std::string_view rest = std::string_view(name).substr(kPrefix.size());
+    size_t dash = rest.find('-');
+    if (dash == std::string_view::npos) continue;
+    int pid = 0;
+    auto [end, error] = std::from_chars(rest.data(), rest.data() + dash, pid);
+    if (error != std::errc() || end != rest.data() + dash || pid <= 0) continue;
+    if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;  // its owner lives
+    std::string instance = instances + "/" + name;
+    write_control(instance + "/tracing_on", "0");
+    write_control(instance + "/events/enable", "0");
+    if (rmdir(instance.c_str()) == 0) removed.push_back(instance);
+  }
+  return removed;
+}
+
 KernelCapture::KernelCapture(KernelCaptureOptions options) : options_(std::move(options)) {
   start();
 }
@@ -203,6 +231,9 @@ void KernelCapture::start() {
     }
     mount_dir_ = tracefs_ = dir;
   }
+  // A process killed before it could clean up (SIGKILL, a crash) leaves
+  // its instance tracing into its buffer: remove those first.
+  remove_stale_kernel_instances(tracefs_);
   static std::atomic<int> counter{0};
   instance_ = fmt::format("{}/instances/sptelab-{}-{}", tracefs_, getpid(), counter++);
   if (mkdir(instance_.c_str(), 0755) != 0) {

@@ -99,6 +99,11 @@ class KernelCapture {
 // "kernel.task.PID" (comm) and "kernel.problem".
 void merge_kernel_trace(TraceFile& file, KernelTrace kernel);
 
+// Removes the instances "sptelab-PID-N" under `tracefs` whose process PID is
+// gone (killed before it could remove them); KernelCapture does this before
+// it makes its own. Returns the removed instances' directories.
+std::vector<std::string> remove_stale_kernel_instances(const std::string& tracefs);
+
 // For a Kind::kKernel event of a file: "kvmmmu:kvm_mmu_set_spte", the
 // fields text, and "comm-pid" of the task it happened in.
 std::string_view kernel_event_name(const TraceFile& file, const Event& event);

@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <fstream>
 
 #include "tests/hypervisor/elf_builder.h"
@@ -93,6 +97,21 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{{"run", "hello", "--mem", "99999999999999999999"}, "is not a size"},
         UsageCase{{"run", "hello", "--mem", "3G"}, "link the guest higher"},
         UsageCase{{"run", "hello", "--timeout", "-1"}, "is not a number of seconds"},
+        // From ~9.3e9 s the nanosecond count overflowed: a run ended at once.
+        UsageCase{{"run", "hello", "--timeout", "1e10"}, "from 0 to 31536000"},
+        UsageCase{{"run", "hello", "--timeout", "31536001"}, "from 0 to 31536000"},
+        UsageCase{{"run", "hello", "--timeout", "-0"}, "is not a number of seconds"},
+        UsageCase{{"run", "hello", "--timeout", " 5"}, "is not a number of seconds"},
+        UsageCase{{"run", "hello", "--timeout", "5s"}, "is not a number of seconds"},
+        UsageCase{{"run", "hello", "--timeout", "nan"}, "is not a number of seconds"},
+        UsageCase{{"run", "hello", "--vcpus", "-1"}, "is not a number from 1 to 64"},
+        UsageCase{{"run", "hello", "--vcpus", "1.5"}, "is not a number from 1 to 64"},
+        UsageCase{{"run", "hello", "--vcpus", "2 "}, "is not a number from 1 to 64"},
+        UsageCase{{"run", "hello", "--arg", "-1"}, "is not a number from 0 to 4294967295"},
+        UsageCase{{"run", "hello", "--arg", "4294967296"}, "is not a number from 0 to 4294967295"},
+        UsageCase{{"run", "hello", "--mem", "-64M"}, "is not a size"},
+        UsageCase{{"run", "hello", "--mem", "64 M"}, "is not a size"},
+        UsageCase{{"run", "hello", "--mem", "1.5G"}, "is not a size"},
         UsageCase{{"run", "hello", "--arg", "x"}, "--arg 'x' is not a number"},
         UsageCase{{"run", "hello", "--scheme", "bogus"}, "unknown scheme 'bogus'"},
         UsageCase{{"run", "hello", "--scheme", "start-end+bogus"}, "PLACEMENT+PROTOCOL"},
@@ -149,6 +168,131 @@ TEST_F(BadImageTest, EntryOutsideSegments) {
 TEST_F(BadImageTest, NotAnElfAtAll) {
   std::vector<uint8_t> text(200, 'x');
   expect_rejected(text, "bad magic");
+}
+
+TEST_F(BadImageTest, OverflowingSegmentSaysSoInsteadOfAWrappedRange) {
+  // Once printed as "0xfffffffffffff000..0x1000".
+  spec_.segments = {{0x400000, 16, 16, PF_R | PF_X}, {0xfffffffffffff000, 16, 0x2000, PF_R}};
+  auto result = run_sptelab({"run", write(hypervisor::testing::build_elf(spec_)), "--mem", "16M"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("overflows 64 bits"));
+  EXPECT_THAT(result.err, ::testing::Not(HasSubstr("..0x1000")));
+}
+
+// What a GUEST path names is checked before it is read: a FIFO once
+// blocked open() forever, /dev/zero was "0 bytes ... truncated", a symlink
+// loop "neither a file nor a built-in guest".
+class GuestFileTest : public ::testing::Test {
+ protected:
+  std::string dir_ = hypervisor::testing::make_temp_dir();
+};
+
+TEST_F(GuestFileTest, FifoIsRefusedWithoutBlocking) {
+  std::string fifo = dir_ + "/guest.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto result = run_sptelab({"run", fifo});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a FIFO, not a regular file"));
+}
+
+TEST_F(GuestFileTest, DevZeroIsACharacterDevice) {
+  auto result = run_sptelab({"run", "/dev/zero"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("/dev/zero is a character device, not a regular file"));
+}
+
+TEST_F(GuestFileTest, DirectoryIsADirectory) {
+  auto result = run_sptelab({"run", dir_});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a directory, not a regular file"));
+}
+
+TEST_F(GuestFileTest, SymlinkLoopIsNamed) {
+  std::string a = dir_ + "/a.elf", b = dir_ + "/b.elf";
+  ASSERT_EQ(symlink(b.c_str(), a.c_str()), 0);
+  ASSERT_EQ(symlink(a.c_str(), b.c_str()), 0);
+  auto result = run_sptelab({"run", a});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("symlink loop"));
+}
+
+TEST_F(GuestFileTest, HugeSparseFileIsRejectedFromItsHeader) {
+  // 2 GiB of holes: reading it all before "bad magic" took seconds and 2 GiB.
+  std::string sparse = dir_ + "/sparse.elf";
+  { std::ofstream(sparse) << "not an ELF image, and then a lot of nothing"; }
+  ASSERT_EQ(truncate(sparse.c_str(), int64_t{2} << 30), 0);
+  auto start = std::chrono::steady_clock::now();
+  auto result = run_sptelab({"run", sparse});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("bad magic"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  unlink(sparse.c_str());
+}
+
+TEST(CliOutputPaths, TraceOverTheGuestImageIsRefused) {
+  std::string dir = hypervisor::testing::make_temp_dir();
+  std::string image = dir + "/guest.elf";
+  std::vector<uint8_t> bytes = hypervisor::testing::build_elf({});
+  std::ofstream(image, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<long>(bytes.size()));
+  auto result = run_sptelab({"run", image, "--mem", "16M", "--trace", image});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is the input file"));
+  EXPECT_EQ(hypervisor::testing::read_file(image), bytes);  // untouched
+}
+
+TEST(CliOutputPaths, UnwritableTraceIsFoundBeforeTheRun) {
+  auto result = run_sptelab({"run", "hello", "--trace", "/nonexistent/dir/t.bin"},
+                            {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
+  // Exit 2 for the path, before KVM is even opened (which would be exit 3).
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("cannot write the trace to /nonexistent/dir/t.bin"));
+}
+
+// stdout on /dev/full: these exited 0 with their output lost.
+TEST(CliStdoutTest, FullDeviceIsAnErrorForEveryCommand) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"list", "guests"}, std::vector<std::string>{"--help"},
+        std::vector<std::string>{"run", "--help"},
+        std::vector<std::string>{"race", "coherence", "--backend", "soft", "--scheme",
+                                 "start-end+seq-count", "--iterations", "20", "--json"},
+        std::vector<std::string>{"race", "coherence", "--backend", "soft", "--scheme",
+                                 "start-end+seq-count", "--iterations", "20"}}) {
+    auto result = run_sptelab(args, {}, {.stdout_path = "/dev/full"});
+    EXPECT_EQ(result.status, 3) << args[0] << " " << args[1] << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr("writing the output to stdout failed: No space left"));
+  }
+}
+
+TEST(CliTest, RunHelpMemLimitIsTheOneBuiltInGuestsGet) {
+  // The help said "at most 4G" while the built-in guests were refused from 2G.
+  auto help = run_sptelab({"run", "--help"});
+  // No std::regex: GCC 12 warns inside it under ASan (-Wmaybe-uninitialized).
+  std::string flat;
+  for (char c : help.out) {
+    if (c == '\n' || c == ' ') {
+      if (!flat.empty() && flat.back() != ' ') flat += ' ';
+    } else {
+      flat += c;
+    }
+  }
+  const std::string before = "takes at most ";
+  size_t found = flat.find(before);
+  ASSERT_NE(found, std::string::npos) << help.out;
+  size_t digits = found + before.size();
+  size_t end = flat.find_first_not_of("0123456789", digits);
+  ASSERT_GT(end, digits) << help.out;
+  ASSERT_EQ(flat.substr(end, 16), "M with one vCPU ") << help.out;
+  uint64_t limit_mb = std::stoull(flat.substr(digits, end - digits));
+  auto over = run_sptelab({"run", "hello", "--mem", std::to_string(limit_mb + 1) + "M"});
+  EXPECT_EQ(over.status, 2);
+  EXPECT_THAT(over.err, HasSubstr("it runs with at most --mem " + std::to_string(limit_mb) + "M"));
+  // At the limit the image fits: what follows is KVM (exit 3 without it).
+  auto at = run_sptelab({"run", "hello", "--mem", std::to_string(limit_mb) + "M"},
+                        {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
+  if (at.err.find("this machine's") == std::string::npos) {
+    EXPECT_EQ(at.status, 3) << at.err;
+  }
 }
 
 TEST(CliEnvironmentTest, MissingKvmDeviceIsExitThree) {

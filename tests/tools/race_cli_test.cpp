@@ -3,7 +3,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "tests/hypervisor/test_guests.h"
 #include "tests/tools/cli.h"
+#include "trace/file.h"
 
 namespace sptelab::tools {
 namespace {
@@ -64,6 +72,106 @@ TEST(RaceCli, BadInputIsExitTwoWithAMessage) {
   }
 }
 
+// Every malformed --delay is exit 2 with the valid form. Some of these were
+// exit 4 ("internal error: stoul"), others silently accepted: -1 became
+// 4294967295 ns, 4294967296 became 0.
+class RaceDelayTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RaceDelayTest, IsExitTwoWithTheValidForm) {
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "1", "--delay", GetParam()});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("the form is POINT=NS[@PER_MILLE]"));
+  EXPECT_TRUE(result.out.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Malformed, RaceDelayTest,
+    ::testing::Values("host_before_ptl=abc", "host_before_ptl=", "host_before_ptl=5@",
+                      "host_before_ptl=5@abc", "host_before_ptl=99999999999999999999",
+                      "host_before_ptl=-1", "host_before_ptl=4294967296", "host_before_ptl=5x",
+                      "host_before_ptl= 5", "host_before_ptl=1000@1000@3", "host_before_ptl=5@1e3",
+                      "host_before_ptl=5@-1", "host_before_ptl=5@1001", "host_before_ptl=1.5",
+                      "host_before_ptl", "=5", "no_such_point=5"));
+
+TEST(RaceCli, WellFormedDelaysAreAccepted) {
+  auto result =
+      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
+                   "--iterations", "5", "--delay", "host_before_ptl=1000@500", "--delay",
+                   "spte_fault_after_gup=4294967295@0", "--json"});
+  EXPECT_EQ(result.status, 0) << result.err;
+}
+
+TEST(RaceCli, OtherNumbersAreStrictToo) {
+  for (const std::vector<std::string>& args : {
+           std::vector<std::string>{"--duration", "0"},
+           std::vector<std::string>{"--duration", "-1"},
+           std::vector<std::string>{"--duration", "1e10"},
+           std::vector<std::string>{"--duration", "5s"},
+           std::vector<std::string>{"--iterations", "-1"},
+           std::vector<std::string>{"--iterations", "1e3"},
+           std::vector<std::string>{"--iterations", "10 "},
+           std::vector<std::string>{"--seed", "-1"},
+           std::vector<std::string>{"--seed", "18446744073709551616"},
+           std::vector<std::string>{"--vcpus", "0x2"},
+       }) {
+    std::vector<std::string> command = {"race", "coherence", "--backend", "soft"};
+    command.insert(command.end(), args.begin(), args.end());
+    auto result = run_sptelab(command);
+    EXPECT_EQ(result.status, 2) << args[0] << " " << args[1] << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr(args[0]));
+  }
+}
+
+TEST(RaceCli, DelaysDoNotOverrunTheDuration) {
+  // A 4 s delay at every operation with --duration 1 ran for 4 to 8 s.
+  auto start = std::chrono::steady_clock::now();
+  auto result =
+      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
+                   "--duration", "1", "--delay", "host_before_ptl=4000000000", "--json"});
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("\"timed_out\": true"));
+  EXPECT_LT(seconds, 3.5);
+}
+
+TEST(RaceCli, UnwritableTraceIsFoundBeforeAnySchemeRuns) {
+  auto start = std::chrono::steady_clock::now();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "all",
+                             "--iterations", "200", "--trace", "/nonexistent/dir/race.bin"});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("cannot write the trace to /nonexistent/dir/race.bin."));
+  EXPECT_TRUE(result.out.empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+// SIGINT/SIGTERM killed the process with no message and no rows. Now the
+// finished rows are printed, marked, the trace written, exit 128 + signal.
+TEST(RaceCli, SigintPrintsTheFinishedRowsAndWritesTheTrace) {
+  std::string dir = hypervisor::testing::make_temp_dir();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "all",
+                             "--iterations", "100000", "--trace", dir + "/race.bin"},
+                            {}, {.signal = SIGINT, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 130) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("none+naive"));  // the first scheme's row
+  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 schemes ran"));
+  EXPECT_THAT(result.err, HasSubstr("SIGINT: stopping"));
+  trace::TraceFile file = trace::read_trace_file(dir + "/race.bin.none+naive");
+  EXPECT_GT(file.snapshot.events.size(), 0u);
+}
+
+TEST(RaceCli, SigtermMarksTheJsonDocument) {
+  auto result = run_sptelab({"race", "stale-spte", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "100000", "--json"},
+                            {}, {.signal = SIGTERM, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 143) << result.err;
+  EXPECT_EQ(result.out.rfind("{\"interrupted\": \"SIGTERM\", \"schemes_planned\": 1, "
+                             "\"results\": [{",
+                             0),
+            0u)
+      << result.out;
+}
+
 TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {
   auto result = run_sptelab({"race", "coherence", "--scheme", "start-end+seq-count"},
                             {{"SPTELAB_KVM_DEVICE", "/nonexistent/kvm"}});
@@ -72,12 +180,48 @@ TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {
 }
 
 TEST(ExploreCli, CoherentSchemeIsZeroRacyIsOne) {
-  auto good = run_sptelab({"explore", "--scheme", "ptl-page+seq"});
+  auto good = run_sptelab({"explore", "--scheme", "ptl-page+seq", "--op", "remap"});
   EXPECT_EQ(good.status, 0) << good.err;
-  EXPECT_THAT(good.out, HasSubstr("coherent in every interleaving"));
-  auto bad = run_sptelab({"explore", "--scheme", "range-after+seq", "--json"});
+  EXPECT_THAT(good.out, HasSubstr("ok/2"));
+  EXPECT_THAT(good.err, HasSubstr("[2/2]"));  // progress, one line per cell
+  auto bad = run_sptelab({"explore", "--scheme", "range-after+seq", "--op", "remap", "--scenario",
+                          "coherence", "--json"});
   EXPECT_EQ(bad.status, 1) << bad.err;
-  EXPECT_THAT(bad.out, HasSubstr("\"lost_write\": true"));
+  EXPECT_THAT(bad.out, HasSubstr("\"verdict\": \"racy\""));
+  EXPECT_THAT(bad.out, HasSubstr("\"property\": \"lost-write\""));
+}
+
+TEST(ExploreCli, SavedCounterexampleReplaysItsViolation) {
+  const std::string path = ::testing::TempDir() + "/explore_cli_schedule.txt";
+  auto found = run_sptelab({"explore", "--scheme", "range-after+seq", "--op", "remap", "--scenario",
+                            "coherence", "--save", path});
+  ASSERT_EQ(found.status, 1) << found.err;
+  EXPECT_THAT(found.err, HasSubstr(path));
+  auto replayed = run_sptelab({"explore", "--replay", path});
+  EXPECT_EQ(replayed.status, 1) << replayed.err;
+  EXPECT_THAT(replayed.out, HasSubstr("lost-write"));
+  EXPECT_THAT(replayed.out, HasSubstr("remapper"));
+}
+
+TEST(ExploreCli, BadInputIsExitTwoWithTheValidChoices) {
+  auto bound = run_sptelab({"explore", "--bound", "-1"});
+  EXPECT_EQ(bound.status, 2);
+  EXPECT_THAT(bound.err, HasSubstr("0 to 6"));
+  auto op = run_sptelab({"explore", "--op", "nosuch"});
+  EXPECT_EQ(op.status, 2);
+  EXPECT_THAT(op.err, HasSubstr("migrate, remap"));
+  auto scheme = run_sptelab({"explore", "--scheme", "nosuch+seq"});
+  EXPECT_EQ(scheme.status, 2);
+  auto missing = run_sptelab({"explore", "--replay", "/nonexistent/schedule"});
+  EXPECT_EQ(missing.status, 2);
+  const std::string path = ::testing::TempDir() + "/explore_cli_bad_schedule.txt";
+  FILE* file = std::fopen(path.c_str(), "w");
+  ASSERT_NE(file, nullptr);
+  std::fputs("scheme start-end+seq\nop remap\nscenario coherence\nschedule 0 1 x\n", file);
+  std::fclose(file);
+  auto malformed = run_sptelab({"explore", "--replay", path});
+  EXPECT_EQ(malformed.status, 2);
+  EXPECT_THAT(malformed.err, HasSubstr("line 4"));
 }
 
 TEST(ListCli, ListsTheTwentySchemesAndTheOps) {

@@ -2,6 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <signal.h>
+
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 
@@ -66,6 +70,96 @@ TEST(RunTest, TraceFileHasTheVcpuExits) {
   EXPECT_EQ(report.status, 0) << report.err;
   EXPECT_THAT(report.out, HasSubstr("vcpu0"));
   EXPECT_THAT(report.out, HasSubstr("kvm_exit: vcpu=0 reason=IO rip=0x40"));  // port I/O
+}
+
+TEST(RunTest, ConsoleOnAFullDeviceIsAnError) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", "hello"}, {}, {.stdout_path = "/dev/full"});
+  EXPECT_EQ(result.status, 3) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("console output could not be written to stdout"));
+}
+
+TEST(RunTest, IntEightyIsTheSameErrorWithEightVcpus) {
+  // With 8 vCPUs this was reported as a timeout (exit 4, "raise --timeout").
+  SPTELAB_REQUIRE_KVM();
+  for (const char* vcpus : {"1", "8"}) {
+    auto result = run_sptelab(
+        {"run", hypervisor::testing::test_guest("int80"), "--vcpus", vcpus, "--timeout", "30"});
+    EXPECT_EQ(result.status, 2) << vcpus << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr("cannot emulate the instruction at rip="));
+    EXPECT_THAT(result.err, ::testing::Not(HasSubstr("raise --timeout")));
+  }
+}
+
+TEST(RunTest, UnmappedLinearAddressIsNotCalledAGpa) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("wild")});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("linear address 0xffffffffffffff20"));
+  EXPECT_THAT(result.err, ::testing::Not(HasSubstr("gpa=0xffffffffffffff20")));
+}
+
+TEST(RunTest, CrashDumpsHeadlineIsPrintedOnce) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("triple_fault")});
+  EXPECT_EQ(result.status, 2);
+  const std::string headline = "vcpu0: the guest triple-faulted";
+  size_t first = result.err.find(headline);
+  ASSERT_NE(first, std::string::npos) << result.err;
+  EXPECT_EQ(result.err.find(headline, first + 1), std::string::npos) << result.err;
+}
+
+// SIGINT/SIGTERM killed the run silently; --kernel then leaked its tracefs
+// instance (and the tracefs mount it made under /tmp).
+TEST(RunTest, SignalsStopTheGuestAndTheTraceIsWritten) {
+  SPTELAB_REQUIRE_KVM();
+  std::string path = hypervisor::testing::make_temp_dir() + "/spin.bin";
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("spin"), "--trace", path}, {},
+                            {.signal = SIGINT, .signal_after_ms = 700});
+  EXPECT_EQ(result.status, 130) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("interrupted by SIGINT"));
+  auto report = run_sptelab({"trace", path, "--summary"});
+  EXPECT_EQ(report.status, 0) << report.err;
+}
+
+// The tracefs mounts sptelab made under /tmp, and the instances of process
+// `pid` ("sptelab-PID-N") in every tracefs.
+std::vector<std::string> tracefs_leftovers(int pid) {
+  std::vector<std::string> found;
+  std::ifstream mounts("/proc/mounts");
+  std::string device, dir, type, rest;
+  const std::string prefix = "sptelab-" + std::to_string(pid) + "-";
+  while (mounts >> device >> dir >> type) {
+    std::getline(mounts, rest);
+    if (type != "tracefs") continue;
+    if (dir.find("/sptelab-tracefs-") != std::string::npos) found.push_back(dir);
+    std::string instances = dir + "/instances";
+    if (DIR* d = opendir(instances.c_str())) {
+      while (dirent* entry = readdir(d)) {
+        if (std::string(entry->d_name).rfind(prefix, 0) == 0) {
+          found.push_back(instances + "/" + entry->d_name);
+        }
+      }
+      closedir(d);
+    }
+  }
+  return found;
+}
+
+TEST(RunTest, SigtermWithKernelLeavesNoTracefsInstance) {
+  SPTELAB_REQUIRE_KVM();
+  std::vector<std::string> before = tracefs_leftovers(0);  // another test's mounts
+  std::string path = hypervisor::testing::make_temp_dir() + "/spin.bin";
+  auto result =
+      run_sptelab({"run", hypervisor::testing::test_guest("spin"), "--trace", path, "--kernel"}, {},
+                  {.signal = SIGTERM, .signal_after_ms = 1500});
+  EXPECT_EQ(result.status, 143) << result.err;
+  std::vector<std::string> after = tracefs_leftovers(result.pid);
+  std::erase_if(after, [&](const std::string& p) {
+    return std::find(before.begin(), before.end(), p) != before.end();
+  });
+  EXPECT_EQ(after, std::vector<std::string>{});
+  EXPECT_EQ(run_sptelab({"trace", path, "--summary"}).status, 0);
 }
 
 }  // namespace

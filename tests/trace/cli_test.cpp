@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <iterator>
 
@@ -16,6 +19,11 @@ namespace {
 
 using ::testing::HasSubstr;
 using tools::testing::run_sptelab;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
 
 class TraceCli : public ::testing::Test {
  protected:
@@ -123,6 +131,70 @@ TEST_F(TraceCli, HelpDescribesTheOptions) {
        {"--gfn", "--event", "--thread", "--from", "--to", "--summary", "--format", "--output"}) {
     EXPECT_THAT(result.out, HasSubstr(option));
   }
+}
+
+TEST_F(TraceCli, WhatIsNotARegularFileIsExit2) {
+  // A directory was exit 4, "basic_filebuf::underflow".
+  std::string dir = ::testing::TempDir();
+  auto result = run_sptelab({"trace", dir});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a directory, not a regular file"));
+  std::string fifo = path_ + ".fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  result = run_sptelab({"trace", fifo});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is a FIFO"));
+  std::remove(fifo.c_str());
+}
+
+TEST_F(TraceCli, OutputOverTheInputIsRefused) {
+  std::string before = read_all(path_);
+  auto result = run_sptelab({"trace", path_, "--output", path_});
+  EXPECT_EQ(result.status, 2) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("is the input file"));
+  EXPECT_EQ(read_all(path_), before);
+}
+
+TEST_F(TraceCli, StdoutOnAFullDeviceIsAnError) {
+  // Both exited 0 with the output lost.
+  for (const char* format : {"text", "chrome"}) {
+    auto result =
+        run_sptelab({"trace", path_, "--format", format}, {}, {.stdout_path = "/dev/full"});
+    EXPECT_EQ(result.status, 3) << format << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr("writing the output to stdout failed: No space left"));
+  }
+}
+
+TEST_F(TraceCli, OutputIsReplacedWholeNotRewrittenInPlace) {
+  // A second name for the old output keeps the old bytes: the new file was
+  // written beside it and renamed over it, never truncated in place.
+  std::string out = path_ + ".txt", other_name = path_ + ".old.txt";
+  std::ofstream(out) << "old output";
+  ASSERT_EQ(link(out.c_str(), other_name.c_str()), 0);
+  auto result = run_sptelab({"trace", path_, "--output", out});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(read_all(out), HasSubstr("kvm_mmu_zap_spte"));
+  EXPECT_EQ(read_all(other_name), "old output");
+  std::remove(out.c_str());
+  std::remove(other_name.c_str());
+}
+
+TEST(TraceCliUtf8, ChromeJsonIsValidUtf8WhateverTheTraceHolds) {
+  // Thread names, metadata, kernel strings and the path came through as raw
+  // bytes: the export exited 0 with invalid JSON.
+  testing::TraceBuilder b;
+  b.thread(1, "vcpu\xe9\xff");
+  b.at(0, 1, Kind::kFaultBegin, {5, 0, 1, 0});
+  b.meta("command", "sptelab run caf\xe9.elf \xc3\xa9t\xc3\xa9");
+  b.kernel(10, "kvm:kvm_exit: reason \x80\xfe", 0, 42);
+  std::string path = ::testing::TempDir() + "/caf\xe9.trace";
+  write_trace_file(path, b.file());
+  auto result = run_sptelab({"trace", path, "--format", "chrome"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  testing::Json root = testing::parse_json(result.out);  // throws on invalid UTF-8
+  EXPECT_THAT(result.out, HasSubstr("vcpu\\ufffd\\ufffd"));
+  EXPECT_THAT(result.out, HasSubstr("\xc3\xa9t\xc3\xa9"));  // valid UTF-8 is kept
+  std::remove(path.c_str());
 }
 
 TEST(RunCli, KernelNeedsTrace) {

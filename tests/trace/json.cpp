@@ -100,6 +100,14 @@ class Parser {
       char c = text_[pos_++];
       if (c == '"') return out;
       if (static_cast<unsigned char>(c) < 0x20) fail("control character in a string");
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        // RFC 8259 text is UTF-8: a raw byte must begin a well-formed sequence.
+        size_t length = utf8_length(pos_ - 1);
+        if (length == 0) fail("invalid UTF-8 in a string");
+        out += text_.substr(pos_ - 1, length);
+        pos_ += length - 1;
+        continue;
+      }
       if (c != '\\') {
         out += c;
         continue;
@@ -131,6 +139,10 @@ class Parser {
           if (pos_ + 4 > text_.size()) fail("short \\u escape");
           unsigned code = std::stoul(std::string(text_.substr(pos_, 4)), nullptr, 16);
           pos_ += 4;
+          if (code == 0xfffd) {
+            out += "\xef\xbf\xbd";  // U+FFFD, what json_string puts for invalid bytes
+            break;
+          }
           if (code >= 0x80) fail("non-ASCII \\u escape (not produced by the exporter)");
           out += static_cast<char>(code);
           break;
@@ -139,6 +151,34 @@ class Parser {
           fail("bad escape");
       }
     }
+  }
+
+  // The length of the well-formed UTF-8 sequence at `at`, or 0.
+  size_t utf8_length(size_t at) const {
+    auto byte = [&](size_t k) {
+      return k < text_.size() ? static_cast<unsigned char>(text_[k]) : 0u;
+    };
+    unsigned lead = byte(at);
+    size_t length = 0;
+    unsigned low = 0x80, high = 0xbf;
+    if (lead >= 0xc2 && lead <= 0xdf) {
+      length = 2;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3;
+      low = lead == 0xe0 ? 0xa0 : 0x80;
+      high = lead == 0xed ? 0x9f : 0xbf;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4;
+      low = lead == 0xf0 ? 0x90 : 0x80;
+      high = lead == 0xf4 ? 0x8f : 0xbf;
+    } else {
+      return 0;
+    }
+    if (byte(at + 1) < low || byte(at + 1) > high) return 0;
+    for (size_t k = 2; k < length; ++k) {
+      if (byte(at + k) < 0x80 || byte(at + k) > 0xbf) return 0;
+    }
+    return length;
   }
 
   Json parse_number() {

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <fmt/core.h>
 
 #include <fstream>
 #include <thread>
@@ -131,6 +134,32 @@ TEST(KernelCapture, CollectsThisProcessesEventsAndCleansUp) {
   EXPECT_THAT(kernel.tasks, Contains(::testing::Key(static_cast<uint32_t>(gettid()))));
   // The instance is gone: nothing left behind in tracefs.
   EXPECT_FALSE(exists(instance));
+}
+
+// A process killed before it removed its instance (SIGKILL, a crash) left
+// it tracing forever: the next capture removes it, and only it.
+TEST(KernelCapture, RemovesStaleInstancesOfDeadProcessesOnly) {
+  KernelCaptureOptions options;
+  options.events = {"sched:sched_process_fork"};
+  options.buffer_kb = 64;
+  KernelCapture capture(options);
+  if (!capture.active()) GTEST_SKIP() << "no kernel capture here: " << capture.problem();
+  std::string instances = capture.instance_dir().substr(0, capture.instance_dir().rfind('/'));
+  std::string tracefs = instances.substr(0, instances.rfind('/'));
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  std::string stale = fmt::format("{}/sptelab-{}-0", instances, dead);
+  std::string other = instances + "/someone-elses";
+  ASSERT_EQ(mkdir(stale.c_str(), 0755), 0) << stale;
+  ASSERT_EQ(mkdir(other.c_str(), 0755), 0) << other;
+
+  EXPECT_EQ(remove_stale_kernel_instances(tracefs), std::vector<std::string>{stale});
+  EXPECT_FALSE(exists(stale));
+  EXPECT_TRUE(exists(capture.instance_dir()));  // ours: this process is alive
+  EXPECT_TRUE(exists(other));                   // not sptelab's
+  rmdir(other.c_str());
+  capture.stop();
 }
 
 TEST(KernelCapture, StampsShareTheTraceClock) {

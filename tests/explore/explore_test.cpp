@@ -1,0 +1,151 @@
+// The explorer over the real emulator: the 2008 verdicts found unaided, the
+// correct schemes exhausted, determinism, replay, reduction, shards.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "explore/campaign.h"
+
+namespace sptelab::explore {
+namespace {
+
+using scenarios::HostOp;
+using scenarios::ScenarioKind;
+using ::testing::HasSubstr;
+
+Cell cell(const char* scheme, HostOp op, ScenarioKind scenario = ScenarioKind::kCoherence) {
+  return Cell{*spte::parse_scheme(scheme), op, scenario};
+}
+
+CellResult explore(const Cell& c, bool reduction = true) {
+  CampaignOptions options;
+  options.search.reduction = reduction;
+  return explore_cell(c, options);
+}
+
+// The 2008 thread's verdicts for remap (populate_range over a present PTE),
+// found by a search that is not told the interleaving.
+TEST(Explore, RangeAfterLosesTheThirdThreadsWriteOnRemap) {
+  for (const char* scheme : {"range-after+seq", "range-after+seq-count", "range-after+interval"}) {
+    CellResult result = explore(cell(scheme, HostOp::kRemap));
+    EXPECT_TRUE(result.violated) << scheme;
+    EXPECT_EQ(result.property, "lost-write") << scheme;
+    EXPECT_LE(result.preemptions, 3) << scheme;
+  }
+}
+
+TEST(Explore, RangeBeforeAndStartEndWithoutCountLeaveAStaleSpte) {
+  for (const char* scheme : {"range-before+seq", "start-end+seq", "ptl-page+naive"}) {
+    CellResult result = explore(cell(scheme, HostOp::kRemap));
+    EXPECT_TRUE(result.violated) << scheme;
+    EXPECT_EQ(result.property, "stale-spte") << scheme;
+    EXPECT_LE(result.preemptions, 3) << scheme;
+  }
+}
+
+TEST(Explore, NoInvalidationIsRacyForEveryOp) {
+  for (HostOp op : scenarios::all_host_ops()) {
+    CellResult result = explore(cell("none+seq", op));
+    EXPECT_TRUE(result.violated) << scenarios::host_op_name(op);
+  }
+}
+
+// The designs the docs argue correct: every op, both scenarios, exhausted at
+// bound 2 without a violation and without hitting the execution limit.
+class CorrectScheme : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CorrectScheme, IsExhaustedAtBoundTwoForEveryOp) {
+  for (HostOp op : scenarios::all_host_ops()) {
+    for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
+      CellResult result = explore(cell(GetParam(), op, scenario));
+      EXPECT_FALSE(result.violated) << result.cell.key() << ": " << result.detail;
+      EXPECT_TRUE(result.complete) << result.cell.key();
+      EXPECT_GT(result.schedules, 10u) << result.cell.key();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Docs, CorrectScheme,
+                         ::testing::Values("ptl-page+seq", "ptl-page+seq-count",
+                                           "ptl-page+interval", "start-end+seq-count",
+                                           "start-end+interval"));
+
+TEST(Explore, TheSameSearchGivesTheSameCounterexample) {
+  const Cell racy = cell("range-before+seq", HostOp::kMigrate);
+  CellResult first = explore(racy);
+  CellResult second = explore(racy);
+  ASSERT_TRUE(first.violated);
+  EXPECT_EQ(first.counterexample, second.counterexample);
+  EXPECT_EQ(first.schedules, second.schedules);
+  EXPECT_EQ(first.detail, second.detail);
+}
+
+TEST(Explore, EverySavedCounterexampleReplaysItsViolation) {
+  for (const Cell& racy :
+       {cell("range-after+seq", HostOp::kRemap), cell("start-end+seq", HostOp::kMigrate),
+        cell("range-before+interval", HostOp::kRemap, ScenarioKind::kStaleSpte),
+        cell("none+naive", HostOp::kMkclean)}) {
+    CellResult result = explore(racy);
+    ASSERT_TRUE(result.violated) << racy.key();
+    SavedSchedule saved = parse_schedule(result.counterexample);
+    EXPECT_EQ(saved.cell.key(), racy.key());
+    Replayed replayed = replay_schedule(saved);
+    EXPECT_TRUE(replayed.outcome.violated) << racy.key();
+    EXPECT_EQ(replayed.outcome.property, result.property) << racy.key();
+    EXPECT_EQ(replayed.preemptions, result.preemptions) << racy.key();
+    EXPECT_THAT(replayed.timeline, HasSubstr("remapper")) << racy.key();
+  }
+}
+
+TEST(Explore, SleepSetsPruneWithoutChangingVerdicts) {
+  for (const Cell& c :
+       {cell("start-end+seq-count", HostOp::kRemap), cell("ptl-page+seq", HostOp::kCow),
+        cell("range-after+seq", HostOp::kRemap), cell("start-end+seq", HostOp::kMkclean)}) {
+    CellResult reduced = explore(c, true);
+    CellResult full = explore(c, false);
+    EXPECT_EQ(reduced.violated, full.violated) << c.key();
+    EXPECT_EQ(reduced.property, full.property) << c.key();
+    if (!reduced.violated) {
+      EXPECT_LT(reduced.schedules, full.schedules) << c.key();
+    }
+  }
+}
+
+TEST(Explore, ShardsMergedEqualTheWholeRun) {
+  std::vector<Cell> cells =
+      cells_of({*spte::parse_scheme("range-after+seq"), *spte::parse_scheme("start-end+seq-count")},
+               {HostOp::kRemap, HostOp::kMprotect}, {ScenarioKind::kCoherence});
+  CampaignOptions options;
+  std::vector<CellResult> whole = run_campaign(cells, options);
+  std::vector<std::string> docs;
+  for (size_t i = 0; i < 3; ++i)
+    docs.push_back(format_json(run_campaign(shard(cells, i, 3), options), 2));
+  auto [bound, merged] = parse_json_results(docs);
+  EXPECT_EQ(bound, 2);
+  EXPECT_EQ(format_table(merged, bound), format_table(whole, 2));
+}
+
+TEST(Explore, MalformedSchedulesAreBadInput) {
+  EXPECT_THROW(parse_schedule("scheme nosuch+seq\nop remap\nscenario coherence\nschedule 0\n"),
+               sptelab::Error);
+  EXPECT_THROW(parse_schedule("scheme start-end+seq\nop remap\nschedule 0\n"), sptelab::Error);
+  EXPECT_THROW(parse_schedule("scheme start-end+seq\nop remap\nscenario coherence\nschedule -1\n"),
+               sptelab::Error);
+  EXPECT_THROW(parse_schedule("scheme start-end+seq\nbogus 1\n"), sptelab::Error);
+  // A schedule that does not fit the cell.
+  SavedSchedule wrong =
+      parse_schedule("scheme start-end+seq\nop remap\nscenario stale-spte\nschedule 2 2 2 2\n");
+  EXPECT_THROW(replay_schedule(wrong), sptelab::Error);
+}
+
+TEST(Explore, PctFindsTheThirdThreadRace) {
+  CampaignOptions options;
+  options.pct = PctOptions{.runs = 2000, .depth = 3, .seed = 1};
+  CellResult result = explore_cell(cell("range-after+seq", HostOp::kRemap), options);
+  EXPECT_TRUE(result.violated);
+  CellResult correct = explore_cell(cell("start-end+seq-count", HostOp::kRemap), options);
+  EXPECT_FALSE(correct.violated) << correct.detail;
+}
+
+}  // namespace
+}  // namespace sptelab::explore
