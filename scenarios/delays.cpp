@@ -125,7 +125,7 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
       delays.push_back({delay, counter});
     }
     inject::set_hook(point, [before, delays, deadline = deadline_](inject::Point at,
-                                                                  const inject::Context& context) {
+                                                                   const inject::Context& context) {
       for (const inject::Hook& hook : before) hook(at, context);
       for (const Armed& armed : delays) {
         const DelayPoint& delay = armed.delay;

@@ -59,10 +59,10 @@ struct PointObserver {
 // run's time limit) or past a stop request (base/interrupt.h).
 class DelayInjector {
  public:
-  DelayInjector(std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {},
-                std::chrono::steady_clock::time_point deadline =
-                    std::chrono::steady_clock::time_point::max(),
-                std::vector<PointObserver> observers = {});
+  DelayInjector(
+      std::vector<DelayPoint> points, uint64_t seed, ProgressSources progress = {},
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
+      std::vector<PointObserver> observers = {});
   ~DelayInjector();
   DelayInjector(const DelayInjector&) = delete;
   DelayInjector& operator=(const DelayInjector&) = delete;
