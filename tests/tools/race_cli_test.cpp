@@ -124,11 +124,12 @@ TEST(RaceCli, OtherNumbersAreStrictToo) {
 }
 
 TEST(RaceCli, DelaysDoNotOverrunTheDuration) {
-  // A 4 s delay at every operation with --duration 1 ran for 4 to 8 s.
+  // A 4 s delay at every operation with --duration 1 ran for 4 to 8 s. (With
+  // --iterations the duration is a limit, and reaching it a time-out.)
   auto start = std::chrono::steady_clock::now();
-  auto result =
-      run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "start-end+seq-count",
-                   "--duration", "1", "--delay", "host_before_ptl=4000000000", "--json"});
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme",
+                             "start-end+seq-count", "--iterations", "1000", "--duration", "1",
+                             "--delay", "host_before_ptl=4000000000", "--json"});
   auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("\"timed_out\": true"));
