@@ -107,10 +107,17 @@ void apply_op(Rig& rig, HostOp op, Record& record) {
   // from mprotect(PROT_READ)'s return to the next mprotect's start.
   const uint64_t page = rig.lab.hva_of(kGfn);
   if (!mm::mprotect(*rig.lab.mm, page, mm::kPageSize, mm::kProtRead)) return;
+  // Once mprotect() has returned, no secondary MMU may map the page
+  // writable until write is given back: audited at both ends of the window
+  // (a writable spte there is a write-after-wrprotect waiting to happen,
+  // even if this execution's vCPU does not write again; the final audit
+  // cannot see it, the PTE is writable again by then).
+  rig.lab.mmu->audit();
   record.write_forbidden = true;
   // The program runs on with its page read-only; other threads may go first.
   sched::point(sched::Step{.kind = sched::Kind::kPoint, .label = "mprotect_returned"});
   record.write_forbidden = false;
+  rig.lab.mmu->audit();
   mm::mprotect(*rig.lab.mm, page, mm::kPageSize, mm::kProtRead | mm::kProtWrite);
 }
 

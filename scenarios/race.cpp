@@ -156,6 +156,7 @@ class Remapper {
     return lost;
   }
   uint64_t misplaced() const { return misplaced_; }
+  uint64_t writes_after_wrprotect() const { return writes_after_wrprotect_; }
 
   // At the moment the new PTE is live (PTL dropped, before any "after"
   // notifier): the old frame's counters move into the new frame. From here
@@ -219,8 +220,76 @@ class Remapper {
     if (config_.op == HostOp::kRemap) {
       remap_under_lock(target, i);
     } else {
-      result_.operations_applied += apply_host_op(lab_, config_.op, target, i) ? 1 : 0;
+      result_.operations_applied += apply_op(target, i) ? 1 : 0;
     }
+  }
+
+  // The op on `gfn`; mprotect and mkclean hold their write-protected window
+  // open for the detectors.
+  bool apply_op(spte::Gfn gfn, uint64_t i) {
+    if (config_.op != HostOp::kMprotect && config_.op != HostOp::kMkclean) {
+      return apply_host_op(lab_, config_.op, gfn, i);
+    }
+    const uint64_t hva = lab_.hva_of(gfn);
+    if (config_.op == HostOp::kMkclean) {
+      if (!apply_host_op(lab_, HostOp::kMkclean, gfn, i)) return false;
+      check_write_protected(gfn, hva);
+      return true;
+    }
+    if (!mm::mprotect(*lab_.mm, hva, mm::kPageSize, mm::kProtRead)) return false;
+    check_write_protected(gfn, hva);
+    return mm::mprotect(*lab_.mm, hva, mm::kPageSize, mm::kProtRead | mm::kProtWrite);
+  }
+
+  // After mprotect(PROT_READ) or page_mkclean() has returned, no write may
+  // reach the frame until the program gives write back (mprotect) or a write
+  // fault makes the PTE writable and dirty again (mkclean: do_wp_page()).
+  // Holds the window open until the vCPUs have finished some work (or 50
+  // us), audits the sptes, and compares the words the vCPUs write: a change
+  // while the host PTE stayed read-only came through an spte that kept its
+  // write permission, and mkclean's writeback would never save it.
+  void check_write_protected(spte::Gfn gfn, uint64_t hva) {
+    const mm::Pte protected_pte = lab_.mm->read_pte_lockless(hva);
+    if (!protected_pte.present() || protected_pte.writable()) return;  // refaulted already
+    const bool writes = gfn == gfn_of(layout_.target_gpa) && is_coherence(config_.scenario);
+    std::vector<uint64_t> before;
+    if (writes) before = vcpu_words(protected_pte.pfn());
+    wait_for_vcpu_work(std::chrono::microseconds(50));
+    if (size_t found = lab_.mmu->audit(); found > 0) {
+      note(
+          fmt::format("{} #{}: with gfn {} write-protected, the auditor found {} spte(s) "
+                      "disagreeing with the host page table",
+                      host_op_name(config_.op), result_.operations, gfn, found));
+    }
+    if (!writes) return;
+    const std::vector<uint64_t> after = vcpu_words(protected_pte.pfn());
+    // Read after the words: a legitimate write fault makes the PTE writable
+    // before its spte exists, so a write it allowed shows here.
+    if (after == before || lab_.mm->read_pte_lockless(hva).raw() != protected_pte.raw()) return;
+    if (writes_after_wrprotect_++ > 0) return;  // the log keeps the first; the column counts all
+    report(spte::ViolationKind::kWriteAfterWrprotect, gfn,
+           fmt::format("a vCPU wrote gfn {} after {} had write-protected it, with the host "
+                       "PTE still read-only",
+                       gfn, host_op_name(config_.op)));
+  }
+
+  // The words of the target page only the vCPUs write: the lock and counter
+  // (coherence) and the vCPUs' counter slots (coherence-lockfree); the host
+  // thread's slot is left out, its writes go through the host PTE.
+  std::vector<uint64_t> vcpu_words(mm::Pfn pfn) {
+    const auto* target = reinterpret_cast<const uint64_t*>(lab_.phys.direct_map(pfn));
+    const size_t words = offsetof(sptelab_race_target, counts) / 8 + config_.vcpus;
+    std::vector<uint64_t> values(words);
+    for (size_t w = 0; w < words; ++w) values[w] = __atomic_load_n(target + w, __ATOMIC_ACQUIRE);
+    return values;
+  }
+
+  // Spins until the vCPUs have finished two more units of work (one begun
+  // and finished inside the window), or `bound`.
+  void wait_for_vcpu_work(std::chrono::microseconds bound) {
+    const uint64_t start = finished_work(config_.vcpus);
+    const auto until = Clock::now() + bound;
+    while (finished_work(config_.vcpus) < start + 2 && Clock::now() < until) cpu_relax();
   }
 
   // remap_file_pages does not carry content along: the application moving a
@@ -261,7 +330,7 @@ class Remapper {
   void lockfree_step(uint64_t i) {
     const spte::Gfn target = gfn_of(layout_.target_gpa);
     if (config_.op != HostOp::kRemap) {
-      result_.operations_applied += apply_host_op(lab_, config_.op, target, i) ? 1 : 0;
+      result_.operations_applied += apply_op(target, i) ? 1 : 0;
       return;
     }
     const uint64_t hva = lab_.hva_of(target);
@@ -304,7 +373,7 @@ class Remapper {
     const spte::Gfn gfn = gfn_of(layout_.version_page(page));
     const uint64_t previous = host_.load(layout_.published(page));
     host_.store(layout_.published(page), previous | SPTELAB_RACE_TRANSIENT);
-    result_.operations_applied += apply_host_op(lab_, config_.op, gfn, i) ? 1 : 0;
+    result_.operations_applied += apply_op(gfn, i) ? 1 : 0;
     const uint64_t version = ++version_;
     host_.store(layout_.version_page(page), version);
     host_.store(layout_.published(page), version);
@@ -388,6 +457,7 @@ class Remapper {
   mm::Pfn fold_from_ = mm::kNoPfn;
   mm::Pfn fold_to_ = mm::kNoPfn;
   uint64_t misplaced_ = 0;
+  uint64_t writes_after_wrprotect_ = 0;  // windows in which a vCPU wrote a protected page
 };
 
 // A progress delay waits for the other side: the guest faulting or finishing
@@ -563,6 +633,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     }
     add_detector(result, "lost_increments", lost);
     add_detector(result, "double_holders", doubles);
+    add_detector(result, "wp_writes", remapper.writes_after_wrprotect());
   } else if (config.scenario == ScenarioKind::kLockfree) {
     uint64_t lost = remapper.lost_lockfree(workers);
     if (lost > 0) {
@@ -574,6 +645,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
           lost, result.guest_work, gfn_of(layout.target_gpa), remapper.misplaced()));
     }
     add_detector(result, "lost_increments", lost);
+    add_detector(result, "wp_writes", remapper.writes_after_wrprotect());
   } else {
     uint64_t stale_reads = remapper.control(offsetof(sptelab_race_control, stale_reads));
     if (stale_reads > 0) {

@@ -16,6 +16,8 @@ const char* violation_kind_name(ViolationKind kind) {
       return "double-holder";
     case ViolationKind::kStaleRead:
       return "stale-read";
+    case ViolationKind::kWriteAfterWrprotect:
+      return "write-after-wrprotect";
     case ViolationKind::kCount:
       break;
   }

@@ -15,10 +15,11 @@ namespace sptelab::spte {
 
 enum class ViolationKind : uint8_t {
   kStaleSpte,  // auditor: a present spte maps another frame than the host PTE, or more permission
-  kUseAfterFree,  // an spte or an in-flight access reached a freed or reused frame
-  kLostWrite,     // a write made through one mapping is not visible through the other
-  kDoubleHolder,  // two threads held the same guest spinlock at once
-  kStaleRead,     // a guest read returned content the host had already replaced
+  kUseAfterFree,         // an spte or an in-flight access reached a freed or reused frame
+  kLostWrite,            // a write made through one mapping is not visible through the other
+  kDoubleHolder,         // two threads held the same guest spinlock at once
+  kStaleRead,            // a guest read returned content the host had already replaced
+  kWriteAfterWrprotect,  // a write reached a page whose host PTE was write-protected
   kCount
 };
 const char* violation_kind_name(ViolationKind kind);

@@ -35,8 +35,9 @@ constexpr std::array kCallbacks = {
 };
 
 // spte::ViolationKind, in value order.
-constexpr std::array kDetectors = {"stale-spte"sv, "use-after-free"sv, "lost-write"sv,
-                                   "double-holder"sv, "stale-read"sv};
+constexpr std::array kDetectors = {"stale-spte"sv, "use-after-free"sv,
+                                   "lost-write"sv, "double-holder"sv,
+                                   "stale-read"sv, "write-after-wrprotect"sv};
 
 // KVM_EXIT_* from linux/kvm.h (a stable kernel ABI), in value order.
 constexpr std::array kExitReasons = {

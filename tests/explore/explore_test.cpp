@@ -43,6 +43,20 @@ TEST(Explore, RangeBeforeAndStartEndWithoutCountLeaveAStaleSpte) {
   }
 }
 
+// Found when the real guest (which writes all the time) disagreed: a fault
+// inside mprotect's start..PTE-change window installs a writable spte that
+// outlives mprotect's return. The single store of the explorer's vCPU may
+// land before the return, so the window itself is audited.
+TEST(Explore, WritableSpteAfterMprotectReturnsIsFoundEvenWithoutALaterWrite) {
+  for (const char* scheme : {"start-end+seq", "range-before+seq", "range-before+seq-count"}) {
+    CellResult result = explore(cell(scheme, HostOp::kMprotect));
+    EXPECT_TRUE(result.violated) << scheme;
+    EXPECT_EQ(result.property, "stale-spte") << scheme;
+    EXPECT_THAT(result.detail, HasSubstr("writable but the host PTE is read-only")) << scheme;
+  }
+  EXPECT_FALSE(explore(cell("start-end+seq-count", HostOp::kMprotect)).violated);
+}
+
 TEST(Explore, NoInvalidationIsRacyForEveryOp) {
   for (HostOp op : scenarios::all_host_ops()) {
     CellResult result = explore(cell("none+seq", op));

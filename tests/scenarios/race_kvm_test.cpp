@@ -54,17 +54,24 @@ TEST_P(KvmRace, RacySchemesAreCaughtCorrectOnesAreClean) {
 
 INSTANTIATE_TEST_SUITE_P(
     Guests, KvmRace,
-    testing::Values(KvmCase{ScenarioKind::kCoherence, "none+seq-count", HostOp::kRemap, true},
-                    KvmCase{ScenarioKind::kCoherence, "start-end+seq-count", HostOp::kRemap, false},
-                    KvmCase{ScenarioKind::kCoherence, "ptl-page+seq", HostOp::kMigrate, false},
-                    KvmCase{ScenarioKind::kStaleSpte, "range-before+seq", HostOp::kRemap, true},
-                    KvmCase{ScenarioKind::kStaleSpte, "start-end+interval", HostOp::kRemap, false},
-                    KvmCase{ScenarioKind::kStaleSpte, "none+seq", HostOp::kMigrate, true},
-                    KvmCase{ScenarioKind::kLockfree, "range-after+seq", HostOp::kRemap, true},
-                    KvmCase{ScenarioKind::kLockfree, "range-after+seq-count", HostOp::kRemap, true},
-                    KvmCase{ScenarioKind::kLockfree, "range-after+interval", HostOp::kRemap, true},
-                    KvmCase{ScenarioKind::kLockfree, "start-end+seq-count", HostOp::kRemap, false},
-                    KvmCase{ScenarioKind::kLockfree, "ptl-page+seq", HostOp::kRemap, false}),
+    testing::Values(
+        KvmCase{ScenarioKind::kCoherence, "none+seq-count", HostOp::kRemap, true},
+        KvmCase{ScenarioKind::kCoherence, "start-end+seq-count", HostOp::kRemap, false},
+        KvmCase{ScenarioKind::kCoherence, "ptl-page+seq", HostOp::kMigrate, false},
+        KvmCase{ScenarioKind::kStaleSpte, "range-before+seq", HostOp::kRemap, true},
+        KvmCase{ScenarioKind::kStaleSpte, "start-end+interval", HostOp::kRemap, false},
+        KvmCase{ScenarioKind::kStaleSpte, "none+seq", HostOp::kMigrate, true},
+        KvmCase{ScenarioKind::kLockfree, "range-after+seq", HostOp::kRemap, true},
+        KvmCase{ScenarioKind::kLockfree, "range-after+seq-count", HostOp::kRemap, true},
+        KvmCase{ScenarioKind::kLockfree, "range-after+interval", HostOp::kRemap, true},
+        KvmCase{ScenarioKind::kLockfree, "start-end+seq-count", HostOp::kRemap, false},
+        KvmCase{ScenarioKind::kLockfree, "ptl-page+seq", HostOp::kRemap, false},
+        // Writes through an spte that outlived the write-protect.
+        KvmCase{ScenarioKind::kLockfree, "none+seq", HostOp::kMprotect, true},
+        KvmCase{ScenarioKind::kLockfree, "none+seq", HostOp::kMkclean, true},
+        KvmCase{ScenarioKind::kStaleSpte, "none+seq", HostOp::kMprotect, true},
+        KvmCase{ScenarioKind::kLockfree, "start-end+seq-count", HostOp::kMprotect, false},
+        KvmCase{ScenarioKind::kLockfree, "start-end+interval", HostOp::kMkclean, false}),
     [](const testing::TestParamInfo<KvmCase>& param) {
       std::string name = std::string(scenario_name(param.param.scenario)) + "_" +
                          param.param.scheme + "_" + host_op_name(param.param.op);

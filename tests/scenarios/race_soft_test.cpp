@@ -144,7 +144,13 @@ INSTANTIATE_TEST_SUITE_P(
                     CoherenceCase{"start-end+seq-count", HostOp::kRemap, false},
                     CoherenceCase{"ptl-page+seq", HostOp::kRemap, false},
                     CoherenceCase{"start-end+seq-count", HostOp::kMigrate, false},
-                    CoherenceCase{"start-end+seq-count", HostOp::kCow, false}),
+                    CoherenceCase{"start-end+seq-count", HostOp::kCow, false},
+                    // A write through an spte that kept write permission after
+                    // mprotect(PROT_READ) or page_mkclean returned.
+                    CoherenceCase{"none+seq", HostOp::kMprotect, true},
+                    CoherenceCase{"none+seq", HostOp::kMkclean, true},
+                    CoherenceCase{"start-end+seq-count", HostOp::kMprotect, false},
+                    CoherenceCase{"start-end+seq-count", HostOp::kMkclean, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
       std::string name = std::string(param.param.scheme) + "_" + host_op_name(param.param.op);
       for (char& c : name) {
