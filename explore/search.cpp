@@ -302,10 +302,15 @@ class ReplayChooser final : public sched::Chooser {
     // Past the schedule's end (or off it): the non-preempting default.
     if (next == sched::kNoThread) next = default_choice(threads, current);
     ++index_;
-    preemptions_ += preempts(threads, current, next);
+    const bool preempted = preempts(threads, current, next);
+    preemptions_ += preempted;
     if (steps_) {
-      steps_->push_back(
-          ReplayStep{static_cast<uint32_t>(next), threads[next].pending, trace::detail::now_ns()});
+      ReplayStep step{static_cast<uint32_t>(next), threads[next].pending, trace::detail::now_ns()};
+      if (preempted) {
+        step.preempted = current;
+        step.preempted_step = threads[current].pending;
+      }
+      steps_->push_back(step);
     }
     return next;
   }

@@ -62,6 +62,10 @@ struct ReplayStep {
   uint32_t thread = 0;
   sched::Step step;
   uint64_t ts_ns = 0;  // when the choice was made (trace clock)
+  // A preemption: the thread held back by this choice and the step it was
+  // about to take (sched::kNoThread: the choice preempted nobody).
+  size_t preempted = sched::kNoThread;
+  sched::Step preempted_step;
 };
 Outcome replay(const RunFn& run, const Schedule& schedule, std::vector<ReplayStep>* steps = nullptr,
                int* preemptions = nullptr);

@@ -301,6 +301,7 @@ void Vcpu::thread_main() {
   std::string name = fmt::format("vcpu{}", index_);
   pthread_setname_np(pthread_self(), name.c_str());
   trace::name_this_thread(name);
+  if (vm_.config_.on_vcpu_thread) vm_.config_.on_vcpu_thread(index_);
   sigset_t kick_set;
   sigemptyset(&kick_set);
   sigaddset(&kick_set, kKickSignal);

@@ -60,6 +60,9 @@ struct VmConfig {
   ConsoleSink console;               // empty: stdout
   PortHandler scenario_ports;        // empty: scenario ports end the run (status 2)
   ReportHandler on_report;           // optional observer of SPTELAB_PORT_REPORT_*
+  // Runs first on each vCPU thread, before the guest does (the race tags
+  // its vCPU threads for delay injection with it).
+  std::function<void(uint32_t vcpu)> on_vcpu_thread;
   // Keep the system area (stacks, TSSs, IDT and stubs, GDT, page tables) in
   // its own memslot of plain host memory, outside `memory`: no host
   // operation on guest RAM and no spte zap can make it inaccessible, so the

@@ -20,6 +20,9 @@ class ThreadRole {
   ThreadRole(const ThreadRole&) = delete;
   ThreadRole& operator=(const ThreadRole&) = delete;
   static Role current() { return current_; }
+  // For a thread that keeps one role to its end (a vCPU thread started by
+  // the hypervisor, which knows nothing of roles).
+  static void set_for_this_thread(Role role) { current_ = role; }
 
  private:
   Role previous_;

@@ -8,6 +8,7 @@
 #include "hypervisor/guest_window.h"
 #include "hypervisor/vm.h"
 #include "scenarios/engine.h"
+#include "scenarios/gate.h"
 #include "scenarios/race.h"
 
 namespace sptelab::scenarios {
@@ -64,6 +65,8 @@ class KvmEngine final : public GuestEngine {
     // all of it): the page tables, IDT and stacks must not go with it.
     vm.system_memslot = true;
     vm.console = [](uint32_t, std::string_view text) { fmt::print(stderr, "guest: {}", text); };
+    // Delays armed for the vCPU role (spte_* points) fire on these threads.
+    vm.on_vcpu_thread = [](uint32_t) { ThreadRole::set_for_this_thread(Role::kVcpu); };
     return vm;
   }
 

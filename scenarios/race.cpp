@@ -780,7 +780,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"spte_faults\": {}, "
         "\"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
-        "\"timed_out\": {}, \"seed\": {}, \"examples\": [{}], \"counterexample\": {}}}",
+        "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
+        "\"counterexample\": {}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
@@ -788,7 +789,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.vcpu_work,
         r.guest_work_per_s, r.config.backend == Backend::kKvm && r.config.native, r.spte_faults,
         r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
-        r.timed_out, r.config.seed, examples, json_string(r.counterexample));
+        r.timed_out, r.config.seed, !r.config.guide.empty(), json_string(r.config.guide), examples,
+        json_string(r.counterexample));
   }
   return out + "]}\n";
 }

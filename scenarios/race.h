@@ -84,6 +84,9 @@ struct RaceConfig {
   // The run lasts max_seconds by design (free-running for a duration): do
   // not call reaching it a time-out.
   bool for_duration = false;
+  // The delays come from the explorer's counterexample (race --guided): how
+  // they were derived, one line per delay; empty for a free or hand-set run.
+  std::string guide;
 };
 
 struct DetectorCount {

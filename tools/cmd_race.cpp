@@ -11,6 +11,7 @@
 #include "base/inject.h"
 #include "base/interrupt.h"
 #include "base/json.h"
+#include "explore/guide.h"
 #include "scenarios/race.h"
 #include "tools/command.h"
 #include "tools/guests.h"
@@ -23,8 +24,8 @@ namespace {
 constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
-                    [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--trace FILE]
-                    [--kernel] [--json]
+                    [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--guided]
+                    [--trace FILE] [--kernel] [--json]
 
 Runs a race scenario under one scheme or all 20, and prints one row per
 scheme: the violations each detector found, when the first one was seen,
@@ -61,6 +62,11 @@ options:
                    repeatable; 'sptelab list points'
   --no-delays      no delay injection at all (the default for a native KVM
                    guest; soft and --cpl0 runs widen the windows with delays)
+  --guided         per scheme, let the explorer find the fewest-preemption
+                   counterexample for this op and place delays where it holds
+                   threads back (each waits until the thread that ran instead
+                   has made progress), so a narrow window is hit on purpose;
+                   a scheme the explorer finds coherent runs free
   --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
                    them); with several schemes, FILE.SCHEME per scheme
   --kernel         with --trace: also capture the real kernel's kvm and
@@ -212,6 +218,20 @@ scenarios::RaceResult run_one(const scenarios::RaceConfig& config,
   }
 }
 
+// The delays of --guided, from the explorer's counterexample for the cell
+// (bound 2, as docs/schemes.md); none where the explorer finds no violation.
+void guide(scenarios::RaceConfig& config) {
+  constexpr uint32_t kGuideBoundNs = 200000;
+  const explore::Cell cell{config.scheme, config.op, explore::explorer_scenario(config.scenario)};
+  explore::Guide found = explore::guide_for(cell, kGuideBoundNs);
+  config.delays = found.delays;
+  config.guide.clear();
+  if (!found.delays.empty()) {
+    config.guide = fmt::format("{} in {} preemption(s):\n{}", found.property, found.preemptions,
+                               found.description);
+  }
+}
+
 }  // namespace
 
 int race_main(Args args) {
@@ -226,6 +246,7 @@ int race_main(Args args) {
                    {"delay", true},
                    {"no-delays", false, true},
                    {"cpl0", false, true},
+                   {"guided", false, true},
                    {"trace"},
                    {"kernel", false, true},
                    {"json", false, true}});
@@ -241,6 +262,10 @@ int race_main(Args args) {
   const bool show_progress = !json && isatty(STDERR_FILENO);
 
   const std::vector<spte::Scheme> schemes = schemes_option(options);
+  const bool guided = options.flag("guided");
+  if (guided && (options.flag("no-delays") || !options.values("delay").empty())) {
+    options.fail("--guided places its own delays: drop --delay and --no-delays");
+  }
   const std::optional<std::string> trace_path = options.value("trace");
   if (options.flag("kernel") && !trace_path) {
     options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
@@ -265,6 +290,7 @@ int race_main(Args args) {
   for (const spte::Scheme& scheme : schemes) {
     if (interrupt::requested() != 0) break;
     config.scheme = scheme;
+    if (guided) guide(config);
     if (trace_path) config.trace_path = scheme_trace_path(scheme);
     scenarios::ProgressFn progress;
     if (show_progress) {
@@ -322,6 +348,11 @@ int race_main(Args args) {
     } else if (failure) {
       fmt::print("\nstopped after {} of {} schemes: the next one failed (below)\n", results.size(),
                  schemes.size());
+    }
+    for (const auto& result : results) {
+      if (result.config.guide.empty()) continue;
+      fmt::print("\n{} guided by the explorer's {}", result.config.scheme.name(),
+                 result.config.guide);
     }
     bool shown_counterexample = false;
     for (const auto& result : results) {

@@ -1,0 +1,41 @@
+// Guided races (`sptelab race --guided`): the explorer's fewest-preemption
+// counterexample for a cell, turned into delays for a real run, so that a
+// narrow window is hit on purpose on real KVM.
+//
+// A preemption in the counterexample holds one thread back while another
+// runs. On real hardware the threads run at once and a preemption happens
+// only by luck; a delay of the held-back thread's role at the injection point
+// where the schedule held it, lasting until the thread that ran instead has
+// made progress, makes it happen every time the code passes there.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "explore/campaign.h"
+#include "scenarios/delays.h"
+
+namespace sptelab::explore {
+
+struct Guide {
+  std::vector<scenarios::DelayPoint> delays;  // empty: the cell is coherent
+  std::string description;                    // one line per delay, for the run's header
+  std::string property;                       // what the counterexample violates
+  int preemptions = 0;
+};
+
+// The delays that stand for the preemptions of `saved` (replayed to find
+// them). `bound_ns` caps each delay, so that a delay whose other side never
+// comes (it depends on this thread) costs at most that.
+Guide guide_from(const SavedSchedule& saved, uint32_t bound_ns);
+
+// Explores the cell at the default bound and guides from its
+// counterexample; a cell without one gets an empty guide.
+Guide guide_for(const Cell& cell, uint32_t bound_ns);
+
+// The explorer's scenario that a race scenario runs the roles of:
+// coherence and coherence-lockfree have the workers and the host thread
+// write (the explorer's coherence), stale-spte reads.
+ScenarioKind explorer_scenario(ScenarioKind race_scenario);
+
+}  // namespace sptelab::explore
