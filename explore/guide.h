@@ -17,6 +17,10 @@
 
 namespace sptelab::explore {
 
+// How long a guided delay waits at most for the other side (a native fault
+// takes tens of microseconds on these machines, docs/benchmarks.md).
+inline constexpr uint32_t kGuideBoundNs = 200000;
+
 struct Guide {
   std::vector<scenarios::DelayPoint> delays;  // empty: the cell is coherent
   std::string description;                    // one line per delay, for the run's header

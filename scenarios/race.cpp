@@ -127,6 +127,7 @@ class Remapper {
       faults_seen_ = lab_.mmu->stats().faults;
       ++result_.operations;
       check_detectors(i);
+      if (config_.stop_at_first_violation && result_.first_violation_ms >= 0) break;
       if (progress && (i % 64 == 0 || i + 1 == config_.operations)) {
         progress(config_, i + 1, config_.operations);
       }

@@ -84,6 +84,8 @@ struct RaceConfig {
   // The run lasts max_seconds by design (free-running for a duration): do
   // not call reaching it a time-out.
   bool for_duration = false;
+  // End the run at the first violation (time-to-first-violation runs).
+  bool stop_at_first_violation = false;
   // The delays come from the explorer's counterexample (race --guided): how
   // they were derived, one line per delay; empty for a free or hand-set run.
   std::string guide;

@@ -11,6 +11,7 @@
 #include "explore/campaign.h"
 #include "tools/command.h"
 #include "tools/options.h"
+#include "tools/selection.h"
 #include "trace/file.h"
 
 namespace sptelab::tools {
@@ -59,34 +60,6 @@ the same byte for byte on every run; only the seconds in --json differ.
 exit status: 0 every cell coherent, 1 some cell racy (or a replay violated its
 property), 2 bad usage or input.
 )";
-
-std::vector<std::string> split(const std::string& list) {
-  std::vector<std::string> items;
-  std::stringstream stream(list);
-  for (std::string item; std::getline(stream, item, ',');) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
-
-template <typename T, typename NameFn>
-std::vector<T> select(const Options& options, const std::string& what, const std::string& list,
-                      const std::vector<T>& all, NameFn name, const std::string& valid) {
-  if (list == "all") return all;
-  std::vector<T> chosen;
-  for (const std::string& pattern : split(list)) {
-    bool matched = false;
-    for (const T& item : all) {
-      if (fnmatch(pattern.c_str(), name(item).c_str(), 0) != 0) continue;
-      matched = true;
-      if (std::find(chosen.begin(), chosen.end(), item) == chosen.end()) chosen.push_back(item);
-    }
-    if (!matched) {
-      options.fail(fmt::format("no {} matches '{}'; valid: {}", what, pattern, valid));
-    }
-  }
-  return chosen;
-}
 
 int parse_int(const Options& options, const std::string& name, const std::string& text, int min,
               int max) {
@@ -159,13 +132,8 @@ void save_counterexamples(const std::string& path,
 }
 
 std::vector<explore::Cell> selected_cells(const Options& options) {
-  auto schemes = select<spte::Scheme>(
-      options, "scheme", options.value("scheme").value_or("all"), spte::all_schemes(),
-      [](const spte::Scheme& s) { return s.name(); }, "'sptelab list schemes', globs, or all");
-  auto ops = select<scenarios::HostOp>(
-      options, "op", options.value("op").value_or("all"), scenarios::all_host_ops(),
-      [](scenarios::HostOp op) { return std::string(scenarios::host_op_name(op)); },
-      "migrate, remap, cow, dontneed, mprotect, mkclean, ksm, or all");
+  auto schemes = selected_schemes(options);
+  auto ops = selected_ops(options);
   auto kinds = select<scenarios::ScenarioKind>(
       options, "scenario", options.value("scenario").value_or("all"),
       {scenarios::ScenarioKind::kCoherence, scenarios::ScenarioKind::kStaleSpte},

@@ -221,9 +221,8 @@ scenarios::RaceResult run_one(const scenarios::RaceConfig& config,
 // The delays of --guided, from the explorer's counterexample for the cell
 // (bound 2, as docs/schemes.md); none where the explorer finds no violation.
 void guide(scenarios::RaceConfig& config) {
-  constexpr uint32_t kGuideBoundNs = 200000;
   const explore::Cell cell{config.scheme, config.op, explore::explorer_scenario(config.scenario)};
-  explore::Guide found = explore::guide_for(cell, kGuideBoundNs);
+  explore::Guide found = explore::guide_for(cell, explore::kGuideBoundNs);
   config.delays = found.delays;
   config.guide.clear();
   if (!found.delays.empty()) {

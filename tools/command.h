@@ -28,6 +28,7 @@ int run_main(Args args);
 int list_main(Args args);
 int race_main(Args args);
 int explore_main(Args args);
+int crosscheck_main(Args args);
 int trace_main(Args args);
 int bench_main(Args args);
 

@@ -15,8 +15,15 @@ constexpr std::array kCommands = {
             "race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft] [--iterations N] "
             "[--duration S] [--seed N] [--json]",
             "run a race scenario and compare the schemes' coherence and cost", race_main},
-    Command{"explore", "explore [--scheme S|all] [--json]",
-            "drive the decisive interleavings deterministically for each scheme", explore_main},
+    Command{"explore",
+            "explore [--scheme LIST] [--op LIST] [--scenario LIST] [--bound K] [--save FILE] "
+            "[--replay FILE] [--json|--markdown]",
+            "search the emulator's schedules systematically for each scheme and op", explore_main},
+    Command{"crosscheck",
+            "crosscheck [--scheme LIST] [--op LIST] [--backend kvm|soft] [--seeds N] "
+            "[--json|--markdown]",
+            "check the explorer's verdicts on real guests: time to the first violation",
+            crosscheck_main},
     Command{"trace",
             "trace FILE [--gfn N] [--event NAME[,NAME]] [--thread NAME] [--from US] [--to US] "
             "[--summary] [--format text|chrome] [--output FILE]",

@@ -19,7 +19,7 @@ namespace {
 void print_usage(std::FILE* out) {
   fmt::print(out, "usage: sptelab COMMAND [ARGS]\n\ncommands:\n");
   for (const auto& command : sptelab::tools::commands()) {
-    fmt::print(out, "  {:<8} {}\n", command.name, command.summary);
+    fmt::print(out, "  {:<10} {}\n", command.name, command.summary);
   }
   fmt::print(out,
              "\n'sptelab COMMAND --help' describes a command. Exit status: 0 ran with no "

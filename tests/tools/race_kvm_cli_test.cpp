@@ -38,5 +38,30 @@ TEST(RaceGuidedKvm, OwnDelaysAndGuidedDoNotMix) {
   EXPECT_THAT(result.err, HasSubstr("--guided places its own delays"));
 }
 
+// The explorer's verdicts on the real guest: a racy cell found, a coherent
+// one clean, one JSON document on stdout and progress on stderr.
+TEST(CrosscheckKvm, AgreesWithTheExplorerOnARacyAndACoherentCell) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"crosscheck", "--scheme", "range-after+seq-count,start-end+seq-count",
+                             "--op", "remap", "--seeds", "3", "--coherent-ops", "20000", "--json"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+  EXPECT_EQ(result.out.front(), '{');
+  EXPECT_THAT(result.out, HasSubstr("\"scheme\": \"range-after+seq-count\", \"op\": \"remap\", "
+                                    "\"explorer\": {\"racy\": true"));
+  EXPECT_THAT(result.out, HasSubstr("\"operations\": 20000, \"violations\": 0, \"agrees\": true"));
+  EXPECT_THAT(result.err, HasSubstr("crosscheck [2/2]"));
+}
+
+TEST(CrosscheckCli, BadNumbersAreExitTwo) {
+  for (const char* bad : {"0", "101", "x"}) {
+    auto result = run_sptelab({"crosscheck", "--backend", "soft", "--seeds", bad});
+    EXPECT_EQ(result.status, 2) << bad;
+    EXPECT_THAT(result.err, HasSubstr("--seeds wants a whole number from 1 to 100"));
+  }
+  auto op = run_sptelab({"crosscheck", "--backend", "soft", "--op", "nosuch"});
+  EXPECT_EQ(op.status, 2);
+  EXPECT_THAT(op.err, HasSubstr("no op matches 'nosuch'"));
+}
+
 }  // namespace
 }  // namespace sptelab::tools

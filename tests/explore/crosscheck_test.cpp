@@ -1,0 +1,67 @@
+// crosscheck: the explorer's verdicts against real runs (software vCPUs
+// here; tests/tools/race_kvm_cli_test.cpp runs it on KVM).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "explore/crosscheck.h"
+
+namespace sptelab::explore {
+namespace {
+
+using scenarios::HostOp;
+using ::testing::HasSubstr;
+
+CrosscheckOptions soft_options() {
+  CrosscheckOptions options;
+  options.backend = scenarios::Backend::kSoft;
+  options.seeds = 3;
+  options.attempt_seconds = 10;
+  options.coherent_operations = 400;
+  return options;
+}
+
+TEST(Crosscheck, ARacyCellIsFoundOnTheRealRun) {
+  CrosscheckResult cell =
+      crosscheck_cell(*spte::parse_scheme("range-after+seq"), HostOp::kRemap, soft_options());
+  EXPECT_TRUE(cell.explorer_racy);
+  EXPECT_EQ(cell.property, "lost-write");
+  EXPECT_EQ(cell.race_scenario, ScenarioKind::kLockfree);
+  ASSERT_EQ(cell.attempts.size(), 3u);
+  EXPECT_GE(cell.median_ms(), 0);
+  EXPECT_TRUE(cell.agrees());
+}
+
+TEST(Crosscheck, ACoherentCellRunsItsOperationsClean) {
+  CrosscheckResult cell =
+      crosscheck_cell(*spte::parse_scheme("start-end+seq-count"), HostOp::kMigrate, soft_options());
+  EXPECT_FALSE(cell.explorer_racy);
+  EXPECT_TRUE(cell.attempts.empty());
+  EXPECT_EQ(cell.operations, 400u);
+  EXPECT_EQ(cell.violations, 0u);
+  EXPECT_TRUE(cell.agrees());
+}
+
+// The verdict logic: a median over the seeds, a miss counts as never.
+TEST(Crosscheck, MissesAndCoherentViolationsAreDisagreements) {
+  CrosscheckResult racy;
+  racy.explorer_racy = true;
+  racy.attempts = {{1, false, true, 5.0, 10}, {2, false, false, -1, 99}, {3, true, true, 40.0, 3}};
+  EXPECT_DOUBLE_EQ(racy.median_ms(), 40.0);
+  EXPECT_EQ(racy.guided_seeds(), 1u);
+  EXPECT_TRUE(racy.agrees());
+  racy.attempts[2].found = false;
+  EXPECT_LT(racy.median_ms(), 0);
+  EXPECT_FALSE(racy.agrees());
+
+  CrosscheckResult coherent;
+  coherent.operations = 100000;
+  EXPECT_TRUE(coherent.agrees());
+  coherent.violations = 1;
+  EXPECT_FALSE(coherent.agrees());
+  coherent.scheme = *spte::parse_scheme("start-end+seq-count");
+  EXPECT_THAT(format_crosscheck_table({coherent}, soft_options()), HasSubstr("RACY 100k"));
+  EXPECT_THAT(format_crosscheck_markdown({coherent}, soft_options()), HasSubstr("DISAGREES"));
+}
+
+}  // namespace
+}  // namespace sptelab::explore

@@ -1,0 +1,51 @@
+// Choosing from a list on the command line: "a,b", globs ("ptl-page+*"),
+// or "all" (explore, crosscheck).
+#pragma once
+
+#include <fmt/core.h>
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "scenarios/host_ops.h"
+#include "spte/scheme.h"
+#include "tools/options.h"
+
+namespace sptelab::tools {
+
+inline std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> items;
+  std::stringstream stream(list);
+  for (std::string item; std::getline(stream, item, ',');) {
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+template <typename T, typename NameFn>
+std::vector<T> select(const Options& options, const std::string& what, const std::string& list,
+                      const std::vector<T>& all, NameFn name, const std::string& valid) {
+  if (list == "all") return all;
+  std::vector<T> chosen;
+  for (const std::string& pattern : split(list)) {
+    bool matched = false;
+    for (const T& item : all) {
+      if (fnmatch(pattern.c_str(), name(item).c_str(), 0) != 0) continue;
+      matched = true;
+      if (std::find(chosen.begin(), chosen.end(), item) == chosen.end()) chosen.push_back(item);
+    }
+    if (!matched) {
+      options.fail(fmt::format("no {} matches '{}'; valid: {}", what, pattern, valid));
+    }
+  }
+  return chosen;
+}
+
+// The schemes and ops of --scheme LIST and --op LIST (default: all).
+std::vector<spte::Scheme> selected_schemes(const Options& options);
+std::vector<scenarios::HostOp> selected_ops(const Options& options);
+
+}  // namespace sptelab::tools
