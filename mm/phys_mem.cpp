@@ -110,13 +110,30 @@ void PhysMem::init_allocated(Pfn pfn, uint32_t flags) {
   trace::emit(Kind::kPageAlloc, pfn, generation);
 }
 
+// The most recently freed frame (so a stale mapping meets reused memory
+// soon), except that a page table gets a frame that never held data: a
+// guest keeping a stale spte to a freed data frame (a scheme without
+// invalidation) may write it at any time, and must corrupt data that the
+// detectors see (frame generations), never the emulated host's page tables.
+Pfn PhysMem::pop_free_frame(bool for_table) {
+  auto chosen = std::prev(free_list_.end());
+  if (for_table) {
+    auto never_data = std::find_if(free_list_.rbegin(), free_list_.rend(),
+                                   [this](Pfn pfn) { return !pages_[pfn].held_data; });
+    if (never_data != free_list_.rend()) chosen = std::prev(never_data.base());
+  }
+  const Pfn pfn = *chosen;
+  free_list_.erase(chosen);
+  if (!for_table) pages_[pfn].held_data = true;
+  return pfn;
+}
+
 Pfn PhysMem::alloc(uint32_t flags) {
   Pfn pfn;
   {
     std::lock_guard lock(free_lock_);
     if (free_list_.empty()) return kNoPfn;
-    pfn = free_list_.back();
-    free_list_.pop_back();
+    pfn = pop_free_frame((flags & kPageTable) != 0);
     ++allocations_;
   }
   init_allocated(pfn, flags);
@@ -153,6 +170,9 @@ std::vector<Pfn> PhysMem::alloc_contiguous(size_t count, uint32_t flags) {
       std::sort(taken.begin(), taken.end());
     }
     allocations_ += count;
+    if ((flags & kPageTable) == 0) {
+      for (Pfn pfn : taken) pages_[pfn].held_data = true;
+    }
   }
   for (Pfn pfn : taken) init_allocated(pfn, flags);
   return taken;

@@ -56,6 +56,7 @@ struct Page {
   SpinLock rmap_lock{"rmap_lock"};
   std::vector<RmapEntry> rmap;  // under rmap_lock
   SpinLock ptl{"ptl"};          // split page-table lock, when kPageTable
+  bool held_data = false;       // ever allocated for data (under PhysMem's free lock)
 
   bool test(PageFlag flag) const { return flags.load(std::memory_order_acquire) & flag; }
   void set(PageFlag flag) { flags.fetch_or(flag, std::memory_order_acq_rel); }
@@ -167,6 +168,7 @@ class PhysMem {
   uint8_t* base_ = nullptr;
   size_t bytes_ = 0;
   std::vector<Page> pages_;
+  Pfn pop_free_frame(bool for_table);  // under free_lock_
   mutable std::mutex free_lock_;
   std::vector<Pfn> free_list_;  // a stack: recently freed frames are reused first
   uint64_t allocations_ = 0;    // under free_lock_

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <thread>
 
@@ -595,16 +596,33 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus),
                          remapper.deadline(), std::move(observers));
     engine->start();
+    // A thread that fails (an internal error of the emulator) must not take
+    // the process down: the others are stopped and joined, then it is
+    // reported (exit 4).
     std::thread host;
+    std::exception_ptr host_error;
     if (with_host) {
-      host = std::thread(host_thread_main, std::ref(lab), layout, config.vcpus, config.scenario,
-                         config.backend == Backend::kKvm && config.native &&
-                             config.scenario == ScenarioKind::kLockfree);
+      const bool yield_cpu = config.backend == Backend::kKvm && config.native &&
+                             config.scenario == ScenarioKind::kLockfree;
+      host = std::thread([&lab, &host_error, layout, &config, yield_cpu] {
+        try {
+          host_thread_main(lab, layout, config.vcpus, config.scenario, yield_cpu);
+        } catch (...) {
+          host_error = std::current_exception();
+        }
+      });
     }
-    remapper.run(progress);
+    std::exception_ptr remapper_error;
+    try {
+      remapper.run(progress);
+    } catch (...) {
+      remapper_error = std::current_exception();
+    }
     remapper.stop();
     if (host.joinable()) host.join();
     engine->join();
+    if (remapper_error) std::rethrow_exception(remapper_error);
+    if (host_error) std::rethrow_exception(host_error);
   }
   if (std::string failure = engine->failure(); !failure.empty()) throw_internal(failure);
   std::optional<trace::KernelTrace> kernel;

@@ -62,6 +62,10 @@ class SoftEngine final : public GuestEngine {
       if (fault.outcome() == spte::FaultOutcome::kUseAfterFree) return;
       std::lock_guard lock(mutex_);
       failure_ = std::string("vCPU ") + std::to_string(v) + ": " + fault.what();
+    } catch (const std::exception& error) {
+      // The emulator itself failed (an internal error): the run reports it.
+      std::lock_guard lock(mutex_);
+      failure_ = std::string("vCPU ") + std::to_string(v) + ": " + error.what();
     }
   }
 

@@ -57,6 +57,27 @@ TEST(PhysMemTest, ContiguousRunEvenAfterScatteredFrees) {
   EXPECT_EQ(phys.stats().free, 8u);
 }
 
+// A stale spte of a scheme without invalidation keeps writing a freed data
+// frame; the race's none+* rows used to corrupt a page table that way (and
+// end in an internal error). Page tables take frames that never held data.
+TEST(PhysMemTest, PageTablesNeverReuseAFreedDataFrame) {
+  PhysMem phys(8);
+  Pfn data = phys.alloc(kPageAnon);
+  Pfn other = phys.alloc(kPageAnon);
+  phys.put(data);
+  Pfn table = phys.alloc(kPageTable);
+  EXPECT_NE(table, data);
+  phys.put(table);
+  EXPECT_EQ(phys.alloc(kPageTable), table);  // a freed table frame is fine to reuse
+  EXPECT_EQ(phys.alloc(kPageAnon), data);    // data still reuses the latest free frame
+  phys.put(other);
+  // With only data frames left, a table still gets one rather than failing.
+  PhysMem small(1);
+  Pfn only = small.alloc(kPageAnon);
+  small.put(only);
+  EXPECT_EQ(small.alloc(kPageTable), only);
+}
+
 TEST(PhysMemTest, FreePoisonsAndBumpsGeneration) {
   PhysMem phys(4);
   trace::Session session;
