@@ -48,7 +48,13 @@ struct CrosscheckResult {
   std::vector<Attempt> attempts;  // racy: one per seed
   uint64_t operations = 0;        // coherent: the long run's operations
   uint64_t violations = 0;        // coherent: what it found
-  std::string example;            // the first violation a real run described
+  // A coherent cell whose real run found a violation is searched again at
+  // bound 3: the table's bound 2 is a bound, not a proof.
+  bool deeper_searched = false;
+  bool deeper_racy = false;
+  std::string deeper_property;
+  int deeper_preemptions = 0;
+  std::string example;  // the first violation a real run described
   double seconds = 0;
 
   // Median over the seeds of the time to the first violation; a seed that

@@ -59,8 +59,15 @@ TEST(Crosscheck, MissesAndCoherentViolationsAreDisagreements) {
   coherent.violations = 1;
   EXPECT_FALSE(coherent.agrees());
   coherent.scheme = *spte::parse_scheme("start-end+seq-count");
-  EXPECT_THAT(format_crosscheck_table({coherent}, soft_options()), HasSubstr("RACY 100k"));
+  EXPECT_THAT(format_crosscheck_table({coherent}, soft_options()), HasSubstr("RACY"));
   EXPECT_THAT(format_crosscheck_markdown({coherent}, soft_options()), HasSubstr("DISAGREES"));
+  // Found beyond the table's bound: the explorer confirms it at bound 3.
+  coherent.deeper_searched = true;
+  coherent.deeper_racy = true;
+  coherent.deeper_property = "use-after-free";
+  coherent.deeper_preemptions = 3;
+  EXPECT_TRUE(coherent.agrees());
+  EXPECT_THAT(format_crosscheck_table({coherent}, soft_options()), HasSubstr("racy p3"));
 }
 
 }  // namespace
