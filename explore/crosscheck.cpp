@@ -38,15 +38,17 @@ CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op, int bound) {
   return *best;
 }
 
-// Where a real guest shows the explorer's property: lost writes (and
-// writes through a write-protected page) in the lock-free third-thread
-// race; stale sptes, stale reads and freed frames in the stale-spte race,
-// whose auditor checks every spte after every operation. (A stale spte can
-// be harmless to the lock-free counters: after MADV_DONTNEED of a shared
-// file page the refault maps the very frame the stale spte still maps.)
-ScenarioKind race_scenario_for(const std::string& property) {
+// Where a real guest shows the explorer's property: lost writes, and any
+// violation of a write-protecting op (a writable spte left after mprotect or
+// page_mkclean: only a writing vCPU installs one), in the lock-free
+// third-thread race, which audits the write-protect window; stale sptes,
+// stale reads and freed frames in the stale-spte race, whose auditor checks
+// every spte after every operation. (A stale spte can be harmless to the
+// lock-free counters: after MADV_DONTNEED of a shared file page the refault
+// maps the very frame the stale spte still maps.)
+ScenarioKind race_scenario_for(const std::string& property, HostOp op) {
   if (property == "lost-write" || property == "write-after-wrprotect" ||
-      property == "lost-at-writeback") {
+      property == "lost-at-writeback" || op == HostOp::kMprotect || op == HostOp::kMkclean) {
     return ScenarioKind::kLockfree;
   }
   return ScenarioKind::kStaleSpte;
@@ -263,7 +265,7 @@ CrosscheckResult crosscheck_cell(const spte::Scheme& scheme, HostOp op,
   cell.preemptions = explored.preemptions;
   cell.explorer_scenario = explored.cell.scenario;
   cell.race_scenario =
-      cell.explorer_racy ? race_scenario_for(explored.property) : ScenarioKind::kLockfree;
+      cell.explorer_racy ? race_scenario_for(explored.property, op) : ScenarioKind::kLockfree;
   if (cell.explorer_racy) {
     run_racy(cell, explored, options);
   } else {
