@@ -59,28 +59,16 @@ agrees, 1 some cell disagrees, 2 bad usage or input, 3 no /dev/kvm (use
 printed).
 )";
 
-uint64_t whole_number(const Options& options, const char* name, uint64_t fallback, uint64_t min,
-                      uint64_t max) {
-  std::optional<std::string> text = options.value(name);
-  if (!text) return fallback;
-  std::optional<uint64_t> value = parse_unsigned(*text);
-  if (!value || *value < min || *value > max) {
-    options.fail(
-        fmt::format("--{} wants a whole number from {} to {}, got '{}'", name, min, max, *text));
-  }
-  return *value;
-}
-
 explore::CrosscheckOptions crosscheck_options(const Options& options) {
   explore::CrosscheckOptions result;
   const std::string backend = options.value("backend").value_or("kvm");
   auto parsed = scenarios::parse_backend(backend);
   if (!parsed) options.fail(fmt::format("unknown backend '{}'; choose kvm or soft", backend));
   result.backend = *parsed;
-  result.seeds = static_cast<uint32_t>(whole_number(options, "seeds", 5, 1, 100));
-  result.coherent_operations = whole_number(options, "coherent-ops", 100000, 1, 100000000);
+  result.seeds = static_cast<uint32_t>(unsigned_option(options, "seeds", 5, 1, 100));
+  result.coherent_operations = unsigned_option(options, "coherent-ops", 100000, 1, 100000000);
   result.vcpus =
-      static_cast<uint32_t>(whole_number(options, "vcpus", 1, 1, scenarios::kMaxRaceVcpus));
+      static_cast<uint32_t>(unsigned_option(options, "vcpus", 1, 1, scenarios::kMaxRaceVcpus));
   if (auto text = options.value("attempt")) {
     auto seconds = parse_seconds(*text);
     if (!seconds || *seconds <= 0 || *seconds > 3600) {

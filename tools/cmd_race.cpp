@@ -140,18 +140,6 @@ scenarios::DelayPoint delay_option(const Options& options, const std::string& te
   return scenarios::parse_delay(text);
 }
 
-uint64_t unsigned_option(const Options& options, std::string_view name, uint64_t fallback,
-                         uint64_t min, uint64_t max) {
-  std::optional<std::string> text = options.value(name);
-  if (!text) return fallback;
-  std::optional<uint64_t> value = parse_unsigned(*text);
-  if (!value || *value < min || *value > max) {
-    options.fail(
-        fmt::format("--{} wants a whole number from {} to {}, got '{}'", name, min, max, *text));
-  }
-  return *value;
-}
-
 scenarios::RaceConfig base_config(const Options& options) {
   scenarios::RaceConfig config;
   auto scenario = scenarios::parse_scenario(options.positionals().front());

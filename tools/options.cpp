@@ -123,4 +123,16 @@ std::optional<double> parse_seconds(std::string_view text) {
   return value;
 }
 
+uint64_t unsigned_option(const Options& options, std::string_view name, uint64_t fallback,
+                         uint64_t min, uint64_t max) {
+  std::optional<std::string> text = options.value(name);
+  if (!text) return fallback;
+  std::optional<uint64_t> value = parse_unsigned(*text);
+  if (!value || *value < min || *value > max) {
+    options.fail(
+        fmt::format("--{} wants a whole number from {} to {}, got '{}'", name, min, max, *text));
+  }
+  return *value;
+}
+
 }  // namespace sptelab::tools

@@ -42,6 +42,11 @@ class Options {
   bool help_ = false;
 };
 
+// --NAME as a whole number from min to max (fallback when not given); any
+// other value fails with the valid range.
+uint64_t unsigned_option(const Options& options, std::string_view name, uint64_t fallback,
+                         uint64_t min, uint64_t max);
+
 // "4096", "64K", "64M", "1G" (binary units; a trailing "B"/"iB" is allowed).
 std::optional<uint64_t> parse_size(std::string_view text);
 std::optional<uint64_t> parse_unsigned(std::string_view text);
