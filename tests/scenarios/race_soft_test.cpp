@@ -48,12 +48,20 @@ class StaleSpteRace : public testing::TestWithParam<Scheme> {};
 
 TEST_P(StaleSpteRace, CaughtExactlyWhenAnInterleavingLeavesAStaleSpte) {
   const Scheme& scheme = GetParam();
-  RaceResult result =
-      run_race(soft_config(ScenarioKind::kStaleSpte, scheme, HostOp::kRemap, kStaleOps));
+  const bool racy = leaves_stale_spte(scheme);
+  // A racy scheme gets ten times the operations but stops at its first
+  // violation: on a loaded machine the delays' window is sometimes missed
+  // for a few hundred operations in a row.
+  RaceConfig config = soft_config(ScenarioKind::kStaleSpte, scheme, HostOp::kRemap,
+                                  racy ? 10 * kStaleOps : kStaleOps);
+  config.stop_at_first_violation = racy;
+  RaceResult result = run_race(config);
   ASSERT_FALSE(result.timed_out) << describe(result);
-  EXPECT_EQ(result.operations, kStaleOps);
+  if (!racy) {
+    EXPECT_EQ(result.operations, kStaleOps);
+  }
   EXPECT_GT(result.guest_work, 0u);
-  if (leaves_stale_spte(scheme)) {
+  if (racy) {
     EXPECT_GT(result.violations, 0u) << describe(result);
     EXPECT_GE(result.first_violation_ms, 0) << describe(result);
   } else {
