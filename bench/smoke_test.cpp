@@ -75,6 +75,7 @@ TEST(BenchSmoke, QuickJsonHasTheContractShapeAndPositiveRatios) {
   std::set<std::string> names = expect_rows(document["benchmarks"]);
   EXPECT_TRUE(names.count("remap_start-end+seq-count"));
   EXPECT_TRUE(names.count("trace_overhead"));
+  EXPECT_TRUE(names.count("explore_sleep_sets"));
   if (kvm) {
     for (const char* name :
          {"spte_fault_seq", "spte_fault_random", "spte_fault_native", "fault_scale", "range_zap"}) {
@@ -82,6 +83,28 @@ TEST(BenchSmoke, QuickJsonHasTheContractShapeAndPositiveRatios) {
     }
   } else {
     EXPECT_NE(run.err.find("skipped"), std::string::npos) << run.err;
+  }
+}
+
+// `sptelab bench explore` runs that benchmark alone (it needs no /dev/kvm):
+// one row per cell searched and one for the sleep sets.
+TEST(BenchSmoke, ExploreRunsAloneByName) {
+  CliResult run = run_sptelab({"bench", "explore", "--quick", "--json"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  Json document = parse_json(run.out);
+  ASSERT_TRUE(document.has("benchmarks"));
+  std::set<std::string> names = expect_rows(document["benchmarks"]);
+  EXPECT_EQ(names, (std::set<std::string>{"explore_start-end+seq-count/remap/coherence",
+                                          "explore_start-end+naive/ksm/stale-spte",
+                                          "explore_sleep_sets"}));
+  for (const Json& row : document["benchmarks"].array()) {
+    if (row["name"].string() == "explore_sleep_sets") {
+      EXPECT_EQ(row["unit"].string(), "s");
+      continue;
+    }
+    EXPECT_EQ(row["unit"].string(), "schedules/s");
+    ASSERT_TRUE(row.has("verdict") && row["verdict"].is_string());
+    EXPECT_GT(row["schedules"].number(), 0);
   }
 }
 
@@ -96,7 +119,7 @@ TEST(BenchSmoke, HelpListsEveryBenchmark) {
   ASSERT_EQ(run.status, 0);
   for (const char* name :
        {"spte_fault_seq", "spte_fault_random", "spte_fault_native", "fault_scale", "range_zap",
-        "remap_start-end+seq-count", "remap_ptl-page+seq-count", "trace_overhead"}) {
+        "remap_start-end+seq-count", "remap_ptl-page+seq-count", "trace_overhead", "explore"}) {
     EXPECT_NE(run.out.find(name), std::string::npos) << name;
   }
 }

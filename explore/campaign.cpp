@@ -6,6 +6,7 @@
 #include <charconv>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "base/error.h"
 #include "base/json.h"
@@ -364,6 +365,17 @@ std::pair<int, std::vector<CellResult>> parse_json_results(const std::vector<std
     }
   }
   if (!bound) throw_bad_input("--merge: no shard output given");
+  // Back in table order (schemes as all_schemes() lists them, ops and
+  // scenarios as declared): the order of the unsharded default campaign, so
+  // that a merged --markdown is the unsharded one, byte for byte.
+  const std::vector<spte::Scheme> schemes = spte::all_schemes();
+  auto order = [&schemes](const CellResult& r) {
+    const auto scheme = std::find(schemes.begin(), schemes.end(), r.cell.scheme) - schemes.begin();
+    return std::tuple(scheme, r.cell.op, r.cell.scenario, r.cell.mutant);
+  };
+  std::stable_sort(
+      results.begin(), results.end(),
+      [&order](const CellResult& a, const CellResult& b) { return order(a) < order(b); });
   return {*bound, std::move(results)};
 }
 

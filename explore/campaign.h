@@ -79,7 +79,8 @@ std::string format_json(const std::vector<CellResult>& results, int bound);
 // docs/schemes.md: the table, then one paragraph per racy cell.
 std::string format_markdown(const std::vector<CellResult>& results, int bound);
 // Reads documents printed by format_json (shards) back; Error(kBadInput) if
-// one is malformed. Returns the bound (they must agree) and the results.
+// one is malformed. Returns the bound (they must agree) and the results, in
+// table order whatever the order of the documents.
 std::pair<int, std::vector<CellResult>> parse_json_results(const std::vector<std::string>& docs);
 
 }  // namespace sptelab::explore

@@ -5,11 +5,14 @@
 //    every schedule with at most `bound` preemptions (switches away from a
 //    thread that could have gone on), bound 0 first, then 1, ..., so the
 //    first violation found has the fewest preemptions.
-//  - Sleep sets (Godefroid's partial-order reduction): after the subtree
-//    in which thread t took a step first has been explored, t sleeps in its
-//    siblings' subtrees until a step dependent with t's runs; a schedule in
-//    which every runnable thread sleeps only reorders independent steps of
-//    one already explored and is not branched further ("pruned").
+//  - Sleep sets (Godefroid's partial-order reduction), restricted so that
+//    the bound stays exact: after the subtree in which the running thread t
+//    went on has been explored, t sleeps in the subtrees where another
+//    thread preempts it, until a step dependent with t's runs; a schedule
+//    in which every runnable thread sleeps only reorders independent steps
+//    of one already explored, with no more preemptions, and is not branched
+//    further ("pruned"). Why not every explored alternative sleeps:
+//    search.cpp, DfsChooser.
 //  - PCT (Burckhardt et al., ASPLOS 2010): random priorities with d-1
 //    priority-change points, for bugs deeper than the bound.
 #pragma once

@@ -5,16 +5,11 @@
 #include "base/error.h"
 
 namespace sptelab::mm {
-namespace {
-
-std::atomic<uint32_t> next_file_id{1};
-
-}  // namespace
 
 File::File(PhysMem& phys, std::string name, uint64_t size_pages)
     : phys_(phys),
       name_(std::move(name)),
-      id_(next_file_id.fetch_add(1, std::memory_order_relaxed)),
+      id_(phys.new_file_id()),
       size_pages_(size_pages),
       cache_(size_pages, kNoPfn),
       disk_(size_pages) {

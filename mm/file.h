@@ -5,7 +5,7 @@
 //
 // Until a page is written back its disk content is a pattern: every 8-byte
 // word is pattern_word(id, index, 0), so pages of different files and indices
-// are told apart by content alone.
+// are told apart by content alone. Ids are per PhysMem (new_file_id).
 #pragma once
 
 #include <atomic>

@@ -159,6 +159,14 @@ class PhysMem {
   bool is_free(Pfn pfn) const { return pages_[pfn].test(kPageFree); }
   PhysMemStats stats() const;
 
+  // An id for a new File whose pages live in this memory: 1, 2, ... in
+  // creation order. Unique within one emulated host, which is where pages
+  // must be told apart by content (File::pattern_word), and the same in
+  // every run: a process that builds many hosts (the explorer builds one
+  // per execution) must not see page contents depend on how many it built
+  // before.
+  uint32_t new_file_id() { return next_file_id_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
   void init_allocated(Pfn pfn, uint32_t flags);
   void free_frame(Pfn pfn);
@@ -176,6 +184,7 @@ class PhysMem {
   std::mutex zero_lock_;
   std::atomic<Pfn> zero_pfn_{kNoPfn};
   RwLock rmap_walk_lock_{"rmap_walk_lock"};
+  std::atomic<uint32_t> next_file_id_{1};
 };
 
 }  // namespace sptelab::mm

@@ -23,9 +23,11 @@ constexpr const char* kHelp = R"(usage: sptelab bench [NAME]... [--json] [--quic
 
 Runs the whole-run benchmarks (all of them, or the ones named) and prints one
 row per measured quantity: its value, the baseline measured in the same run
-(the real kernel, or the reference scheme start-end+seq-count), and
-ratio = value / baseline. For costs (us/...) lower is better; for
-throughput (ops/s) higher is better. docs/benchmarks.md explains each one.
+(the real kernel, the reference scheme start-end+seq-count, or for explore
+the same cell run without the search, or searched without sleep sets), and
+ratio = value / baseline. For costs (us/..., s) lower is better; for
+throughput (ops/s, schedules/s) higher is better. docs/benchmarks.md
+explains each one.
 
 options:
   --json    print one JSON document on stdout, nothing else:

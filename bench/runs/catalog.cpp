@@ -7,7 +7,8 @@ namespace sptelab::bench {
 const std::vector<Benchmark>& benchmarks() {
   static const std::vector<Benchmark> all = [] {
     std::vector<Benchmark> list;
-    for (auto group : {fault_benchmarks, zap_benchmarks, remap_benchmarks, trace_benchmarks}) {
+    for (auto group : {fault_benchmarks, zap_benchmarks, remap_benchmarks, trace_benchmarks,
+                       explore_benchmarks}) {
       for (Benchmark& benchmark : group()) list.push_back(std::move(benchmark));
     }
     return list;

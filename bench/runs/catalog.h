@@ -42,6 +42,7 @@ std::vector<Benchmark> fault_benchmarks();
 std::vector<Benchmark> zap_benchmarks();
 std::vector<Benchmark> remap_benchmarks();
 std::vector<Benchmark> trace_benchmarks();
+std::vector<Benchmark> explore_benchmarks();
 
 double median(std::vector<double> values);
 

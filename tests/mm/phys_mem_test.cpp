@@ -170,6 +170,25 @@ TEST(FileTest, PagesComeFromTheDiskPatternAndWritebackReplacesIt) {
   EXPECT_EQ(status_of([&] { file.get_page(4); }), ExitStatus::kBadInput);
 }
 
+// File ids count per emulated host, so that a page's content is the same
+// in every host built the same way: the explorer builds one host per
+// execution and prints contents in its verdicts (docs/schemes.md).
+TEST(FileTest, IdsCountPerPhysMemSoContentDoesNotDependOnEarlierHosts) {
+  uint64_t first_word = 0;
+  for (int host = 0; host < 2; ++host) {
+    PhysMem phys(8);
+    File file(phys, "f", 2);
+    File other(phys, "g", 2);
+    EXPECT_EQ(file.id(), 1u) << "host " << host;
+    EXPECT_EQ(other.id(), 2u) << "host " << host;
+    Pfn pfn = file.get_page(1);
+    ASSERT_NE(pfn, kNoPfn);
+    if (host == 0) first_word = phys.load_word(pfn, 0);
+    EXPECT_EQ(phys.load_word(pfn, 0), first_word) << "host " << host;
+    phys.put(pfn);
+  }
+}
+
 TEST(FileTest, RemoveFrozenNeedsExactReferencesAndACleanPage) {
   PhysMem phys(8);
   auto file = std::make_unique<File>(phys, "f", 2);
