@@ -2,8 +2,11 @@
 
 #include <atomic>
 #include <exception>
+#include <functional>
+#include <mutex>
 #include <semaphore>
 #include <thread>
+#include <vector>
 
 #include "base/error.h"
 #include "base/inject.h"
@@ -53,6 +56,56 @@ bool dependent(const Step& a, const Step& b) {
 
 namespace detail {
 
+// The OS threads an Execution's threads run on. Creating and joining three
+// threads cost about 350 us here, as much as a whole schedule of a cell, so
+// they are kept for the next execution. A worker runs one job at a time and
+// says so on its own `done`, which outlives every Execution: run() must not
+// free its State while a worker may still be inside a semaphore release.
+class WorkerPool {
+ public:
+  struct Worker {
+    std::binary_semaphore start{0};
+    std::binary_semaphore done{0};
+    std::function<void()> job;
+  };
+
+  static WorkerPool& instance() {
+    // Never destroyed: idle workers block in `start` until the process ends.
+    static WorkerPool* pool = new WorkerPool;
+    return *pool;
+  }
+
+  Worker* take() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_.empty()) {
+        Worker* worker = idle_.back();
+        idle_.pop_back();
+        return worker;
+      }
+    }
+    auto* worker = new Worker;  // owned by the pool for the process's life
+    std::thread([worker] {
+      for (;;) {
+        worker->start.acquire();
+        worker->job();
+        worker->job = nullptr;
+        worker->done.release();
+      }
+    }).detach();
+    return worker;
+  }
+
+  void give_back(Worker* worker) {
+    std::lock_guard lock(mutex_);
+    idle_.push_back(worker);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<Worker*> idle_;
+};
+
 struct ThreadSlot {
   Execution::State* state = nullptr;
   size_t index = 0;
@@ -61,7 +114,7 @@ struct ThreadSlot {
   std::binary_semaphore go{0};
   bool spin_blocked = false;  // a failed wait, until another thread steps
   std::exception_ptr error;
-  std::thread thread;
+  WorkerPool::Worker* worker = nullptr;  // while run() runs
 };
 
 thread_local ThreadSlot* current_slot = nullptr;
@@ -234,11 +287,7 @@ void relax(const void* object, const char* label) {
 Execution::Execution(Chooser& chooser, uint64_t max_steps)
     : state_(std::make_unique<State>(chooser, max_steps)) {}
 
-Execution::~Execution() {
-  for (auto& slot : state_->slots) {
-    if (slot->thread.joinable()) slot->thread.join();
-  }
-}
+Execution::~Execution() = default;
 
 size_t Execution::add_thread(std::string name, std::function<void()> body) {
   auto slot = std::make_unique<ThreadSlot>();
@@ -261,7 +310,9 @@ EndReason Execution::run() {
   // Injection points dispatch (and so schedule) only while something is armed.
   inject::detail::armed_count.fetch_add(1, std::memory_order_relaxed);
   for (auto& slot : state.slots) {
-    slot->thread = std::thread([&state, raw = slot.get()] { state.thread_main(*raw); });
+    slot->worker = detail::WorkerPool::instance().take();
+    slot->worker->job = [&state, raw = slot.get()] { state.thread_main(*raw); };
+    slot->worker->start.release();
   }
   state.refresh_enabled();
   size_t first = state.chooser.choose(state.view, kNoThread);
@@ -271,7 +322,11 @@ EndReason Execution::run() {
   ++state.steps;
   state.slots[first]->go.release();
   state.all_done.acquire();
-  for (auto& slot : state.slots) slot->thread.join();
+  for (auto& slot : state.slots) {
+    slot->worker->done.acquire();
+    detail::WorkerPool::instance().give_back(slot->worker);
+    slot->worker = nullptr;
+  }
   inject::detail::armed_count.fetch_sub(1, std::memory_order_relaxed);
   return state.reason;
 }
