@@ -103,9 +103,29 @@ std::vector<Cell> cells_of(const std::vector<spte::Scheme>& schemes, const std::
   return cells;
 }
 
+// Cells are dealt round-robin in the order of a hash of their key, not in
+// table order: there every other cell is a (costlier) coherence cell, so two
+// shards dealt in table order got all of them on one side.
 std::vector<Cell> shard(const std::vector<Cell>& cells, size_t index, size_t count) {
+  auto fnv1a = [](const std::string& text) {
+    uint64_t hash = 0xcbf29ce484222325ull;
+    for (unsigned char c : text) hash = (hash ^ c) * 0x100000001b3ull;
+    return hash;
+  };
+  std::vector<size_t> order(cells.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::vector<uint64_t> keys(cells.size());
+  for (size_t i = 0; i < cells.size(); ++i) keys[i] = fnv1a(cells[i].key());
+  std::stable_sort(order.begin(), order.end(),
+                   [&keys](size_t a, size_t b) { return keys[a] < keys[b]; });
+  std::vector<bool> taken(cells.size(), false);
+  for (size_t position = index; position < order.size(); position += count) {
+    taken[order[position]] = true;
+  }
   std::vector<Cell> mine;
-  for (size_t i = index; i < cells.size(); i += count) mine.push_back(cells[i]);
+  for (size_t i = 0; i < cells.size(); ++i) {
+    if (taken[i]) mine.push_back(cells[i]);
+  }
   return mine;
 }
 

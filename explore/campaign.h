@@ -38,8 +38,10 @@ struct CampaignOptions {
 std::vector<Cell> cells_of(const std::vector<spte::Scheme>& schemes, const std::vector<HostOp>& ops,
                            const std::vector<ScenarioKind>& scenarios,
                            mutation::Mutant mutant = mutation::Mutant::kNone);
-// Shard `index` (0-based) of `count`: every count-th cell, so shards are
-// disjoint, cover everything, and each gets a mix of cheap and costly cells.
+// Shard `index` (0-based) of `count`: every count-th cell in the order of a
+// hash of the cells' keys, so shards are disjoint, cover everything, and
+// each gets a mix of cheap and costly cells (in table order, costly and
+// cheap cells alternate).
 std::vector<Cell> shard(const std::vector<Cell>& cells, size_t index, size_t count);
 
 using CellProgress = std::function<void(size_t done, size_t total, const CellResult& last)>;
