@@ -110,8 +110,16 @@ std::vector<Cell> shard(const std::vector<Cell>& cells, size_t index, size_t cou
 
 CellResult explore_cell(const Cell& cell, const CampaignOptions& options) {
   const RunFn run = runner(cell);
+  SearchOptions search_options = options.search;
+  // A seed race turns on which frame a fault gets back from the free list,
+  // and taking or returning a frame is no scheduling point of its own: the
+  // step that frees a frame and the step that allocates one name other
+  // objects, look independent to the sleep sets, and the order that hands
+  // the freed frame to another thread is pruned (gup-fast-revalidate is
+  // found only without them). Seed cells are small: searched in full.
+  if (cell.race) search_options.reduction = false;
   SearchResult search =
-      options.pct ? search_pct(run, *options.pct) : search_bounded(run, options.search);
+      options.pct ? search_pct(run, *options.pct) : search_bounded(run, search_options);
   CellResult result;
   result.cell = cell;
   result.violated = search.violated;

@@ -285,7 +285,8 @@ namespace {
 // translation the witness caches is the race's starting state), its roles as
 // threads, its property checked once every role has finished.
 Outcome run_seed_cell(const Cell& cell, sched::Chooser& chooser) {
-  mutation::Scoped mutant(cell.mutant);
+  const mutation::Mutant variant = scenarios::variant_mutant(*cell.race, cell.variant);
+  mutation::Scoped mutant(variant != mutation::Mutant::kNone ? variant : cell.mutant);
   auto owned_rig =
       std::make_unique<scenarios::SeedRig>(*cell.race, cell.variant, cell.witness, cell.scheme);
   scenarios::SeedRig& rig = *owned_rig;

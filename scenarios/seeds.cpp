@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/inject.h"
 #include "base/json.h"
+#include "mm/gup.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
 #include "scenarios/delays.h"
@@ -24,6 +25,7 @@ namespace sptelab::scenarios {
 namespace {
 
 constexpr spte::Gfn kGfn = 1;
+constexpr spte::Gfn kOtherGfn = 2;
 constexpr uint64_t kGuestPages = 4;
 constexpr uint64_t kInitial = 0x1111;
 constexpr uint64_t kWritten = 0x77726974;  // "writ", plus the round
@@ -41,12 +43,17 @@ constexpr RaceInfo kRaces[] = {
     {SeedRace::kDontneedTlb, "dontneed-tlb",
      "2022: MADV_DONTNEED drops the PTL before its TLB flush; a fault installs a new page while "
      "a stale TLB entry keeps writing the old one (Jann Horn, linux-mm, Oct 2022)"},
+    {SeedRace::kGupFastRevalidate, "gup-fast-revalidate",
+     "2022: GUP-fast takes a reference without re-reading the PTE; the page was freed and "
+     "reused meanwhile, and the pin holds someone else's page (Alistair Popple, linux-mm, Oct "
+     "2022)"},
 };
 
 }  // namespace
 
 const std::vector<SeedRace>& all_seed_races() {
-  static const std::vector<SeedRace> all = {SeedRace::kDelayedRmap, SeedRace::kDontneedTlb};
+  static const std::vector<SeedRace> all = {SeedRace::kDelayedRmap, SeedRace::kDontneedTlb,
+                                            SeedRace::kGupFastRevalidate};
   return all;
 }
 
@@ -117,21 +124,27 @@ struct SeedRig::State {
         lab.mm->set_dontneed_flush(buggy ? mm::DontneedFlush::kBatched
                                          : mm::DontneedFlush::kBeforePtlUnlock);
         break;
+      case SeedRace::kGupFastRevalidate:
+        break;  // a process-wide mutant (variant_mutant), scoped by the caller
     }
   }
 
   // delayed-rmap needs writeback (a shared file page); dontneed-tlb needs a
   // zap that discards the page, so that the next fault installs another one.
+  // gup-fast-revalidate needs a frame that a zap frees and a fault reuses.
   static Backing backing(SeedRace race) {
     return race == SeedRace::kDelayedRmap ? Backing::kSharedFile : Backing::kAnon;
   }
 
   uint64_t hva() const { return lab.hva_of(kGfn); }
+  // gup-fast-revalidate: the page another thread faults in meanwhile.
+  uint64_t other_hva() const { return lab.hva_of(kOtherGfn); }
   uint64_t gpa() const { return kGfn * mm::kPageSize; }
   // The frame the host PTE maps now: a snapshot inside the running step
   // (not a scheduling point), as explore/scenario.cpp's Rig::host_pfn.
-  mm::Pfn host_pfn() const {
-    mm::PteSlot slot = lab.mm->walk(hva());
+  mm::Pfn host_pfn() const { return host_pfn_at(hva()); }
+  mm::Pfn host_pfn_at(uint64_t addr) const {
+    mm::PteSlot slot = lab.mm->walk(addr);
     if (!slot) return mm::kNoPfn;
     mm::Pte pte = mm::Mm::load_pte(slot);
     return pte.present() ? pte.pfn() : mm::kNoPfn;
@@ -162,6 +175,7 @@ struct SeedRig::State {
 
   std::optional<SeedViolation> check_writeback();
   std::optional<SeedViolation> check_write_landed();
+  std::optional<SeedViolation> check_pin();
 
   SeedRace race;
   Variant variant;
@@ -172,10 +186,19 @@ struct SeedRig::State {
   mm::HostCpu faulter;  // dontneed-tlb: the thread that touches the page after the zap
   uint64_t round = 0;
   uint32_t writes = 1;
+  // Set by the zapper when its operation returned: the storing roles keep
+  // storing until then (at most `writes` stores, at least one).
+  std::atomic<bool> zapper_done{false};
+  bool keep_storing(uint32_t done) const {
+    if (done == 0) return true;
+    if (done >= writes || zapper_done.load(std::memory_order_acquire)) return false;
+    return true;
+  }
   mm::Pfn last_start_pfn = mm::kNoPfn;  // of the witness's last completed store
   uint64_t last_start_generation = 0;
   uint64_t last_value = 0;
-  size_t log_reported = 0;  // violations of the lab's log already returned
+  mm::Pfn pinned = mm::kNoPfn;  // gup-fast-revalidate: the pinner's page, held until check
+  size_t log_reported = 0;      // violations of the lab's log already returned
 };
 
 // delayed-rmap: the host's next writeback must leave on disk what the page
@@ -218,6 +241,27 @@ std::optional<SeedViolation> SeedRig::State::check_write_landed() {
                   witness == Witness::kHost ? "host CPU" : "vCPU", last_value, pfn, held)};
 }
 
+// gup-fast-revalidate: the pin the pinner holds must be of a page that was
+// mapped at its address while GUP ran. In this rig only one other address
+// can map a page (no sharing: private anonymous memory, no fork, no KSM),
+// so a pinned frame the host maps at that other address was freed and
+// reused between GUP-fast's PTE read and its reference: the pin holds
+// another mapping's page, whose data DMA would now overwrite.
+std::optional<SeedViolation> SeedRig::State::check_pin() {
+  if (pinned == mm::kNoPfn) return std::nullopt;
+  const mm::Pfn other = host_pfn_at(other_hva());
+  const mm::Pfn frame = pinned;
+  lab.phys.put(pinned);  // unpin_user_page
+  pinned = mm::kNoPfn;
+  if (other != frame) return std::nullopt;
+  return SeedViolation{
+      "foreign-pin",
+      fmt::format("GUP for {:#x} returned frame {:#x}, which the host maps at {:#x}: the frame "
+                  "was freed and reused between GUP-fast's PTE read and its reference, and the "
+                  "pin holds another mapping's page",
+                  hva(), frame, other_hva())};
+}
+
 SeedRig::SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme)
     : state_(std::make_unique<State>(race, variant, witness, scheme)) {}
 
@@ -236,14 +280,30 @@ SeedRace SeedRig::race() const {
 // forced flush), the faulter (another thread, on a CPU that has not cached
 // the page) stores to it and so faults a new zeroed page in, the writer
 // stores through the translation it cached before.
+//
+// gup-fast-revalidate: the pinner gets a reference to the page at the
+// address (pin_user_pages_fast: GUP-fast, GUP-slow if it backs off; with
+// the vCPU as witness, the vCPU faults it through its spte fault path
+// instead), the zapper runs MADV_DONTNEED over it, the allocator (another
+// thread) faults in a page at another address, taking the freed frame
+// first (the free list is a stack, as a CPU's page cache of free pages).
 std::vector<std::string> seed_role_names(SeedRace race) {
   switch (race) {
     case SeedRace::kDelayedRmap:
       return {"zapper", "cleaner", "writer"};
     case SeedRace::kDontneedTlb:
+      return {"zapper", "faulter", "writer"};
+    case SeedRace::kGupFastRevalidate:
       break;
   }
-  return {"zapper", "faulter", "writer"};
+  return {"zapper", "allocator", "pinner"};
+}
+
+mutation::Mutant variant_mutant(SeedRace race, Variant variant) {
+  if (race == SeedRace::kGupFastRevalidate && variant == Variant::kBuggy) {
+    return mutation::Mutant::kGupFastNoRecheck;
+  }
+  return mutation::Mutant::kNone;
 }
 
 std::vector<std::string> SeedRig::role_names() const {
@@ -253,13 +313,23 @@ std::vector<std::string> SeedRig::role_names() const {
 void SeedRig::prepare() {
   State& s = *state_;
   ++s.round;
+  s.zapper_done.store(false);
   s.last_start_pfn = mm::kNoPfn;
   // The page is mapped writable and dirty, and the witness caches that
   // translation (a TLB entry, or a writable spte); the faulter caches
   // nothing.
-  s.witness_store(kInitial + s.round);
+  if (s.race == SeedRace::kGupFastRevalidate) {
+    s.writer.store64(s.hva(), kInitial + s.round);  // the vCPU, if witness, faults in the round
+  } else {
+    s.witness_store(kInitial + s.round);
+  }
   s.last_start_pfn = mm::kNoPfn;
   s.faulter.flush_local();
+  if (s.race == SeedRace::kGupFastRevalidate) {
+    // The other address starts unmapped, so that the allocator's fault
+    // takes a frame from the free list.
+    mm::madvise_dontneed(*s.lab.mm, s.other_hva(), mm::kPageSize);
+  }
 }
 
 void SeedRig::run_role(size_t index) {
@@ -267,22 +337,44 @@ void SeedRig::run_role(size_t index) {
   switch (index) {
     case 0:
       mm::madvise_dontneed(*s.lab.mm, s.hva(), mm::kPageSize);
+      s.zapper_done.store(true, std::memory_order_release);
       return;
     case 1:
       if (s.race == SeedRace::kDelayedRmap) {
         mm::writeback_page(*s.lab.file, kGfn);
         return;
       }
+      if (s.race == SeedRace::kGupFastRevalidate) {
+        // A thread that keeps allocating and dropping a buffer of its own
+        // (malloc/free churn) until the zapper has returned; its last
+        // fault takes whatever frame is on top of the free list then.
+        for (uint32_t i = 0; s.keep_storing(i); ++i) {
+          if (i > 0) mm::madvise_dontneed(*s.lab.mm, s.other_hva(), mm::kPageSize);
+          s.faulter.store64(s.other_hva(), kWritten + i);
+        }
+        return;
+      }
       // Each store from a CPU without the page cached (the thread keeps
       // being scheduled elsewhere): it walks the page table, and faults
       // once the zap has cleared the PTE.
-      for (uint32_t i = 0; i < s.writes; ++i) {
+      for (uint32_t i = 0; s.keep_storing(i); ++i) {
         s.faulter.flush_local();
         s.faulter.store64(s.hva() + 8, kWritten + i);
       }
       return;
     case 2:
-      for (uint32_t i = 0; i < s.writes; ++i) s.witness_store(kWritten + s.round * 1000 + i);
+      if (s.race == SeedRace::kGupFastRevalidate) {
+        if (s.witness == Witness::kGuest) {
+          s.witness_store(kWritten);  // the vCPU's spte fault GUPs the page
+          return;
+        }
+        const mm::GupResult page = mm::get_user_page(*s.lab.mm, s.hva(), true);
+        if (page.ok) s.pinned = page.pfn;
+        return;
+      }
+      for (uint32_t i = 0; s.keep_storing(i); ++i) {
+        s.witness_store(kWritten + s.round * 100000 + i);
+      }
       return;
     default:
       throw_internal(fmt::format("seed race {}: no role {}", seed_race_name(s.race), index));
@@ -300,7 +392,15 @@ std::optional<SeedViolation> SeedRig::check() {
         spte::violation_kind_name(violation.kind),
         fmt::format("gfn {:#x} pfn {:#x}: {}", violation.gfn, violation.pfn, violation.detail)};
   }
-  return s.race == SeedRace::kDelayedRmap ? s.check_writeback() : s.check_write_landed();
+  switch (s.race) {
+    case SeedRace::kDelayedRmap:
+      return s.check_writeback();
+    case SeedRace::kDontneedTlb:
+      return s.check_write_landed();
+    case SeedRace::kGupFastRevalidate:
+      break;
+  }
+  return s.check_pin();
 }
 
 void SeedRig::set_writes_per_round(uint32_t writes) {
@@ -308,16 +408,24 @@ void SeedRig::set_writes_per_round(uint32_t writes) {
 }
 
 size_t SeedRig::delayed_role() const {
-  return 0;  // the zapper
+  // The zapper, or for gup-fast-revalidate the pinner (between its PTE read
+  // and its reference).
+  return state_->race == SeedRace::kGupFastRevalidate ? 2 : 0;
 }
 
 int SeedRig::delay_point() const {
   // delayed-rmap: inside the PTL, the rmap entry gone (buggy) or kept
   // (fixed), the forced flush about to start. dontneed-tlb: the PTL just
   // dropped, the TLB flush done (fixed) or still owed (buggy).
-  return static_cast<int>(state_->race == SeedRace::kDelayedRmap
-                              ? inject::Point::kTlbBeforeFlush
-                              : inject::Point::kHostAfterPtlUnlock);
+  switch (state_->race) {
+    case SeedRace::kDelayedRmap:
+      return static_cast<int>(inject::Point::kTlbBeforeFlush);
+    case SeedRace::kDontneedTlb:
+      return static_cast<int>(inject::Point::kHostAfterPtlUnlock);
+    case SeedRace::kGupFastRevalidate:
+      break;
+  }
+  return static_cast<int>(inject::Point::kGupFastAfterPteRead);
 }
 
 // ---- the race command ------------------------------------------------------
@@ -325,8 +433,8 @@ int SeedRig::delay_point() const {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr auto kDelayBound = std::chrono::microseconds(40);
-constexpr uint32_t kRaceWrites = 32;
+constexpr auto kDelayBound = std::chrono::microseconds(60);
+constexpr uint32_t kRaceWrites = 100000;
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -355,6 +463,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
   if (config.rounds == 0) throw_bad_input("--iterations must be at least 1");
   SeedRaceResult result;
   result.config = config;
+  mutation::Scoped mutant(variant_mutant(config.race, config.variant));
   SeedRig rig(config.race, config.variant, Witness::kHost, config.scheme);
   rig.set_writes_per_round(kRaceWrites);
   const std::vector<std::string> names = rig.role_names();

@@ -25,11 +25,12 @@
 #include <string_view>
 #include <vector>
 
+#include "base/mutation.h"
 #include "spte/scheme.h"
 
 namespace sptelab::scenarios {
 
-enum class SeedRace : uint8_t { kDelayedRmap, kDontneedTlb };
+enum class SeedRace : uint8_t { kDelayedRmap, kDontneedTlb, kGupFastRevalidate };
 const std::vector<SeedRace>& all_seed_races();
 const char* seed_race_name(SeedRace race);
 std::optional<SeedRace> parse_seed_race(std::string_view name);
@@ -41,6 +42,12 @@ std::vector<std::string> seed_role_names(SeedRace race);
 enum class Variant : uint8_t { kFixed, kBuggy };
 const char* variant_name(Variant variant);
 std::optional<Variant> parse_variant(std::string_view name);
+
+// A variant that is a process-wide mutant rather than a per-Mm order
+// (gup-fast-revalidate's buggy GUP-fast is base/mutation.h's
+// gup-fast-no-recheck); kNone otherwise. Whoever runs a rig scopes it
+// (mutation::Scoped) around the rig's whole life.
+mutation::Mutant variant_mutant(SeedRace race, Variant variant);
 
 enum class Witness : uint8_t { kHost, kGuest };
 const char* witness_name(Witness witness);
@@ -73,9 +80,10 @@ class SeedRig {
   // After a round, with every role finished: the violated property, if any
   // (each violation of the lab's log is returned once).
   std::optional<SeedViolation> check();
-  // How many stores the writing role makes per round (1 explored: one is
-  // enough for every order; the race runner's writer keeps writing, as the
-  // program of the threads does, so that it is still writing in the window).
+  // At most how many stores a storing role makes per round (1 explored: one
+  // is enough for every order; the race runner's writers keep storing until
+  // the zapper's operation has returned, as the programs of the threads do,
+  // so that they are still storing in the window).
   void set_writes_per_round(uint32_t writes);
 
   // Where the race runner widens the window: the role delayed there and
@@ -95,8 +103,8 @@ struct SeedRaceConfig {
   SeedRace race = SeedRace::kDelayedRmap;
   Variant variant = Variant::kFixed;
   spte::Scheme scheme = default_seed_scheme();
-  uint64_t rounds = 200000;  // one operation of each role per round
-  double max_seconds = 30;
+  uint64_t rounds = 200000;   // one operation of each role per round
+  double max_seconds = 600;   // a safety limit; a fixed run of 100,000 rounds takes minutes
   bool for_duration = false;  // free-running for max_seconds
   uint64_t seed = 1;          // the delay's coin
   bool stop_at_first_violation = true;

@@ -50,11 +50,15 @@ or a seed race, a host-MM bug Linux had, run buggy or fixed:
   dontneed-tlb  (2022) MADV_DONTNEED drops the PTL before its TLB flush; a
                 fault installs a new page while a stale TLB entry keeps
                 writing the old one
+  gup-fast-revalidate
+                (2022) GUP-fast keeps its reference without re-reading the
+                PTE; the page was freed and reused at another address
   Its roles run as threads, round after round, on the soft backend (one
   delay widens the window: the coin of --seed picks the rounds); the race's
   property is checked after every round and the run stops at the first
   violation, printing the violating round's events. --variant defaults to
-  fixed; --iterations counts rounds (default 200000).
+  fixed; --iterations counts rounds (default 200000); --duration is the time
+  limit (default 600 s).
 
 options:
   --scheme S       PLACEMENT+PROTOCOL (e.g. start-end+seq-count) or all
@@ -324,7 +328,8 @@ int race_main(Args args) {
     return seed_race_main(options, *race);
   }
   if (options.value("variant"))
-    options.fail("--variant goes with a seed race (delayed-rmap, dontneed-tlb)");
+    options.fail(
+        "--variant goes with a seed race (delayed-rmap, dontneed-tlb, gup-fast-revalidate)");
   const bool json = options.flag("json");
   scenarios::RaceConfig config = base_config(options);
   const bool show_progress = !json && isatty(STDERR_FILENO);

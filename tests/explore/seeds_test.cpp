@@ -118,5 +118,16 @@ TEST(SeedSchemeTable, DontneedTlbReachesNoScheme) {
   expect_reaches_no_scheme(SeedRace::kDontneedTlb, coherent_schemes({"ptl-page+naive"}));
 }
 
+// gup-fast-revalidate: a fault protocol that re-checks the invalidation
+// sequence under mmu_lock throws away the page a GUP-fast without its
+// re-check returned (the zap that freed it ran an invalidation meanwhile),
+// so ptl-page and start-end with seq, seq-count or interval mask the bug.
+// The naive protocols are racy against the zap itself in either variant;
+// the pinning user without notifiers (the host witness) is not masked at
+// all: SeedExplored finds it.
+TEST(SeedSchemeTable, GupFastRevalidateIsMaskedBySequenceProtocols) {
+  expect_reaches_no_scheme(SeedRace::kGupFastRevalidate, coherent_schemes({}));
+}
+
 }  // namespace
 }  // namespace sptelab::explore

@@ -31,7 +31,7 @@ TEST_P(SeedRaced, FixedRunsItsRoundsClean) {
   SeedRaceConfig config;
   config.race = GetParam();
   config.variant = Variant::kFixed;
-  config.rounds = 20000;
+  config.rounds = 5000;
   config.max_seconds = 600;
   const SeedRaceResult result = run_seed_race(config);
   EXPECT_EQ(result.violations, 0u) << result.property << ": " << result.detail << "\n"

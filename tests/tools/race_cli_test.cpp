@@ -255,9 +255,13 @@ TEST(SeedRaceCli, BuggyIsExitOneWithTheCounterexampleAndFixedExitZero) {
   EXPECT_EQ(dontneed.status, 1) << dontneed.err;
   EXPECT_THAT(dontneed.out, HasSubstr("\"variant\": \"buggy\""));
   EXPECT_THAT(dontneed.out, HasSubstr("\"property\": \"lost-write\""));
+  auto gup = run_sptelab({"race", "gup-fast-revalidate", "--variant", "buggy"});
+  EXPECT_EQ(gup.status, 1) << gup.err;
+  EXPECT_THAT(gup.out, HasSubstr("foreign-pin"));
   auto list = run_sptelab({"list", "scenarios"});
   EXPECT_THAT(list.out, HasSubstr("delayed-rmap"));
   EXPECT_THAT(list.out, HasSubstr("dontneed-tlb"));
+  EXPECT_THAT(list.out, HasSubstr("gup-fast-revalidate"));
   EXPECT_THAT(list.out, HasSubstr("2022"));
 }
 
