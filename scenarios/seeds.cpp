@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/inject.h"
+#include "base/interrupt.h"
 #include "base/json.h"
 #include "mm/gup.h"
 #include "mm/host_cpu.h"
@@ -518,6 +519,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
       break;
     }
     if (stop.load()) break;
+    if (interrupt::requested() != 0) break;  // SIGINT/SIGTERM: report the rounds run
     rig.prepare();
     delay_this_round.store(splitmix64(coin) % 2 == 0);
     const uint64_t round_start = trace::detail::now_ns();
