@@ -198,7 +198,7 @@ struct SeedRig::State {
   mm::Pfn last_start_pfn = mm::kNoPfn;  // of the witness's last completed store
   uint64_t last_start_generation = 0;
   uint64_t last_value = 0;
-  mm::Pfn pinned = mm::kNoPfn;  // gup-fast-revalidate: the pinner's page, held until check
+  std::vector<mm::Pfn> pinned;  // gup-fast-revalidate: the pinner's pages, held until check
   size_t log_reported = 0;      // violations of the lab's log already returned
 };
 
@@ -249,12 +249,13 @@ std::optional<SeedViolation> SeedRig::State::check_write_landed() {
 // reused between GUP-fast's PTE read and its reference: the pin holds
 // another mapping's page, whose data DMA would now overwrite.
 std::optional<SeedViolation> SeedRig::State::check_pin() {
-  if (pinned == mm::kNoPfn) return std::nullopt;
   const mm::Pfn other = host_pfn_at(other_hva());
-  const mm::Pfn frame = pinned;
-  lab.phys.put(pinned);  // unpin_user_page
-  pinned = mm::kNoPfn;
-  if (other != frame) return std::nullopt;
+  const bool foreign =
+      other != mm::kNoPfn && std::find(pinned.begin(), pinned.end(), other) != pinned.end();
+  for (mm::Pfn pfn : pinned) lab.phys.put(pfn);  // unpin_user_page
+  pinned.clear();
+  if (!foreign) return std::nullopt;
+  const mm::Pfn frame = other;
   return SeedViolation{
       "foreign-pin",
       fmt::format("GUP for {:#x} returned frame {:#x}, which the host maps at {:#x}: the frame "
@@ -369,8 +370,9 @@ void SeedRig::run_role(size_t index) {
           s.witness_store(kWritten);  // the vCPU's spte fault GUPs the page
           return;
         }
+        // The pin is held to the end of the round.
         const mm::GupResult page = mm::get_user_page(*s.lab.mm, s.hva(), true);
-        if (page.ok) s.pinned = page.pfn;
+        if (page.ok) s.pinned.push_back(page.pfn);
         return;
       }
       for (uint32_t i = 0; s.keep_storing(i); ++i) {
@@ -406,6 +408,15 @@ std::optional<SeedViolation> SeedRig::check() {
 
 void SeedRig::set_writes_per_round(uint32_t writes) {
   state_->writes = writes;
+}
+
+int SeedRig::lead_point() const {
+  // gup-fast-revalidate: the zapper, before it takes the PTL to clear the
+  // PTE, until the pinner has read it (or the bound): on a loaded machine
+  // the pinner's thread may otherwise wake up after the clear every round.
+  return state_->race == SeedRace::kGupFastRevalidate
+             ? static_cast<int>(inject::Point::kHostBeforePtl)
+             : -1;
 }
 
 size_t SeedRig::delayed_role() const {
@@ -481,12 +492,26 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
   thread_local bool delayed_thread = false;
   uint64_t coin = config.seed;
   std::atomic<bool> delay_this_round{false};
+  // And, for a race whose delayed role is not the zapper, the zapper waits
+  // at the lead point until the delayed role has reached its point.
+  thread_local bool zapper_thread = false;
+  std::atomic<bool> delayed_reached{false};
   inject::ScopedHook delay(static_cast<inject::Point>(rig.delay_point()),
                            [&](inject::Point, const inject::Context&) {
                              if (!delayed_thread || !delay_this_round.load()) return;
+                             delayed_reached.store(true);
                              const auto until = Clock::now() + kDelayBound;
                              while (finished.load() + 1 < roles && Clock::now() < until) relax();
                            });
+  std::optional<inject::ScopedHook> lead;
+  if (rig.lead_point() >= 0) {
+    lead.emplace(static_cast<inject::Point>(rig.lead_point()),
+                 [&](inject::Point, const inject::Context&) {
+                   if (!zapper_thread || !delay_this_round.load()) return;
+                   const auto until = Clock::now() + kDelayBound;
+                   while (!delayed_reached.load() && Clock::now() < until) relax();
+                 });
+  }
 
   trace::Session tracing;
   std::vector<std::thread> threads;
@@ -494,6 +519,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
     threads.emplace_back([&, i] {
       trace::name_this_thread(names[i]);
       delayed_thread = i == rig.delayed_role();
+      zapper_thread = i == 0;
       uint64_t seen = 0;
       for (;;) {
         while (generation.load() == seen && !stop.load()) relax();
@@ -522,6 +548,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
     if (interrupt::requested() != 0) break;  // SIGINT/SIGTERM: report the rounds run
     rig.prepare();
     delay_this_round.store(splitmix64(coin) % 2 == 0);
+    delayed_reached.store(false);
     const uint64_t round_start = trace::detail::now_ns();
     finished.store(0);
     generation.fetch_add(1);

@@ -90,6 +90,9 @@ class SeedRig {
   // the injection point (base/inject.h) it is delayed at.
   size_t delayed_role() const;
   int delay_point() const;
+  // Where the zapper (role 0) waits, on the same rounds, until the delayed
+  // role has reached its point; -1: nowhere (the zapper is the delayed role).
+  int lead_point() const;
 
   struct State;  // internal to scenarios/seeds.cpp
 
