@@ -131,8 +131,16 @@ std::vector<Cell> shard(const std::vector<Cell>& cells, size_t index, size_t cou
 
 CellResult explore_cell(const Cell& cell, const CampaignOptions& options) {
   const RunFn run = runner(cell);
+  SearchOptions search_options = options.search;
+  // A seed race turns on which frame a fault gets back from the free list,
+  // and taking or returning a frame is no scheduling point of its own: the
+  // step that frees a frame and the step that allocates one name other
+  // objects, look independent to the sleep sets, and the order that hands
+  // the freed frame to another thread is pruned (gup-fast-revalidate is
+  // found only without them). Seed cells are small: searched in full.
+  if (cell.race) search_options.reduction = false;
   SearchResult search =
-      options.pct ? search_pct(run, *options.pct) : search_bounded(run, options.search);
+      options.pct ? search_pct(run, *options.pct) : search_bounded(run, search_options);
   CellResult result;
   result.cell = cell;
   result.violated = search.violated;
@@ -167,12 +175,21 @@ std::vector<CellResult> run_campaign(const std::vector<Cell>& cells, const Campa
 std::string format_schedule(const Cell& cell, const Schedule& schedule, const std::string& note) {
   std::string out = "# sptelab explore schedule: sptelab explore --replay FILE\n";
   if (!note.empty()) out += fmt::format("# {}\n", note);
-  const std::vector<std::string> names = role_names(cell.scenario);
+  const std::vector<std::string> names = role_names(cell);
   std::string threads;
   for (size_t i = 0; i < names.size(); ++i) {
     threads += fmt::format("{}{}={}", i ? " " : "", i, names[i]);
   }
   out += fmt::format("# threads: {}\n", threads);
+  if (cell.race) {
+    out +=
+        fmt::format("race {}\nvariant {}\nwitness {}\n", scenarios::seed_race_name(*cell.race),
+                    scenarios::variant_name(cell.variant), scenarios::witness_name(cell.witness));
+    out += fmt::format("scheme {}\nmutant {}\nschedule", cell.scheme.name(),
+                       mutation::name(cell.mutant));
+    for (uint32_t choice : schedule) out += fmt::format(" {}", choice);
+    return out + "\n";
+  }
   out += fmt::format("scheme {}\nop {}\nscenario {}\nmutant {}\nschedule", cell.scheme.name(),
                      scenarios::host_op_name(cell.op), scenarios::scenario_name(cell.scenario),
                      mutation::name(cell.mutant));
@@ -217,6 +234,24 @@ SavedSchedule parse_schedule(const std::string& text) {
         throw_bad_input(fmt::format(
             "schedule line {}: unknown scenario '{}' (coherence or stale-spte)", number, value));
       saved.cell.scenario = *scenario;
+    } else if (key == "race") {
+      auto race = scenarios::parse_seed_race(value);
+      if (!race)
+        throw_bad_input(fmt::format(
+            "schedule line {}: unknown race '{}'; see 'sptelab list scenarios'", number, value));
+      saved.cell.race = *race;
+    } else if (key == "variant") {
+      auto variant = scenarios::parse_variant(value);
+      if (!variant)
+        throw_bad_input(
+            fmt::format("schedule line {}: unknown variant '{}' (buggy or fixed)", number, value));
+      saved.cell.variant = *variant;
+    } else if (key == "witness") {
+      auto witness = scenarios::parse_witness(value);
+      if (!witness)
+        throw_bad_input(
+            fmt::format("schedule line {}: unknown witness '{}' (host or guest)", number, value));
+      saved.cell.witness = *witness;
     } else if (key == "mutant") {
       auto mutant = mutation::parse(value);
       if (!mutant)
@@ -225,11 +260,16 @@ SavedSchedule parse_schedule(const std::string& text) {
       saved.cell.mutant = *mutant;
     } else {
       throw_bad_input(
-          fmt::format("schedule line {}: unknown key '{}' (scheme, op, scenario, mutant, schedule)",
+          fmt::format("schedule line {}: unknown key '{}' (scheme, op, scenario, race, variant, "
+                      "witness, mutant, schedule)",
                       number, key));
     }
   }
-  for (const char* key : {"scheme", "op", "scenario", "schedule"}) {
+  // A seed race names its own roles: op and scenario do not apply.
+  const std::vector<const char*> required =
+      seen.count("race") ? std::vector<const char*>{"scheme", "schedule"}
+                         : std::vector<const char*>{"scheme", "op", "scenario", "schedule"};
+  for (const char* key : required) {
     if (!seen.count(key)) throw_bad_input(fmt::format("schedule: the '{}' line is missing", key));
   }
   return saved;
@@ -243,7 +283,7 @@ Replayed replay_schedule(const SavedSchedule& saved) {
     replayed.outcome = replay(runner(saved.cell), saved.schedule, &steps, &replayed.preemptions);
     replayed.trace = trace::snapshot();
   }
-  replayed.timeline = timeline_of(steps, replayed.trace, role_names(saved.cell.scenario));
+  replayed.timeline = timeline_of(steps, replayed.trace, role_names(saved.cell));
   return replayed;
 }
 
@@ -320,11 +360,18 @@ std::string format_json(const std::vector<CellResult>& results, int bound) {
   std::string out = fmt::format("{{\"bound\": {}, \"results\": [", bound);
   for (size_t i = 0; i < results.size(); ++i) {
     const CellResult& r = results[i];
+    // A seed race's cell says which race, variant and witness it ran.
+    const std::string race = r.cell.race
+                                 ? fmt::format("\"race\": {}, \"variant\": {}, \"witness\": {}, ",
+                                               json_string(scenarios::seed_race_name(*r.cell.race)),
+                                               json_string(scenarios::variant_name(r.cell.variant)),
+                                               json_string(scenarios::witness_name(r.cell.witness)))
+                                 : std::string();
     out += fmt::format(
-        "{}\n  {{\"scheme\": {}, \"op\": {}, \"scenario\": {}, \"mutant\": {}, \"verdict\": {}, "
+        "{}\n  {{{}\"scheme\": {}, \"op\": {}, \"scenario\": {}, \"mutant\": {}, \"verdict\": {}, "
         "\"property\": {}, \"detail\": {}, \"preemptions\": {}, \"schedules\": {}, "
         "\"pruned\": {}, \"complete\": {}, \"seconds\": {:.3f}, \"counterexample\": {}}}",
-        i ? "," : "", json_string(r.cell.scheme.name()),
+        i ? "," : "", race, json_string(r.cell.scheme.name()),
         json_string(scenarios::host_op_name(r.cell.op)),
         json_string(scenarios::scenario_name(r.cell.scenario)),
         json_string(mutation::name(r.cell.mutant)), json_string(verdict(r)),
@@ -408,6 +455,68 @@ std::pair<int, std::vector<CellResult>> parse_json_results(const std::vector<std
   // --markdown is the unsharded one, byte for byte.
   sort_in_table_order(results);
   return {*bound, std::move(results)};
+}
+
+}  // namespace sptelab::explore
+
+namespace sptelab::explore {
+
+std::string format_seed_results(const std::vector<CellResult>& results, int bound) {
+  std::string out;
+  for (const CellResult& result : results) {
+    out += fmt::format("{:<52} {}\n", result.cell.key(),
+                       result.violated
+                           ? fmt::format("RACY {} p{}", result.property, result.preemptions)
+                           : fmt::format("{}/{} ({} schedules)", result.complete ? "ok" : "ok?",
+                                         bound, result.schedules));
+  }
+  return out;
+}
+
+std::vector<Cell> seed_scheme_cells(scenarios::SeedRace race,
+                                    const std::vector<spte::Scheme>& schemes) {
+  std::vector<Cell> cells;
+  for (const spte::Scheme& scheme : schemes) {
+    for (scenarios::Variant variant : {scenarios::Variant::kFixed, scenarios::Variant::kBuggy}) {
+      Cell cell{scheme};
+      cell.race = race;
+      cell.variant = variant;
+      cell.witness = scenarios::Witness::kGuest;
+      cells.push_back(cell);
+    }
+  }
+  return cells;
+}
+
+std::string format_seed_scheme_table(const std::vector<CellResult>& results, int bound) {
+  std::vector<std::string> schemes;
+  std::map<std::pair<std::string, scenarios::Variant>, const CellResult*> by_cell;
+  for (const CellResult& result : results) {
+    const std::string scheme = result.cell.scheme.name();
+    if (std::find(schemes.begin(), schemes.end(), scheme) == schemes.end()) {
+      schemes.push_back(scheme);
+    }
+    by_cell[{scheme, result.cell.variant}] = &result;
+  }
+  auto text = [&](const CellResult* result) {
+    if (!result) return std::string("-");
+    if (result->violated) return fmt::format("{} p{}", result->property, result->preemptions);
+    return fmt::format("{}/{}", result->complete ? "ok" : "ok?", bound);
+  };
+  std::string out =
+      "| scheme | fixed | buggy | the host bug reaches the secondary MMU |\n|---|---|---|---|\n";
+  for (const std::string& scheme : schemes) {
+    const CellResult* fixed = by_cell[{scheme, scenarios::Variant::kFixed}];
+    const CellResult* buggy = by_cell[{scheme, scenarios::Variant::kBuggy}];
+    std::string reaches = "-";
+    if (fixed && buggy) {
+      reaches = !buggy->violated  ? "no"
+                : fixed->violated ? "racy either way (the scheme's own race)"
+                                  : "**yes**";
+    }
+    out += fmt::format("| {} | {} | {} | {} |\n", scheme, text(fixed), text(buggy), reaches);
+  }
+  return out;
 }
 
 }  // namespace sptelab::explore

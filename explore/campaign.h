@@ -80,6 +80,15 @@ std::string format_table(const std::vector<CellResult>& results, int bound);
 std::string format_json(const std::vector<CellResult>& results, int bound);
 // docs/schemes.md: the table, then one paragraph per racy cell.
 std::string format_markdown(const std::vector<CellResult>& results, int bound);
+// Seed races: one line per cell (key, verdict, property, preemptions).
+std::string format_seed_results(const std::vector<CellResult>& results, int bound);
+// A seed race's cells over schemes: every scheme given, both variants, the
+// vCPU as the witness (seed_scheme_cells); and their Markdown table, one row
+// per scheme: the verdict of each variant and whether the host bug reaches
+// the secondary MMU (racy buggy, coherent fixed).
+std::vector<Cell> seed_scheme_cells(scenarios::SeedRace race,
+                                    const std::vector<spte::Scheme>& schemes);
+std::string format_seed_scheme_table(const std::vector<CellResult>& results, int bound);
 // Reads documents printed by format_json (shards) back; Error(kBadInput) if
 // one is malformed. Returns the bound (they must agree) and the results, in
 // table order whatever the order of the documents.

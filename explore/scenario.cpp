@@ -256,6 +256,13 @@ std::optional<Outcome> check_end(sched::EndReason end, const sched::Execution& e
 }  // namespace
 
 std::string Cell::key() const {
+  if (race) {
+    std::string key = fmt::format("{}/{}/{}/{}", scenarios::seed_race_name(*race),
+                                  scenarios::variant_name(variant),
+                                  scenarios::witness_name(witness), scheme.name());
+    if (mutant != mutation::Mutant::kNone) key += fmt::format("/{}", mutation::name(mutant));
+    return key;
+  }
   std::string key = fmt::format("{}/{}/{}", scheme.name(), scenarios::host_op_name(op),
                                 scenarios::scenario_name(scenario));
   if (mutant != mutation::Mutant::kNone) key += fmt::format("/{}", mutation::name(mutant));
@@ -267,7 +274,52 @@ std::vector<std::string> role_names(ScenarioKind scenario) {
   return {"vcpu", "remapper"};
 }
 
+std::vector<std::string> role_names(const Cell& cell) {
+  if (!cell.race) return role_names(cell.scenario);
+  return scenarios::seed_role_names(*cell.race);
+}
+
+namespace {
+
+// A seed race's rig under the explorer: prepared outside the execution (the
+// translation the witness caches is the race's starting state), its roles as
+// threads, its property checked once every role has finished.
+Outcome run_seed_cell(const Cell& cell, sched::Chooser& chooser) {
+  const mutation::Mutant variant = scenarios::variant_mutant(*cell.race, cell.variant);
+  mutation::Scoped mutant(variant != mutation::Mutant::kNone ? variant : cell.mutant);
+  auto owned_rig =
+      std::make_unique<scenarios::SeedRig>(*cell.race, cell.variant, cell.witness, cell.scheme);
+  scenarios::SeedRig& rig = *owned_rig;
+  rig.prepare();
+  sched::Execution execution(chooser, kStepLimit);
+  const std::vector<std::string> names = rig.role_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    execution.add_thread(names[i], [&rig, i, name = names[i]] {
+      if (trace::enabled()) trace::name_this_thread(name);
+      rig.run_role(i);
+    });
+  }
+  const sched::EndReason end = execution.run();
+  if (end == sched::EndReason::kDeadlock) (void)owned_rig.release();  // as in run_cell
+  Outcome outcome;
+  outcome.steps = execution.steps();
+  std::optional<Outcome> found = check_end(end, execution, names.size());
+  if (!found && end == sched::EndReason::kCompleted) {
+    if (std::optional<scenarios::SeedViolation> violation = rig.check()) {
+      found = Outcome{true, violation->property, violation->detail};
+    }
+  }
+  if (found) {
+    found->steps = outcome.steps;
+    return *found;
+  }
+  return outcome;
+}
+
+}  // namespace
+
 Outcome run_cell(const Cell& cell, sched::Chooser& chooser) {
+  if (cell.race) return run_seed_cell(cell, chooser);
   mutation::Scoped mutant(cell.mutant);
   auto owned_rig = std::make_unique<Rig>(cell);
   Rig& rig = *owned_rig;

@@ -28,6 +28,10 @@
 //  stale-read        a read that began after the new version was published
 //                    returned an older one
 //  deadlock / livelock / internal-error  the run did not finish cleanly
+//
+// A cell with a seed race (scenarios/seeds.h) runs that race's rig instead:
+// its roles, its variant of the host, its witness, its property; op and
+// scenario do not apply.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +44,7 @@
 #include "base/sched.h"
 #include "scenarios/host_ops.h"
 #include "scenarios/race.h"
+#include "scenarios/seeds.h"
 #include "spte/scheme.h"
 
 namespace sptelab::explore {
@@ -52,8 +57,12 @@ struct Cell {
   HostOp op = HostOp::kRemap;
   ScenarioKind scenario = ScenarioKind::kCoherence;
   mutation::Mutant mutant = mutation::Mutant::kNone;
+  std::optional<scenarios::SeedRace> race;  // a seed race instead of op x scenario
+  scenarios::Variant variant = scenarios::Variant::kFixed;
+  scenarios::Witness witness = scenarios::Witness::kHost;
 
-  // "start-end+seq-count/remap/coherence" (plus "/MUTANT" when one is set).
+  // "start-end+seq-count/remap/coherence" (plus "/MUTANT" when one is set);
+  // for a seed race "delayed-rmap/buggy/host/start-end+seq-count".
   std::string key() const;
 };
 
@@ -66,6 +75,7 @@ struct Outcome {
 
 // The roles' thread names, in thread-index order.
 std::vector<std::string> role_names(ScenarioKind scenario);
+std::vector<std::string> role_names(const Cell& cell);
 
 // Runs the cell once: the roles run as threads of a sched::Execution whose
 // every choice `chooser` makes, then the properties are checked.

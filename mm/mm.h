@@ -58,11 +58,22 @@ struct PteSlot {
 };
 
 // When a zap removes the rmap entry of a dirty shared-file page. Linux 6.2
-// (seeds/2022-11-linus-delay-rmap-after-tlb-flush.txt) delays it until the
-// TLB flush inside the PTL so that page_mkclean() serialises with the zap;
-// before, it was removed at once and a CPU with a stale dirty TLB entry could
-// write to a page that mkclean had just cleaned (lost dirty data).
+// (linux-mm, Nov 2022, Linus Torvalds, "[PATCH 4/4] mm: delay
+// page_remove_rmap() until after the TLB has been flushed") delays it until
+// the TLB flush inside the PTL so that page_mkclean() serialises with the
+// zap; before, it was removed at once and a CPU with a stale dirty TLB entry
+// could write to a page that mkclean had just cleaned (lost dirty data).
 enum class ZapRmapOrder : uint8_t { kDelayUntilFlush, kImmediate };
+
+// When MADV_DONTNEED flushes the TLB for PTEs it cleared without a forced
+// flush (anon pages, clean file pages). kBatched is mmu_gather's order: the
+// flush comes in tlb_finish_mmu, after the PTL is dropped, so a fault can
+// install a new page at the address while another CPU still caches the old
+// translation (linux-mm, Oct 2022, Jann Horn, "Re: [PATCH 01/13] mm: Update
+// ptep_get_lockless()s comment"). kBeforePtlUnlock flushes every table's
+// cleared range before its PTL is dropped (Peter Zijlstra's proposal in that
+// thread, a forced flush for MADV_DONTNEED).
+enum class DontneedFlush : uint8_t { kBatched, kBeforePtlUnlock };
 
 struct MmStats {
   uint64_t faults = 0;
@@ -93,6 +104,8 @@ class Mm {
   NotifierHooks* notifier_hooks() const { return hooks_; }
   void set_zap_rmap_order(ZapRmapOrder order) { zap_rmap_order_ = order; }
   ZapRmapOrder zap_rmap_order() const { return zap_rmap_order_; }
+  void set_dontneed_flush(DontneedFlush flush) { dontneed_flush_ = flush; }
+  DontneedFlush dontneed_flush() const { return dontneed_flush_; }
 
   // --- mmap_lock (traced: kMmapLock / kMmapUnlock) ---
   void mmap_read_lock();
@@ -182,6 +195,7 @@ class Mm {
   PhysMem& phys_;
   NotifierHooks* hooks_ = nullptr;
   ZapRmapOrder zap_rmap_order_ = ZapRmapOrder::kDelayUntilFlush;
+  DontneedFlush dontneed_flush_ = DontneedFlush::kBatched;
   RwLock mmap_lock_{"mmap_lock"};
   std::map<uint64_t, Vma> vmas_;  // by start, under mmap_lock
   Pfn pgd_ = kNoPfn;

@@ -1,6 +1,10 @@
 // Zapping PTEs with an mmu_gather batch: MADV_DONTNEED, munmap, exit_mmap.
 // Follows mm/memory.c zap_pte_range + mm/mmu_gather.c tlb_finish_mmu, with
-// the delayed rmap removal of seeds/2022-11-linus-delay-rmap-after-tlb-flush.txt.
+// the delayed rmap removal of Linux 6.2 (linux-mm, Nov 2022, Linus Torvalds,
+// "[PATCH 4/4] mm: delay page_remove_rmap() until after the TLB has been
+// flushed"); ZapRmapOrder::kImmediate is the order before it. The TLB flush
+// of MADV_DONTNEED comes after the PTL is dropped (mmu_gather's batching) or,
+// with DontneedFlush::kBeforePtlUnlock, before (mm/mm.h).
 
 #include <fmt/format.h>
 
@@ -56,13 +60,15 @@ class MmuGather {
 
 // zap_pte_range over one last-level table.
 void zap_table(Mm& mm, MmuGather& tlb, PteSlot first, uint64_t start, uint64_t end,
-               InvalidateEvent event, bool notify) {
+               InvalidateEvent event, bool notify, bool flush_in_ptl) {
   PhysMem& phys = mm.phys();
   std::vector<std::pair<Pfn, uint64_t>> delayed_rmap;
   inject_at(Point::kHostBeforePtl, start);
   {
     PtlGuard ptl(phys, first.table);
-    bool force_flush = false;
+    // Every cleared PTE's flush before the PTL goes, so that no fault can
+    // install a new page here while a CPU still caches the old one.
+    bool force_flush = flush_in_ptl;
     for (uint64_t addr = start; addr < end; addr += kPageSize) {
       const PteSlot slot = Mm::slot_at(first, start, addr);
       const Pte pte = Mm::load_pte(slot);
@@ -115,14 +121,15 @@ void zap_table(Mm& mm, MmuGather& tlb, PteSlot first, uint64_t start, uint64_t e
 // Linux's forced flush also frees the gathered batch right after the PTL
 // drop (before range_end); here every page is freed in tlb_finish, after
 // after_unlock, so the notifier contract holds for every op alike.
-void zap_range(Mm& mm, uint64_t start, uint64_t end, InvalidateEvent event, bool notify) {
+void zap_range(Mm& mm, uint64_t start, uint64_t end, InvalidateEvent event, bool notify,
+               bool flush_in_ptl) {
   const InvalidateRange range{&mm, start, end, event, true};
   if (notify) notify_before(mm, range);
   MmuGather tlb(mm);
   for (uint64_t table_start = start; table_start < end;) {
     const uint64_t table_end = std::min(end, (table_start & ~(kPteTableSpan - 1)) + kPteTableSpan);
     if (const PteSlot first = mm.walk(table_start)) {
-      zap_table(mm, tlb, first, table_start, table_end, event, notify);
+      zap_table(mm, tlb, first, table_start, table_end, event, notify, flush_in_ptl);
     }
     table_start = table_end;
   }
@@ -153,7 +160,8 @@ bool madvise_dontneed(Mm& mm, uint64_t start, uint64_t len) {
   MmapReadGuard lock(mm);
   uint64_t covered = 0;
   for (const Vma& vma : mm.vmas_in(start, end)) {
-    detail::zap_range(mm, vma.start, vma.end, InvalidateEvent::kClear, true);
+    detail::zap_range(mm, vma.start, vma.end, InvalidateEvent::kClear, true,
+                      mm.dontneed_flush() == DontneedFlush::kBeforePtlUnlock);
     covered += vma.end - vma.start;
   }
   return covered == end - start;

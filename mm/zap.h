@@ -11,7 +11,10 @@ namespace sptelab::mm::detail {
 // zap_page_range_single / unmap_vmas: clears every PTE of [start, end)
 // (inside one VMA). With `notify`, passes the notifier points; exit_mmap
 // zaps without them (release already detached the subscriptions).
-void zap_range(Mm& mm, uint64_t start, uint64_t end, InvalidateEvent event, bool notify);
+// With `flush_in_ptl`, every table's TLB flush happens before its PTL is
+// dropped (MADV_DONTNEED with DontneedFlush::kBeforePtlUnlock).
+void zap_range(Mm& mm, uint64_t start, uint64_t end, InvalidateEvent event, bool notify,
+               bool flush_in_ptl = false);
 
 // The end of [start, start + len) rounded up to a page; throws
 // Error(kBadInput) naming `op` for an unaligned start or an empty or

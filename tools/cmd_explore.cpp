@@ -21,6 +21,9 @@ constexpr const char* kHelp =
     R"(usage: sptelab explore [--scheme LIST] [--op LIST] [--scenario LIST] [--mutant NAME]
                        [--bound K] [--pct N [--pct-depth D] [--seed S]] [--no-reduction]
                        [--save FILE] [--json | --markdown] [--shard I/N]
+       sptelab explore --race NAME [--variant buggy|fixed|both] [--witness host|guest]
+                       [--scheme LIST] [--bound K] [--save FILE] [--json]
+       sptelab explore --race NAME --scheme-table
        sptelab explore --replay FILE [--trace OUT]
        sptelab explore --merge FILE... [--json | --markdown]
 
@@ -40,6 +43,16 @@ with the fewest preemptions. --pct N runs N random PCT schedules instead.
   --op LIST        comma list of ops (migrate remap cow dontneed mprotect mkclean ksm) or all
   --scenario LIST  coherence, stale-spte, or all (default)
   --mutant NAME    run with a deliberately broken protocol ('sptelab list mutants')
+  --race NAME      a seed race ('sptelab list scenarios': delayed-rmap,
+                   dontneed-tlb, gup-fast-revalidate): its roles
+                   and property instead of op x scenario, under the reference
+                   scheme start-end+seq-count unless --scheme says otherwise
+  --variant V      with --race: buggy, fixed, or both (default both)
+  --witness W      with --race: who holds the stale translation: host (a host
+                   CPU's TLB, default) or guest (the vCPU's spte)
+  --scheme-table   with --race: every scheme, both variants, the vCPU as the
+                   witness; prints the Markdown table of docs/seeds.md (does
+                   the host bug reach the secondary MMU under each scheme)
   --bound K        preemption bound, 0 to 6 (default 2)
   --no-reduction   no sleep sets (to measure what the reduction saves)
   --save FILE      write the counterexample of the racy cell to FILE (several racy
@@ -121,14 +134,89 @@ void save_counterexamples(const std::string& path,
   for (const explore::CellResult* result : racy) {
     std::string file = path;
     if (racy.size() > 1) {
-      file += fmt::format(".{}.{}.{}", result->cell.scheme.name(),
-                          scenarios::host_op_name(result->cell.op),
-                          scenarios::scenario_name(result->cell.scenario));
+      file += result->cell.race ? fmt::format(".{}.{}.{}", result->cell.scheme.name(),
+                                              scenarios::variant_name(result->cell.variant),
+                                              scenarios::witness_name(result->cell.witness))
+                                : fmt::format(".{}.{}.{}", result->cell.scheme.name(),
+                                              scenarios::host_op_name(result->cell.op),
+                                              scenarios::scenario_name(result->cell.scenario));
     }
     write_file(file, result->counterexample);
     fmt::print(stderr, "explore: saved the counterexample of {} to {}\n", result->cell.key(), file);
   }
   if (racy.empty()) fmt::print(stderr, "explore: no racy cell, nothing saved to {}\n", path);
+}
+
+// --race: the seed race's cells (scheme x variant, one witness).
+std::vector<explore::Cell> race_cells(const Options& options, scenarios::SeedRace race) {
+  if (options.value("op") || options.value("scenario") || options.value("shard")) {
+    options.fail("--race runs the seed race's own roles: drop --op, --scenario and --shard");
+  }
+  if (options.flag("scheme-table")) {
+    if (options.value("variant") || options.value("witness") || options.value("scheme")) {
+      options.fail("--scheme-table runs every scheme, both variants, the guest as witness");
+    }
+    return explore::seed_scheme_cells(race, spte::all_schemes());
+  }
+  std::vector<spte::Scheme> schemes = {scenarios::default_seed_scheme()};
+  if (options.value("scheme")) schemes = selected_schemes(options);
+  std::vector<scenarios::Variant> variants = {scenarios::Variant::kBuggy,
+                                              scenarios::Variant::kFixed};
+  if (auto text = options.value("variant"); text && *text != "both") {
+    auto variant = scenarios::parse_variant(*text);
+    if (!variant) options.fail(fmt::format("--variant '{}': buggy, fixed or both", *text));
+    variants = {*variant};
+  }
+  scenarios::Witness witness = scenarios::Witness::kHost;
+  if (auto text = options.value("witness")) {
+    auto parsed = scenarios::parse_witness(*text);
+    if (!parsed) options.fail(fmt::format("--witness '{}': host or guest", *text));
+    witness = *parsed;
+  }
+  mutation::Mutant mutant = mutation::Mutant::kNone;
+  if (auto name = options.value("mutant")) {
+    auto parsed = mutation::parse(*name);
+    if (!parsed)
+      options.fail(fmt::format("unknown mutant '{}'; see 'sptelab list mutants'", *name));
+    mutant = *parsed;
+  }
+  std::vector<explore::Cell> cells;
+  for (const spte::Scheme& scheme : schemes) {
+    for (scenarios::Variant variant : variants) {
+      explore::Cell cell{scheme};
+      cell.race = race;
+      cell.variant = variant;
+      cell.witness = witness;
+      cell.mutant = mutant;
+      cells.push_back(cell);
+    }
+  }
+  return cells;
+}
+
+int race_finish(const Options& options, const std::vector<explore::CellResult>& results,
+                int bound) {
+  if (options.flag("json")) {
+    print(explore::format_json(results, bound));
+  } else if (options.flag("scheme-table")) {
+    print(explore::format_seed_scheme_table(results, bound));
+  } else {
+    std::string out = explore::format_seed_results(results, bound);
+    for (const explore::CellResult& result : results) {
+      if (!result.violated) continue;
+      explore::Replayed replayed =
+          explore::replay_schedule(explore::parse_schedule(result.counterexample));
+      out += fmt::format(
+          "\n{}: {} with {} preemption(s)\n  {}\n\nstep   thread    scheduling point (| the "
+          "events the step caused)\n{}",
+          result.cell.key(), result.property, replayed.preemptions, result.detail,
+          replayed.timeline);
+    }
+    print(out);
+  }
+  bool racy = false;
+  for (const auto& result : results) racy |= result.violated;
+  return racy ? 1 : 0;
 }
 
 std::vector<explore::Cell> selected_cells(const Options& options) {
@@ -188,6 +276,10 @@ int explore_main(Args args) {
                    {"op"},
                    {"scenario"},
                    {"mutant"},
+                   {"race"},
+                   {"variant"},
+                   {"witness"},
+                   {"scheme-table", false, true},
                    {"bound"},
                    {"pct"},
                    {"pct-depth"},
@@ -234,7 +326,15 @@ int explore_main(Args args) {
       pct.seed = static_cast<uint64_t>(parse_int(options, "seed", *seed, 0, 2147483647));
     campaign.pct = pct;
   }
-  const std::vector<explore::Cell> cells = selected_cells(options);
+  std::optional<scenarios::SeedRace> race;
+  if (auto name = options.value("race")) {
+    race = scenarios::parse_seed_race(*name);
+    if (!race) options.fail(fmt::format("unknown race '{}'; see 'sptelab list scenarios'", *name));
+  } else if (options.value("variant") || options.value("witness") || options.flag("scheme-table")) {
+    options.fail("--variant, --witness and --scheme-table go with --race NAME");
+  }
+  const std::vector<explore::Cell> cells =
+      race ? race_cells(options, *race) : selected_cells(options);
   auto progress = [](size_t done, size_t total, const explore::CellResult& last) {
     fmt::print(stderr, "explore: [{}/{}] {}: {} ({} schedules, {} pruned, {:.2f} s)\n", done, total,
                last.cell.key(),
@@ -245,6 +345,7 @@ int explore_main(Args args) {
   };
   const std::vector<explore::CellResult> results = explore::run_campaign(cells, campaign, progress);
   if (auto path = options.value("save")) save_counterexamples(*path, results);
+  if (race) return race_finish(options, results, campaign.search.bound);
   return finish(options, results, campaign.search.bound);
 }
 

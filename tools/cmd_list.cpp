@@ -9,6 +9,7 @@
 #include "base/mutation.h"
 #include "scenarios/host_ops.h"
 #include "scenarios/race.h"
+#include "scenarios/seeds.h"
 #include "spte/scheme.h"
 #include "tools/command.h"
 #include "tools/guests.h"
@@ -35,6 +36,9 @@ int list_schemes() {
 int list_scenarios() {
   for (auto kind : scenarios::all_scenarios()) {
     fmt::print("{:<19} {}\n", scenarios::scenario_name(kind), scenarios::describe(kind));
+  }
+  for (auto race : scenarios::all_seed_races()) {
+    fmt::print("{:<19} {}\n", scenarios::seed_race_name(race), scenarios::describe(race));
   }
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "base/json.h"
 #include "explore/guide.h"
 #include "scenarios/race.h"
+#include "scenarios/seeds.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
@@ -39,6 +40,25 @@ and what the scheme cost. SCENARIO is one of ('sptelab list scenarios'):
               waits for them, and an increment through a stale spte is lost
   stale-spte  vCPUs read versioned pages the remapper keeps changing; the
               auditor and the readers catch sptes left on old frames
+
+or a seed race, a host-MM bug Linux had, run buggy or fixed:
+  sptelab race NAME [--variant buggy|fixed] [--iterations N] [--duration S]
+                    [--seed N] [--json]
+  delayed-rmap  (2022) MADV_DONTNEED removes the rmap entry before its TLB
+                flush; writeback cleans the page while a stale dirty TLB entry
+                keeps writing
+  dontneed-tlb  (2022) MADV_DONTNEED drops the PTL before its TLB flush; a
+                fault installs a new page while a stale TLB entry keeps
+                writing the old one
+  gup-fast-revalidate
+                (2022) GUP-fast keeps its reference without re-reading the
+                PTE; the page was freed and reused at another address
+  Its roles run as threads, round after round, on the soft backend (one
+  delay widens the window: the coin of --seed picks the rounds); the race's
+  property is checked after every round and the run stops at the first
+  violation, printing the violating round's events. --variant defaults to
+  fixed; --iterations counts rounds (default 200000); --duration is the time
+  limit (default 600 s).
 
 options:
   --scheme S       PLACEMENT+PROTOCOL (e.g. start-end+seq-count) or all
@@ -219,6 +239,53 @@ void guide(scenarios::RaceConfig& config) {
   }
 }
 
+// `sptelab race NAME` for a seed race (scenarios/seeds.h).
+int seed_race_main(const Options& options, scenarios::SeedRace race) {
+  for (const char* name : {"scheme", "op", "vcpus", "trace"}) {
+    if (options.value(name)) {
+      options.fail(fmt::format("--{} does not apply to the seed race {}", name,
+                               scenarios::seed_race_name(race)));
+    }
+  }
+  for (const char* name : {"no-delays", "cpl0", "guided", "kernel"}) {
+    if (options.flag(name)) {
+      options.fail(fmt::format("--{} does not apply to the seed race {}", name,
+                               scenarios::seed_race_name(race)));
+    }
+  }
+  if (!options.values("delay").empty()) options.fail("a seed race places its own delay");
+  if (auto backend = options.value("backend"); backend && *backend != "soft") {
+    options.fail("the seed races run on the soft backend");
+  }
+  scenarios::SeedRaceConfig config;
+  config.race = race;
+  if (auto text = options.value("variant")) {
+    auto variant = scenarios::parse_variant(*text);
+    if (!variant) options.fail(fmt::format("--variant '{}': buggy or fixed", *text));
+    config.variant = *variant;
+  }
+  config.rounds = unsigned_option(options, "iterations", config.rounds, 1, 100000000);
+  config.seed = unsigned_option(options, "seed", 1, 0, UINT64_MAX);
+  if (auto duration = options.value("duration")) {
+    auto seconds = parse_seconds(*duration);
+    if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
+      options.fail(fmt::format("--duration '{}' is not a number of seconds above 0 and at most {}",
+                               *duration, kMaxSeconds));
+    }
+    config.max_seconds = *seconds;
+    if (!options.value("iterations")) {
+      config.rounds = UINT64_MAX;
+      config.for_duration = true;
+    }
+  }
+  handle_stop_signals();
+  const scenarios::SeedRaceResult result = scenarios::run_seed_race(config);
+  fmt::print("{}", options.flag("json") ? scenarios::seed_race_json(result)
+                                        : scenarios::format_seed_race(result));
+  if (const int signal = interrupt::requested(); signal != 0) return interrupted_status(signal);
+  return result.violations > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int race_main(Args args) {
@@ -236,7 +303,8 @@ int race_main(Args args) {
                    {"guided", false, true},
                    {"trace"},
                    {"kernel", false, true},
-                   {"json", false, true}});
+                   {"json", false, true},
+                   {"variant"}});
   if (options.help()) {
     fmt::print("{}", kHelp);
     return 0;
@@ -244,6 +312,12 @@ int race_main(Args args) {
   if (options.positionals().size() != 1) {
     options.fail("give one SCENARIO: coherence, coherence-lockfree or stale-spte");
   }
+  if (auto race = scenarios::parse_seed_race(options.positionals().front())) {
+    return seed_race_main(options, *race);
+  }
+  if (options.value("variant"))
+    options.fail(
+        "--variant goes with a seed race (delayed-rmap, dontneed-tlb, gup-fast-revalidate)");
   const bool json = options.flag("json");
   scenarios::RaceConfig config = base_config(options);
   const bool show_progress = !json && isatty(STDERR_FILENO);

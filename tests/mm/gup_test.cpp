@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/mutation.h"
 #include "mm/gup.h"
 #include "mm/ops.h"
 #include "tests/mm/mm_fixture.h"
@@ -65,6 +66,44 @@ TEST_F(GupTest, FastPathCannotReferenceAPageFreedAfterThePteRead) {
   EXPECT_TRUE(phys.is_free(pfn));
   EXPECT_EQ(phys.page(pfn).refcount.load(), 0);
 }
+
+// The gup-fast-revalidate seed race (docs/seeds.md) in both orders: the
+// page is freed after the PTE read and the frame reused at another address
+// before the reference. The re-check backs off; without it (the buggy
+// variant, the gup-fast-no-recheck mutant) GUP returns the other mapping's
+// page.
+class GupRecheckTest : public MmTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(GupRecheckTest, FrameReusedBeforeTheReference) {
+  const bool buggy = GetParam();
+  mutation::Scoped mutant(buggy ? mutation::Mutant::kGupFastNoRecheck : mutation::Mutant::kNone);
+  uint64_t addr = mm.mmap_anon(2 * kPageSize, kProtRead | kProtWrite);
+  cpu.store64(addr, 3);
+  const Pfn pfn = pfn_at(addr);
+  const uint64_t other = addr + kPageSize;
+  inject::ScopedHook hook(inject::Point::kGupFastAfterPteRead,
+                          [&](inject::Point, const inject::Context&) {
+                            ASSERT_TRUE(madvise_dontneed(mm, addr, kPageSize));
+                            cpu.store64(other, 4);  // the fault takes the freed frame
+                            ASSERT_EQ(pfn_at(other), pfn);
+                          });
+  GupResult result = gup_fast(mm, addr, true);
+  if (buggy) {
+    ASSERT_TRUE(result.ok);
+    EXPECT_EQ(result.pfn, pfn_at(other));  // a pin on another mapping's page
+    phys.put(result.pfn);
+  } else {
+    EXPECT_FALSE(result.ok);
+    EXPECT_EQ(result.error, GupError::kBackedOff);
+    EXPECT_EQ(phys.page(pfn).refcount.load(), 1);  // the reference was dropped again
+  }
+  EXPECT_TRUE(audit_all().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Mm, GupRecheckTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& param_info) {
+                           return param_info.param ? "WithoutRecheck" : "WithRecheck";
+                         });
 
 TEST_F(GupTest, SlowPathFaultsInAndBreaksCowForWrite) {
   uint64_t addr = mm.mmap_anon(kPageSize, kProtRead | kProtWrite);

@@ -143,6 +143,23 @@ TEST_F(OrderTest, DontneedGathersThenFlushesAfterTheRangeEndAndFrees) {
   expect_atomic_context_only_inside_ptl();
 }
 
+// The fix of the dontneed-tlb seed race (mm/mm.h DontneedFlush): the flush
+// moves inside the PTL, before any fault can install a new page; nothing is
+// left for tlb_finish_mmu to flush.
+TEST_F(OrderTest, DontneedFlushBeforePtlUnlockFlushesInsideThePtl) {
+  mm.set_dontneed_flush(DontneedFlush::kBeforePtlUnlock);
+  uint64_t addr = anon_written(2, 1);
+  hooks.clear();
+  trace::Session session;
+  ASSERT_TRUE(madvise_dontneed(mm, addr, 2 * kPageSize));
+  Steps expected = {"before_change", "ptl_lock",  "pte_clear",      "in_ptl_cleared",
+                    "rmap_remove",   "pte_clear", "in_ptl_cleared", "rmap_remove",
+                    "tlb_flush",     "tlb_ack",   "ptl_unlock",     "after_unlock",
+                    "page_free",     "page_free", "after_release"};
+  EXPECT_EQ(steps(), expected);
+  expect_atomic_context_only_inside_ptl();
+}
+
 TEST_F(OrderTest, DontneedOfDirtySharedFileDelaysRmapUntilTheFlush) {
   uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
   cpu.store64(addr, 1);

@@ -237,5 +237,43 @@ TEST(ListCli, ListsTheTwentySchemesAndTheOps) {
   EXPECT_EQ(run_sptelab({"list", "points"}).status, 0);
 }
 
+// The seed races: buggy exits 1 with the violating round's events, fixed
+// exits 0, --json carries the variant; each is listed with its year.
+TEST(SeedRaceCli, BuggyIsExitOneWithTheCounterexampleAndFixedExitZero) {
+  auto buggy = run_sptelab({"race", "delayed-rmap", "--variant", "buggy"});
+  EXPECT_EQ(buggy.status, 1) << buggy.err;
+  EXPECT_THAT(buggy.out, HasSubstr("lost-at-writeback"));
+  EXPECT_THAT(buggy.out, HasSubstr("counterexample"));
+  EXPECT_THAT(buggy.out, HasSubstr("zapper"));
+  auto fixed = run_sptelab({"race", "delayed-rmap", "--iterations", "2000", "--json"});
+  EXPECT_EQ(fixed.status, 0) << fixed.err;
+  EXPECT_THAT(fixed.out, HasSubstr("\"variant\": \"fixed\""));
+  EXPECT_THAT(fixed.out, HasSubstr("\"violations\": 0"));
+  auto bad = run_sptelab({"race", "delayed-rmap", "--variant", "broken"});
+  EXPECT_EQ(bad.status, 2);
+  auto dontneed = run_sptelab({"race", "dontneed-tlb", "--variant", "buggy", "--json"});
+  EXPECT_EQ(dontneed.status, 1) << dontneed.err;
+  EXPECT_THAT(dontneed.out, HasSubstr("\"variant\": \"buggy\""));
+  EXPECT_THAT(dontneed.out, HasSubstr("\"property\": \"lost-write\""));
+  auto gup = run_sptelab({"race", "gup-fast-revalidate", "--variant", "buggy"});
+  EXPECT_EQ(gup.status, 1) << gup.err;
+  EXPECT_THAT(gup.out, HasSubstr("foreign-pin"));
+  auto list = run_sptelab({"list", "scenarios"});
+  EXPECT_THAT(list.out, HasSubstr("delayed-rmap"));
+  EXPECT_THAT(list.out, HasSubstr("dontneed-tlb"));
+  EXPECT_THAT(list.out, HasSubstr("gup-fast-revalidate"));
+  EXPECT_THAT(list.out, HasSubstr("2022"));
+}
+
+TEST(SeedExploreCli, BuggyPrintsItsTimelineAndFixedIsCoherent) {
+  auto buggy = run_sptelab({"explore", "--race", "delayed-rmap", "--variant", "buggy"});
+  EXPECT_EQ(buggy.status, 1) << buggy.err;
+  EXPECT_THAT(buggy.out, HasSubstr("RACY lost-at-writeback"));
+  EXPECT_THAT(buggy.out, HasSubstr("step   thread"));
+  auto fixed = run_sptelab({"explore", "--race", "delayed-rmap", "--variant", "fixed"});
+  EXPECT_EQ(fixed.status, 0) << fixed.err;
+  EXPECT_THAT(fixed.out, HasSubstr("ok/2"));
+}
+
 }  // namespace
 }  // namespace sptelab::tools

@@ -1,0 +1,604 @@
+#include "scenarios/seeds.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "base/error.h"
+#include "base/inject.h"
+#include "base/interrupt.h"
+#include "base/json.h"
+#include "mm/gup.h"
+#include "mm/host_cpu.h"
+#include "mm/ops.h"
+#include "scenarios/delays.h"
+#include "scenarios/lab.h"
+#include "spte/soft_vcpu.h"
+#include "trace/export.h"
+#include "trace/file.h"
+#include "trace/trace.h"
+
+namespace sptelab::scenarios {
+
+namespace {
+
+constexpr spte::Gfn kGfn = 1;
+constexpr spte::Gfn kOtherGfn = 2;
+constexpr uint64_t kGuestPages = 4;
+constexpr uint64_t kInitial = 0x1111;
+constexpr uint64_t kWritten = 0x77726974;  // "writ", plus the round
+
+struct RaceInfo {
+  SeedRace race;
+  const char* name;
+  const char* description;
+};
+
+constexpr RaceInfo kRaces[] = {
+    {SeedRace::kDelayedRmap, "delayed-rmap",
+     "2022: a zap drops the rmap entry before its TLB flush; writeback cleans the page while a "
+     "stale dirty TLB entry keeps writing (Linus Torvalds, linux-mm, Nov 2022)"},
+    {SeedRace::kDontneedTlb, "dontneed-tlb",
+     "2022: MADV_DONTNEED drops the PTL before its TLB flush; a fault installs a new page while "
+     "a stale TLB entry keeps writing the old one (Jann Horn, linux-mm, Oct 2022)"},
+    {SeedRace::kGupFastRevalidate, "gup-fast-revalidate",
+     "2022: GUP-fast takes a reference without re-reading the PTE; the page was freed and "
+     "reused meanwhile, and the pin holds someone else's page (Alistair Popple, linux-mm, Oct "
+     "2022)"},
+};
+
+}  // namespace
+
+const std::vector<SeedRace>& all_seed_races() {
+  static const std::vector<SeedRace> all = {SeedRace::kDelayedRmap, SeedRace::kDontneedTlb,
+                                            SeedRace::kGupFastRevalidate};
+  return all;
+}
+
+const char* seed_race_name(SeedRace race) {
+  for (const RaceInfo& info : kRaces) {
+    if (info.race == race) return info.name;
+  }
+  return "?";
+}
+
+std::optional<SeedRace> parse_seed_race(std::string_view name) {
+  for (const RaceInfo& info : kRaces) {
+    if (name == info.name) return info.race;
+  }
+  return std::nullopt;
+}
+
+std::string describe(SeedRace race) {
+  for (const RaceInfo& info : kRaces) {
+    if (info.race == race) return info.description;
+  }
+  return "";
+}
+
+const char* variant_name(Variant variant) {
+  return variant == Variant::kBuggy ? "buggy" : "fixed";
+}
+
+std::optional<Variant> parse_variant(std::string_view name) {
+  if (name == "buggy") return Variant::kBuggy;
+  if (name == "fixed") return Variant::kFixed;
+  return std::nullopt;
+}
+
+const char* witness_name(Witness witness) {
+  return witness == Witness::kGuest ? "guest" : "host";
+}
+
+std::optional<Witness> parse_witness(std::string_view name) {
+  if (name == "host") return Witness::kHost;
+  if (name == "guest") return Witness::kGuest;
+  return std::nullopt;
+}
+
+spte::Scheme default_seed_scheme() {
+  return *spte::parse_scheme("start-end+seq-count");
+}
+
+// ---- the rig ----------------------------------------------------------------
+
+struct SeedRig::State {
+  State(SeedRace race_, Variant variant_, Witness witness_, const spte::Scheme& scheme)
+      : race(race_),
+        variant(variant_),
+        witness(witness_),
+        lab(LabConfig{.scheme = scheme, .guest_pages = kGuestPages, .backing = backing(race_)}),
+        machine(*lab.mmu, lab.phys, lab.violations, 1),
+        writer(*lab.mm, 0),
+        faulter(*lab.mm, 1) {
+    // The variant is the emulated host's: mm/ consults it per Mm.
+    const bool buggy = variant == Variant::kBuggy;
+    switch (race) {
+      case SeedRace::kDelayedRmap:
+        lab.mm->set_zap_rmap_order(buggy ? mm::ZapRmapOrder::kImmediate
+                                         : mm::ZapRmapOrder::kDelayUntilFlush);
+        break;
+      case SeedRace::kDontneedTlb:
+        lab.mm->set_dontneed_flush(buggy ? mm::DontneedFlush::kBatched
+                                         : mm::DontneedFlush::kBeforePtlUnlock);
+        break;
+      case SeedRace::kGupFastRevalidate:
+        break;  // a process-wide mutant (variant_mutant), scoped by the caller
+    }
+  }
+
+  // delayed-rmap needs writeback (a shared file page); dontneed-tlb needs a
+  // zap that discards the page, so that the next fault installs another one.
+  // gup-fast-revalidate needs a frame that a zap frees and a fault reuses.
+  static Backing backing(SeedRace race) {
+    return race == SeedRace::kDelayedRmap ? Backing::kSharedFile : Backing::kAnon;
+  }
+
+  uint64_t hva() const { return lab.hva_of(kGfn); }
+  // gup-fast-revalidate: the page another thread faults in meanwhile.
+  uint64_t other_hva() const { return lab.hva_of(kOtherGfn); }
+  uint64_t gpa() const { return kGfn * mm::kPageSize; }
+  // The frame the host PTE maps now: a snapshot inside the running step
+  // (not a scheduling point), as explore/scenario.cpp's Rig::host_pfn.
+  mm::Pfn host_pfn() const { return host_pfn_at(hva()); }
+  mm::Pfn host_pfn_at(uint64_t addr) const {
+    mm::PteSlot slot = lab.mm->walk(addr);
+    if (!slot) return mm::kNoPfn;
+    mm::Pte pte = mm::Mm::load_pte(slot);
+    return pte.present() ? pte.pfn() : mm::kNoPfn;
+  }
+
+  // A write to word 0 by the witness: through the host CPU's TLB or the
+  // vCPU's spte. It records the frame the host mapped when it began. A vCPU
+  // access that reaches a freed frame is reported by the software vCPU (a
+  // violation in the lab's log) and does not land.
+  void witness_store(uint64_t value) {
+    const mm::Pfn start_pfn = host_pfn();
+    // A frame freed by the zap can come back from the very next fault: the
+    // generation tells the two pages apart.
+    const uint64_t start_generation = start_pfn == mm::kNoPfn ? 0 : lab.phys.generation(start_pfn);
+    if (witness == Witness::kHost) {
+      writer.store64(hva(), value);
+    } else {
+      try {
+        machine.vcpu(0).store64(gpa(), value);
+      } catch (const spte::GuestFault&) {
+        return;
+      }
+    }
+    last_start_pfn = start_pfn;
+    last_start_generation = start_generation;
+    last_value = value;
+  }
+
+  std::optional<SeedViolation> check_writeback();
+  std::optional<SeedViolation> check_write_landed();
+  std::optional<SeedViolation> check_pin();
+
+  SeedRace race;
+  Variant variant;
+  Witness witness;
+  Lab lab;
+  spte::SoftMachine machine;
+  mm::HostCpu writer;   // the witness on the host side
+  mm::HostCpu faulter;  // dontneed-tlb: the thread that touches the page after the zap
+  uint64_t round = 0;
+  uint32_t writes = 1;
+  // Set by the zapper when its operation returned: the storing roles keep
+  // storing until then (at most `writes` stores, at least one).
+  std::atomic<bool> zapper_done{false};
+  bool keep_storing(uint32_t done) const {
+    if (done == 0) return true;
+    if (done >= writes || zapper_done.load(std::memory_order_acquire)) return false;
+    return true;
+  }
+  mm::Pfn last_start_pfn = mm::kNoPfn;  // of the witness's last completed store
+  uint64_t last_start_generation = 0;
+  uint64_t last_value = 0;
+  std::vector<mm::Pfn> pinned;  // gup-fast-revalidate: the pinner's pages, held until check
+  size_t log_reported = 0;      // violations of the lab's log already returned
+};
+
+// delayed-rmap: the host's next writeback must leave on disk what the page
+// holds: a write the host never saw as dirty is lost when the page is
+// reclaimed.
+std::optional<SeedViolation> SeedRig::State::check_writeback() {
+  mm::writeback_page(*lab.file, kGfn);
+  const mm::Pfn pfn = lab.file->find_page(kGfn);
+  if (pfn == mm::kNoPfn) return std::nullopt;
+  const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(pfn));
+  const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_relaxed);
+  const uint64_t disk = lab.file->disk_word(kGfn, 0);
+  if (held == disk) return std::nullopt;
+  return SeedViolation{
+      "lost-at-writeback",
+      fmt::format("frame {:#x} holds {:#x} but is clean and the disk has {:#x}: the {}'s write "
+                  "after writeback cleaned the page, through a translation page_mkclean never "
+                  "found in the rmap",
+                  pfn, held, disk, witness == Witness::kHost ? "host CPU" : "vCPU")};
+}
+
+// dontneed-tlb: a store that began when the host already mapped the frame
+// it maps at the end must be in that frame. The frame was installed by a
+// fault after the zap, so a correct host had flushed every older
+// translation before; a store that is not there went to the old frame.
+std::optional<SeedViolation> SeedRig::State::check_write_landed() {
+  const mm::Pfn pfn = host_pfn();
+  if (pfn == mm::kNoPfn || last_start_pfn != pfn ||
+      last_start_generation != lab.phys.generation(pfn)) {
+    return std::nullopt;
+  }
+  const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(pfn));
+  const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_relaxed);
+  if (held == last_value) return std::nullopt;
+  return SeedViolation{
+      "lost-write",
+      fmt::format("the {}'s store of {:#x} began with the host mapping frame {:#x} (installed by "
+                  "a fault after the zap), but that frame holds {:#x}: the store went to the old "
+                  "frame through a translation the zap had not flushed yet",
+                  witness == Witness::kHost ? "host CPU" : "vCPU", last_value, pfn, held)};
+}
+
+// gup-fast-revalidate: the pin the pinner holds must be of a page that was
+// mapped at its address while GUP ran. In this rig only one other address
+// can map a page (no sharing: private anonymous memory, no fork, no KSM),
+// so a pinned frame the host maps at that other address was freed and
+// reused between GUP-fast's PTE read and its reference: the pin holds
+// another mapping's page, whose data DMA would now overwrite.
+std::optional<SeedViolation> SeedRig::State::check_pin() {
+  const mm::Pfn other = host_pfn_at(other_hva());
+  const bool foreign =
+      other != mm::kNoPfn && std::find(pinned.begin(), pinned.end(), other) != pinned.end();
+  for (mm::Pfn pfn : pinned) lab.phys.put(pfn);  // unpin_user_page
+  pinned.clear();
+  if (!foreign) return std::nullopt;
+  const mm::Pfn frame = other;
+  return SeedViolation{
+      "foreign-pin",
+      fmt::format("GUP for {:#x} returned frame {:#x}, which the host maps at {:#x}: the frame "
+                  "was freed and reused between GUP-fast's PTE read and its reference, and the "
+                  "pin holds another mapping's page",
+                  hva(), frame, other_hva())};
+}
+
+SeedRig::SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme)
+    : state_(std::make_unique<State>(race, variant, witness, scheme)) {}
+
+SeedRig::~SeedRig() = default;
+
+SeedRace SeedRig::race() const {
+  return state_->race;
+}
+
+// delayed-rmap: the zapper runs MADV_DONTNEED over the page (zap_pte_range
+// with a forced flush: the PTE was dirty), the cleaner writes the page back
+// (folio_clear_dirty_for_io: page_mkclean through the rmap, then the disk
+// copy), the writer stores through the translation it cached before.
+//
+// dontneed-tlb: the zapper runs MADV_DONTNEED over an anonymous page (no
+// forced flush), the faulter (another thread, on a CPU that has not cached
+// the page) stores to it and so faults a new zeroed page in, the writer
+// stores through the translation it cached before.
+//
+// gup-fast-revalidate: the pinner gets a reference to the page at the
+// address (pin_user_pages_fast: GUP-fast, GUP-slow if it backs off; with
+// the vCPU as witness, the vCPU faults it through its spte fault path
+// instead), the zapper runs MADV_DONTNEED over it, the allocator (another
+// thread) faults in a page at another address, taking the freed frame
+// first (the free list is a stack, as a CPU's page cache of free pages).
+std::vector<std::string> seed_role_names(SeedRace race) {
+  switch (race) {
+    case SeedRace::kDelayedRmap:
+      return {"zapper", "cleaner", "writer"};
+    case SeedRace::kDontneedTlb:
+      return {"zapper", "faulter", "writer"};
+    case SeedRace::kGupFastRevalidate:
+      break;
+  }
+  return {"zapper", "allocator", "pinner"};
+}
+
+mutation::Mutant variant_mutant(SeedRace race, Variant variant) {
+  if (race == SeedRace::kGupFastRevalidate && variant == Variant::kBuggy) {
+    return mutation::Mutant::kGupFastNoRecheck;
+  }
+  return mutation::Mutant::kNone;
+}
+
+std::vector<std::string> SeedRig::role_names() const {
+  return seed_role_names(state_->race);
+}
+
+void SeedRig::prepare() {
+  State& s = *state_;
+  ++s.round;
+  s.zapper_done.store(false);
+  s.last_start_pfn = mm::kNoPfn;
+  // The page is mapped writable and dirty, and the witness caches that
+  // translation (a TLB entry, or a writable spte); the faulter caches
+  // nothing.
+  if (s.race == SeedRace::kGupFastRevalidate) {
+    s.writer.store64(s.hva(), kInitial + s.round);  // the vCPU, if witness, faults in the round
+  } else {
+    s.witness_store(kInitial + s.round);
+  }
+  s.last_start_pfn = mm::kNoPfn;
+  s.faulter.flush_local();
+  if (s.race == SeedRace::kGupFastRevalidate) {
+    // The other address starts unmapped, so that the allocator's fault
+    // takes a frame from the free list.
+    mm::madvise_dontneed(*s.lab.mm, s.other_hva(), mm::kPageSize);
+  }
+}
+
+void SeedRig::run_role(size_t index) {
+  State& s = *state_;
+  switch (index) {
+    case 0:
+      mm::madvise_dontneed(*s.lab.mm, s.hva(), mm::kPageSize);
+      s.zapper_done.store(true, std::memory_order_release);
+      return;
+    case 1:
+      if (s.race == SeedRace::kDelayedRmap) {
+        mm::writeback_page(*s.lab.file, kGfn);
+        return;
+      }
+      if (s.race == SeedRace::kGupFastRevalidate) {
+        // A thread that keeps allocating and dropping a buffer of its own
+        // (malloc/free churn) until the zapper has returned; its last
+        // fault takes whatever frame is on top of the free list then.
+        for (uint32_t i = 0; s.keep_storing(i); ++i) {
+          if (i > 0) mm::madvise_dontneed(*s.lab.mm, s.other_hva(), mm::kPageSize);
+          s.faulter.store64(s.other_hva(), kWritten + i);
+        }
+        return;
+      }
+      // Each store from a CPU without the page cached (the thread keeps
+      // being scheduled elsewhere): it walks the page table, and faults
+      // once the zap has cleared the PTE.
+      for (uint32_t i = 0; s.keep_storing(i); ++i) {
+        s.faulter.flush_local();
+        s.faulter.store64(s.hva() + 8, kWritten + i);
+      }
+      return;
+    case 2:
+      if (s.race == SeedRace::kGupFastRevalidate) {
+        if (s.witness == Witness::kGuest) {
+          s.witness_store(kWritten);  // the vCPU's spte fault GUPs the page
+          return;
+        }
+        // The pin is held to the end of the round.
+        const mm::GupResult page = mm::get_user_page(*s.lab.mm, s.hva(), true);
+        if (page.ok) s.pinned.push_back(page.pfn);
+        return;
+      }
+      for (uint32_t i = 0; s.keep_storing(i); ++i) {
+        s.witness_store(kWritten + s.round * 100000 + i);
+      }
+      return;
+    default:
+      throw_internal(fmt::format("seed race {}: no role {}", seed_race_name(s.race), index));
+  }
+}
+
+std::optional<SeedViolation> SeedRig::check() {
+  State& s = *state_;
+  s.lab.mmu->audit();
+  const auto log = s.lab.violations.all();
+  if (log.size() > s.log_reported) {
+    const auto& violation = log[s.log_reported];
+    s.log_reported = log.size();
+    return SeedViolation{
+        spte::violation_kind_name(violation.kind),
+        fmt::format("gfn {:#x} pfn {:#x}: {}", violation.gfn, violation.pfn, violation.detail)};
+  }
+  switch (s.race) {
+    case SeedRace::kDelayedRmap:
+      return s.check_writeback();
+    case SeedRace::kDontneedTlb:
+      return s.check_write_landed();
+    case SeedRace::kGupFastRevalidate:
+      break;
+  }
+  return s.check_pin();
+}
+
+void SeedRig::set_writes_per_round(uint32_t writes) {
+  state_->writes = writes;
+}
+
+int SeedRig::lead_point() const {
+  // gup-fast-revalidate: the zapper, before it takes the PTL to clear the
+  // PTE, until the pinner has read it (or the bound): on a loaded machine
+  // the pinner's thread may otherwise wake up after the clear every round.
+  return state_->race == SeedRace::kGupFastRevalidate
+             ? static_cast<int>(inject::Point::kHostBeforePtl)
+             : -1;
+}
+
+size_t SeedRig::delayed_role() const {
+  // The zapper, or for gup-fast-revalidate the pinner (between its PTE read
+  // and its reference).
+  return state_->race == SeedRace::kGupFastRevalidate ? 2 : 0;
+}
+
+int SeedRig::delay_point() const {
+  // delayed-rmap: inside the PTL, the rmap entry gone (buggy) or kept
+  // (fixed), the forced flush about to start. dontneed-tlb: the PTL just
+  // dropped, the TLB flush done (fixed) or still owed (buggy).
+  switch (state_->race) {
+    case SeedRace::kDelayedRmap:
+      return static_cast<int>(inject::Point::kTlbBeforeFlush);
+    case SeedRace::kDontneedTlb:
+      return static_cast<int>(inject::Point::kHostAfterPtlUnlock);
+    case SeedRace::kGupFastRevalidate:
+      break;
+  }
+  return static_cast<int>(inject::Point::kGupFastAfterPteRead);
+}
+
+// ---- the race command ------------------------------------------------------
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kDelayBound = std::chrono::microseconds(60);
+constexpr uint32_t kRaceWrites = 100000;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+void relax() {
+  std::this_thread::yield();
+}
+
+// The violating round's events, from the roles' threads.
+std::string round_events(uint64_t since_ns, const std::vector<std::string>& names) {
+  trace::TraceFile file = trace::make_trace_file(trace::snapshot());
+  std::string out;
+  for (const trace::Event& event : file.snapshot.events) {
+    if (event.ts_ns < since_ns) continue;
+    const std::string thread = file.thread_name(event.thread);
+    if (std::find(names.begin(), names.end(), thread) == names.end()) continue;
+    out += trace::format_event_line(file, event) + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
+  if (config.rounds == 0) throw_bad_input("--iterations must be at least 1");
+  SeedRaceResult result;
+  result.config = config;
+  mutation::Scoped mutant(variant_mutant(config.race, config.variant));
+  SeedRig rig(config.race, config.variant, Witness::kHost, config.scheme);
+  rig.set_writes_per_round(kRaceWrites);
+  const std::vector<std::string> names = rig.role_names();
+  const size_t roles = names.size();
+
+  std::atomic<uint64_t> generation{0};
+  std::atomic<size_t> finished{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::exception_ptr> errors(roles);
+
+  // The window: the delayed role waits at its point until every other role
+  // has finished its round (or the bound), on half the rounds chosen by the
+  // seeded coin, so the other orders keep being tried too.
+  thread_local bool delayed_thread = false;
+  uint64_t coin = config.seed;
+  std::atomic<bool> delay_this_round{false};
+  // And, for a race whose delayed role is not the zapper, the zapper waits
+  // at the lead point until the delayed role has reached its point.
+  thread_local bool zapper_thread = false;
+  std::atomic<bool> delayed_reached{false};
+  inject::ScopedHook delay(static_cast<inject::Point>(rig.delay_point()),
+                           [&](inject::Point, const inject::Context&) {
+                             if (!delayed_thread || !delay_this_round.load()) return;
+                             delayed_reached.store(true);
+                             const auto until = Clock::now() + kDelayBound;
+                             while (finished.load() + 1 < roles && Clock::now() < until) relax();
+                           });
+  std::optional<inject::ScopedHook> lead;
+  if (rig.lead_point() >= 0) {
+    lead.emplace(static_cast<inject::Point>(rig.lead_point()),
+                 [&](inject::Point, const inject::Context&) {
+                   if (!zapper_thread || !delay_this_round.load()) return;
+                   const auto until = Clock::now() + kDelayBound;
+                   while (!delayed_reached.load() && Clock::now() < until) relax();
+                 });
+  }
+
+  trace::Session tracing;
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < roles; ++i) {
+    threads.emplace_back([&, i] {
+      trace::name_this_thread(names[i]);
+      delayed_thread = i == rig.delayed_role();
+      zapper_thread = i == 0;
+      uint64_t seen = 0;
+      for (;;) {
+        while (generation.load() == seen && !stop.load()) relax();
+        if (stop.load()) return;
+        seen = generation.load();
+        try {
+          rig.run_role(i);
+        } catch (...) {
+          errors[i] = std::current_exception();
+          stop.store(true);
+        }
+        finished.fetch_add(1);
+      }
+    });
+  }
+
+  const Clock::time_point start = Clock::now();
+  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(config.max_seconds));
+  for (uint64_t round = 0; round < config.rounds; ++round) {
+    if (Clock::now() > deadline) {
+      result.timed_out = !config.for_duration;
+      break;
+    }
+    if (stop.load()) break;
+    if (interrupt::requested() != 0) break;  // SIGINT/SIGTERM: report the rounds run
+    rig.prepare();
+    delay_this_round.store(splitmix64(coin) % 2 == 0);
+    delayed_reached.store(false);
+    const uint64_t round_start = trace::detail::now_ns();
+    finished.store(0);
+    generation.fetch_add(1);
+    while (finished.load() < roles) relax();
+    ++result.rounds;
+    if (stop.load()) break;
+    if (std::optional<SeedViolation> found = rig.check()) {
+      ++result.violations;
+      if (result.first_violation_ms < 0) {
+        result.first_violation_ms = ms_since(start);
+        result.property = found->property;
+        result.detail = found->detail;
+        result.counterexample = round_events(round_start, names);
+      }
+      if (config.stop_at_first_violation) break;
+    }
+  }
+  result.seconds = ms_since(start) / 1000.0;
+  stop.store(true);
+  for (std::thread& thread : threads) thread.join();
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+  return result;
+}
+
+std::string format_seed_race(const SeedRaceResult& r) {
+  std::string out =
+      fmt::format("race {} --variant {} (scheme {}): {} round(s) in {:.2f} s, seed {}\n",
+                  seed_race_name(r.config.race), variant_name(r.config.variant),
+                  r.config.scheme.name(), r.rounds, r.seconds, r.config.seed);
+  if (r.violations == 0) {
+    out += fmt::format("no violation{}\n", r.timed_out ? " (time limit hit)" : "");
+    return out;
+  }
+  out += fmt::format("{} after {:.1f} ms: {}\n", r.property, r.first_violation_ms, r.detail);
+  out += "counterexample (the violating round's events):\n" + r.counterexample;
+  return out;
+}
+
+std::string seed_race_json(const SeedRaceResult& r) {
+  return fmt::format(
+      "{{\"results\": [{{\"scenario\": \"{}\", \"variant\": \"{}\", \"scheme\": \"{}\", "
+      "\"backend\": \"soft\", \"violations\": {}, \"property\": {}, \"detail\": {}, "
+      "\"first_violation_ms\": {}, \"operations\": {}, \"seconds\": {:.3f}, \"timed_out\": {}, "
+      "\"seed\": {}, \"counterexample\": {}}}]}}\n",
+      seed_race_name(r.config.race), variant_name(r.config.variant), r.config.scheme.name(),
+      r.violations, json_string(r.property), json_string(r.detail),
+      r.first_violation_ms < 0 ? std::string("null") : fmt::format("{:.3f}", r.first_violation_ms),
+      r.rounds, r.seconds, r.timed_out, r.config.seed, json_string(r.counterexample));
+}
+
+}  // namespace sptelab::scenarios
