@@ -1,7 +1,7 @@
 // A spinlock that also tracks "atomic context" per thread, so that code which
 // may sleep can tell it is running where the host holds a spinlock. That is
 // the check behind the 2008 objection to calling sleeping notifiers from inside
-// the page-table lock (seeds/2008-01-andrea-mmu-notifier-ptl.txt).
+// the page-table lock (linux-mm, January 2008, "[PATCH] mmu notifiers").
 #pragma once
 
 #include <atomic>

@@ -26,10 +26,10 @@ struct GupResult {
 
 // GUP-fast (gup_fast_pte_range): no locks. Reads the PTE, checks present and
 // permission, try_get()s the page (fails when its refcount is 0), re-reads
-// the PTE and, if it changed, drops the reference and backs off
-// (seeds/2022-10-popple-gup-fast-revalidate.txt). The zero page is left to
-// the slow path (it is a "special" PTE on x86). Inject points
-// kGupFastAfterPteRead, kGupFastAfterRef.
+// the PTE and, if it changed, drops the reference and backs off (linux-mm,
+// October 2022, Alistair Popple's GUP-fast revalidation thread). The zero
+// page is left to the slow path (it is a "special" PTE on x86). Inject
+// points kGupFastAfterPteRead, kGupFastAfterRef.
 GupResult gup_fast(Mm& mm, uint64_t addr, bool write);
 
 // GUP slow (__get_user_pages): mmap_lock for read, look the PTE up under the

@@ -56,7 +56,8 @@ void for_each_table(Mm& mm, uint64_t start, uint64_t end, Fn&& fn) {
 }  // namespace
 
 // 2.6.2x install_file_pte / populate_range over a present PTE, with the
-// notifier points of ptep_clear_flush_notify (seeds/2008-01-andrea-...).
+// notifier points of ptep_clear_flush_notify (linux-mm, January 2008,
+// Andrea Arcangeli, "[PATCH] mmu notifiers").
 bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
   check_page_aligned(addr, "remap_file_page");
   detail::OpTrace op(MmOp::kRemap, addr, addr + kPageSize);

@@ -1,7 +1,7 @@
 // What the operations do to pages and content: balance of refcounts and
 // mapcounts, dirty state reaching the page, content surviving migration and
 // writeback+reclaim, KSM, mprotect, and the lost-dirty-data race of
-// seeds/2022-11-linus-delay-rmap-after-tlb-flush.txt.
+// Linus Torvalds' delayed-rmap thread (linux-mm, November 2022; Linux 6.2).
 
 #include <gtest/gtest.h>
 
@@ -256,7 +256,7 @@ TEST_F(OpsTest, RemapOverAWaitingMigrationRetriesAfterIt) {
   EXPECT_TRUE(audit_all().empty());
 }
 
-// seeds/2022-11-linus-delay-rmap-after-tlb-flush.txt: MADV_DONTNEED of a
+// The delayed-rmap race (linux-mm, November 2022): MADV_DONTNEED of a
 // dirty shared page races with writeback while another CPU still writes
 // through its stale TLB entry. Before 6.2 the zap removed the rmap entry
 // before the flush, so page_mkclean did not wait for it: writeback cleaned
