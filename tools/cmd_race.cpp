@@ -160,6 +160,18 @@ scenarios::DelayPoint delay_option(const Options& options, const std::string& te
   return scenarios::parse_delay(text);
 }
 
+// --duration S: a number of seconds above 0 and at most kMaxSeconds.
+std::optional<double> duration_option(const Options& options) {
+  std::optional<std::string> text = options.value("duration");
+  if (!text) return std::nullopt;
+  auto seconds = parse_seconds(*text);
+  if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
+    options.fail(fmt::format("--duration '{}' is not a number of seconds above 0 and at most {}",
+                             *text, kMaxSeconds));
+  }
+  return seconds;
+}
+
 scenarios::RaceConfig base_config(const Options& options) {
   scenarios::RaceConfig config;
   auto scenario = scenarios::parse_scenario(options.positionals().front());
@@ -184,12 +196,7 @@ scenarios::RaceConfig base_config(const Options& options) {
   config.vcpus =
       static_cast<uint32_t>(unsigned_option(options, "vcpus", 1, 1, scenarios::kMaxRaceVcpus));
   config.seed = unsigned_option(options, "seed", 1, 0, UINT64_MAX);
-  if (auto duration = options.value("duration")) {
-    auto seconds = parse_seconds(*duration);
-    if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
-      options.fail(fmt::format("--duration '{}' is not a number of seconds above 0 and at most {}",
-                               *duration, kMaxSeconds));
-    }
+  if (auto seconds = duration_option(options)) {
     config.max_seconds = *seconds;
     if (!options.value("iterations")) {
       config.operations = UINT64_MAX;  // free-running for the duration
@@ -266,12 +273,7 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
   }
   config.rounds = unsigned_option(options, "iterations", config.rounds, 1, 100000000);
   config.seed = unsigned_option(options, "seed", 1, 0, UINT64_MAX);
-  if (auto duration = options.value("duration")) {
-    auto seconds = parse_seconds(*duration);
-    if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
-      options.fail(fmt::format("--duration '{}' is not a number of seconds above 0 and at most {}",
-                               *duration, kMaxSeconds));
-    }
+  if (auto seconds = duration_option(options)) {
     config.max_seconds = *seconds;
     if (!options.value("iterations")) {
       config.rounds = UINT64_MAX;
