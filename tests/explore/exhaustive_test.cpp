@@ -7,22 +7,16 @@
 #include <gtest/gtest.h>
 
 #include "explore/campaign.h"
+#include "tests/explore/cells.h"
 
 namespace sptelab::explore {
 namespace {
 
+using testing::cell;
+using testing::explore;
+
 using scenarios::HostOp;
 using scenarios::ScenarioKind;
-
-Cell cell(const char* scheme, HostOp op, ScenarioKind scenario = ScenarioKind::kCoherence) {
-  return Cell{*spte::parse_scheme(scheme), op, scenario};
-}
-
-CellResult explore(const Cell& c, bool reduction = true) {
-  CampaignOptions options;
-  options.search.reduction = reduction;
-  return explore_cell(c, options);
-}
 
 // The designs the docs argue correct: every op, both scenarios, exhausted at
 // bound 2 without a violation and without hitting the execution limit.

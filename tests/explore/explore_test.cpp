@@ -7,23 +7,17 @@
 #include "base/sched.h"
 #include "explore/campaign.h"
 #include "explore/search.h"
+#include "tests/explore/cells.h"
 
 namespace sptelab::explore {
 namespace {
 
+using testing::cell;
+using testing::explore;
+
 using scenarios::HostOp;
 using scenarios::ScenarioKind;
 using ::testing::HasSubstr;
-
-Cell cell(const char* scheme, HostOp op, ScenarioKind scenario = ScenarioKind::kCoherence) {
-  return Cell{*spte::parse_scheme(scheme), op, scenario};
-}
-
-CellResult explore(const Cell& c, bool reduction = true) {
-  CampaignOptions options;
-  options.search.reduction = reduction;
-  return explore_cell(c, options);
-}
 
 // The 2008 thread's verdicts for remap (populate_range over a present PTE),
 // found by a search that is not told the interleaving.

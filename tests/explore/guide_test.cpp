@@ -6,9 +6,12 @@
 
 #include "explore/guide.h"
 #include "scenarios/race.h"
+#include "tests/explore/cells.h"
 
 namespace sptelab::explore {
 namespace {
+
+using testing::cell;
 
 using scenarios::DelayPoint;
 using scenarios::DelayUntil;
@@ -17,10 +20,6 @@ using scenarios::Role;
 using scenarios::ScenarioKind;
 
 constexpr uint32_t kBoundNs = 200000;
-
-Cell cell(const char* scheme, HostOp op, ScenarioKind scenario = ScenarioKind::kCoherence) {
-  return Cell{*spte::parse_scheme(scheme), op, scenario};
-}
 
 bool has_delay(const Guide& guide, inject::Point point, Role role, DelayUntil until) {
   return std::any_of(guide.delays.begin(), guide.delays.end(), [&](const DelayPoint& delay) {
