@@ -21,6 +21,15 @@ namespace sptelab::explore {
 // takes tens of microseconds on these machines, docs/benchmarks.md).
 inline constexpr uint32_t kGuideBoundNs = 200000;
 
+// Each guided delay fires on half the passes of its point. On every pass,
+// the delays of one thread can keep it from ever being where the other's
+// delay waits for it: range-before+seq-count/ksm's vCPU, held after GUP
+// until the remapper's op ends, retried every fault (the op invalidated
+// meanwhile) and never faulted inside the COW break the remapper waited
+// in; measured on KVM, 0 of 3 seeds found its stale read in 2 s at 1000,
+// 2 of 3 at 500.
+inline constexpr uint32_t kGuidePerMille = 500;
+
 struct Guide {
   std::vector<scenarios::DelayPoint> delays;  // empty: the cell is coherent
   std::string description;                    // one line per delay, for the run's header

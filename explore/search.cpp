@@ -26,6 +26,12 @@ bool preempts(const std::vector<sched::ThreadState>& threads, size_t current, si
   return current != sched::kNoThread && next != current && threads[current].enabled;
 }
 
+bool switches_from_blocked(const std::vector<sched::ThreadState>& threads, size_t current,
+                           size_t next) {
+  return current != sched::kNoThread && next != current && !threads[current].enabled &&
+         !threads[current].finished;
+}
+
 // The thread that goes on without a preemption: the current one if it can,
 // else the lowest-numbered runnable one.
 size_t default_choice(const std::vector<sched::ThreadState>& threads, size_t current) {
@@ -342,6 +348,9 @@ class ReplayChooser final : public sched::Chooser {
       if (preempted) {
         step.preempted = current;
         step.preempted_step = threads[current].pending;
+      } else if (switches_from_blocked(threads, current, next)) {
+        step.blocked = current;
+        step.blocked_step = threads[current].pending;
       }
       steps_->push_back(step);
     }

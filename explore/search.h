@@ -69,6 +69,10 @@ struct ReplayStep {
   // about to take (sched::kNoThread: the choice preempted nobody).
   size_t preempted = sched::kNoThread;
   sched::Step preempted_step;
+  // A switch away from a thread that cannot go on (it waits for a lock):
+  // that thread and the step it waits to take.
+  size_t blocked = sched::kNoThread;
+  sched::Step blocked_step;
 };
 Outcome replay(const RunFn& run, const Schedule& schedule, std::vector<ReplayStep>* steps = nullptr,
                int* preemptions = nullptr);

@@ -101,6 +101,19 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
     : points_(std::move(points)), progress_(std::move(progress)), deadline_(deadline) {
   run_seed = seed;
   injected = 0;
+  // A kPassed delay's counter is an observer of its until_point.
+  std::vector<std::function<uint64_t()>> pass_counts(points_.size());
+  for (size_t i = 0; i < points_.size(); ++i) {
+    passes_.push_back(std::make_unique<std::atomic<uint64_t>>(0));
+    if (points_[i].until != DelayUntil::kPassed) continue;
+    std::atomic<uint64_t>* passes = passes_.back().get();
+    const Role role = points_[i].until_role;
+    observers.push_back(
+        {points_[i].until_point, [passes, role](inject::Point, const inject::Context&) {
+           if (ThreadRole::current() == role) passes->fetch_add(1);
+         }});
+    pass_counts[i] = [passes] { return passes->load(); };
+  }
   // One hook per point: its observers first, then its delays.
   std::vector<inject::Point> all;
   for (const DelayPoint& delay : points_) all.push_back(delay.point);
@@ -114,14 +127,16 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
     }
     struct Armed {
       DelayPoint delay;
-      const std::function<uint64_t()>* counter;
+      std::function<uint64_t()> counter;  // empty: a fixed delay
     };
     std::vector<Armed> delays;
-    for (const DelayPoint& delay : points_) {
+    for (size_t i = 0; i < points_.size(); ++i) {
+      const DelayPoint& delay = points_[i];
       if (delay.point != point) continue;
-      const std::function<uint64_t()>* counter = nullptr;
-      if (delay.until == DelayUntil::kGuestProgress && progress_.guest) counter = &progress_.guest;
-      if (delay.until == DelayUntil::kHostProgress && progress_.host) counter = &progress_.host;
+      std::function<uint64_t()> counter;
+      if (delay.until == DelayUntil::kGuestProgress) counter = progress_.guest;
+      if (delay.until == DelayUntil::kHostProgress) counter = progress_.host;
+      if (delay.until == DelayUntil::kPassed) counter = pass_counts[i];
       delays.push_back({delay, counter});
     }
     inject::set_hook(point, [before, delays, deadline = deadline_](inject::Point at,
@@ -134,7 +149,7 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
         injected.fetch_add(1, std::memory_order_relaxed);
         Clock::time_point until = delay_end(delay.delay_ns, deadline);
         if (armed.counter) {
-          wait_for_progress(*armed.counter, until);
+          wait_for_progress(armed.counter, until);
         } else {
           spin_until(until);
         }

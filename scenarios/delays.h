@@ -6,9 +6,11 @@
 // generator seeded from the run's seed, so a run can be repeated.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,7 @@ enum class DelayUntil : uint8_t {
   kTime,           // the full delay
   kGuestProgress,  // a vCPU faulted or finished work since the delay began
   kHostProgress,   // the host invalidated something since the delay began
+  kPassed,         // a thread of `until_role` passed `until_point` since it began
 };
 
 struct DelayPoint {
@@ -33,6 +36,11 @@ struct DelayPoint {
   uint32_t delay_ns;   // length, or bound when waiting for progress
   uint32_t per_mille;  // probability of delaying, out of 1000
   DelayUntil until = DelayUntil::kTime;
+  // With kPassed: the step of the other side that ends the wait (a guided
+  // race takes it from the counterexample: the last point the thread that
+  // ran instead passed before the held one went on).
+  inject::Point until_point = inject::Point::kHostBeforePtl;
+  Role until_role = Role::kNone;
 };
 
 // Monotonic counters the progress delays watch (set by the race runner).
@@ -71,6 +79,9 @@ class DelayInjector {
  private:
   std::vector<DelayPoint> points_;
   std::vector<inject::Point> armed_;
+  // One pass counter per kPassed delay (index-aligned with points_; unused
+  // for the others), bumped by the hook of its until_point.
+  std::vector<std::unique_ptr<std::atomic<uint64_t>>> passes_;
   ProgressSources progress_;
   std::chrono::steady_clock::time_point deadline_;
 };
