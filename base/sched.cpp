@@ -4,11 +4,11 @@
 #include <exception>
 #include <functional>
 #include <mutex>
-#include <semaphore>
 #include <thread>
 #include <vector>
 
 #include "base/error.h"
+#include "base/handoff.h"
 #include "base/inject.h"
 
 namespace sptelab::sched {
@@ -64,8 +64,8 @@ namespace detail {
 class WorkerPool {
  public:
   struct Worker {
-    std::binary_semaphore start{0};
-    std::binary_semaphore done{0};
+    Handoff start;
+    Handoff done;
     std::function<void()> job;
   };
 
@@ -111,7 +111,7 @@ struct ThreadSlot {
   size_t index = 0;
   std::string name;
   std::function<void()> body;
-  std::binary_semaphore go{0};
+  Handoff go;
   bool spin_blocked = false;  // a failed wait, until another thread steps
   std::exception_ptr error;
   WorkerPool::Worker* worker = nullptr;  // while run() runs
@@ -140,7 +140,7 @@ struct Execution::State {
   bool unwind = false;  // abandoned threads throw Abandoned (else they run on freely)
   EndReason reason = EndReason::kCompleted;
   std::atomic<size_t> finished{0};
-  std::binary_semaphore all_done{0};
+  Handoff all_done;
 
   void refresh_enabled() {
     compute_enabled();
