@@ -3,9 +3,34 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <sstream>
 #include <stdexcept>
 
 namespace sptelab {
+namespace {
+
+// "  header  legend text", the text wrapped at kTableWidth under itself.
+std::string legend_entry(const std::string& header, size_t header_width, const std::string& text) {
+  const size_t indent = 2 + header_width + 2;
+  std::string out = fmt::format("  {:<{}}  ", header, header_width);
+  size_t line_width = indent;
+  std::istringstream words(text);
+  bool first = true;
+  for (std::string word; words >> word; first = false) {
+    if (!first && line_width + 1 + word.size() > kTableWidth) {
+      out += "\n" + std::string(indent, ' ');
+      line_width = indent;
+    } else if (!first) {
+      out += ' ';
+      ++line_width;
+    }
+    out += word;
+    line_width += word.size();
+  }
+  return out + "\n";
+}
+
+}  // namespace
 
 Table::Table(std::vector<TableColumn> columns) : columns_(std::move(columns)) {}
 
@@ -75,7 +100,7 @@ std::string Table::format(size_t max_width, const std::string& wide_hint) const 
     if (!shown[i]) {
       hidden += (hidden.empty() ? "" : ", ") + columns_[i].header;
     } else if (!columns_[i].legend.empty()) {
-      legend += fmt::format("  {:<{}}  {}\n", columns_[i].header, header_width, columns_[i].legend);
+      legend += legend_entry(columns_[i].header, header_width, columns_[i].legend);
     }
   }
   if (!legend.empty()) out += "\n" + legend;

@@ -50,5 +50,14 @@ TEST(TableTest, LegendGivesEachShownColumnsFullName) {
   EXPECT_GT(widest_line(out), kTableWidth);
 }
 
+TEST(TableTest, LongLegendsWrapUnderThemselves) {
+  Table table({{"expected", std::string(30, 'a') + " " + std::string(60, 'b') + " c"}});
+  table.add_row({"racy"});
+  const std::string out = table.format(kTableWidth);
+  EXPECT_LE(widest_line(out), kTableWidth) << out;
+  EXPECT_THAT(out, HasSubstr("  expected  " + std::string(30, 'a') + "\n            " +
+                             std::string(60, 'b') + " c\n"));
+}
+
 }  // namespace
 }  // namespace sptelab
