@@ -109,10 +109,10 @@ std::string duration_label(uint64_t ns) {
   return fmt::format("{} ns", ns);
 }
 
-// Bucket edges 1, 2, 5, 10, 20, 50, ... ns up to 500 s: round labels, and
+// Bucket edges 0, 1, 2, 5, 10, 20, 50, ... ns up to 500 s: round labels, and
 // three buckets a decade are enough to see where the mass and the tail are.
 std::vector<uint64_t> bucket_edges() {
-  std::vector<uint64_t> edges;
+  std::vector<uint64_t> edges = {0};  // [0, 1 ns): spans too short for the clock
   for (uint64_t decade = 1; decade <= 100'000'000'000; decade *= 10) {
     for (uint64_t step : {1, 2, 5}) edges.push_back(decade * step);
   }
@@ -137,9 +137,10 @@ std::string histogram(const LatencySeries& series) {
   for (size_t bucket = buckets.begin()->first; bucket <= last; ++bucket) {
     const uint64_t count = buckets.contains(bucket) ? buckets[bucket] : 0;
     const uint64_t bar = (count * kBarWidth + most - 1) / most;
-    out += fmt::format("  {:>6} - {:<6} {:>9}  {}\n", duration_label(edges[bucket]),
-                       duration_label(edges[bucket + 1]), count,
-                       std::string(static_cast<size_t>(bar), '#'));
+    std::string line = fmt::format("  {:>6} - {:<6} {:>9}  {}", duration_label(edges[bucket]),
+                                   duration_label(edges[bucket + 1]), count,
+                                   std::string(static_cast<size_t>(bar), '#'));
+    out += line.erase(line.find_last_not_of(' ') + 1) + "\n";
   }
   return out;
 }
