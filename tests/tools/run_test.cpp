@@ -49,6 +49,29 @@ TEST(RunTest, ExternalGuestsExitStatusIsSptelabs) {
   EXPECT_THAT(four.out, HasSubstr("external guest: vCPU 3 of 4\n"));
 }
 
+// run --op: a remapper during a plain run, so its trace has invalidations
+// (the README's tracing example had none).
+TEST(RunTest, OpRunsARemapperWhoseInvalidationsAreTraced) {
+  SPTELAB_REQUIRE_KVM();
+  const std::string path = hypervisor::testing::make_temp_dir() + "/op.bin";
+  auto result = run_sptelab({"run", "memtouch", "--scheme", "start-end+seq-count", "--op",
+                             "migrate", "--trace", path, "--trace-events", "2000000"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr(": 0 error(s)"));  // the guest saw its data throughout
+  EXPECT_THAT(result.err, ::testing::ContainsRegex("remapper: [1-9][0-9]* migrate ops"));
+  auto summary = run_sptelab({"trace", path, "--summary"});
+  EXPECT_EQ(summary.status, 0) << summary.err;
+  EXPECT_THAT(summary.out, HasSubstr("mmu_notifier_invalidate_range_start"));
+  EXPECT_THAT(summary.out, ::testing::ContainsRegex("invalidation +[1-9][0-9]* +[0-9]"));
+  EXPECT_THAT(summary.out, ::testing::ContainsRegex("vCPU exit +[1-9][0-9]* +[0-9]"));
+  auto direct = run_sptelab({"run", "memtouch", "--op", "migrate"});
+  EXPECT_EQ(direct.status, 2);
+  EXPECT_THAT(direct.err, HasSubstr("--op needs an emulated --scheme"));
+  auto ring = run_sptelab({"run", "hello", "--trace-events", "4096"});
+  EXPECT_EQ(ring.status, 2);
+  EXPECT_THAT(ring.err, HasSubstr("give --trace too"));
+}
+
 TEST(RunTest, ExitStatusSptelabKeepsTheGuestsValueOutOfTheStatus) {
   SPTELAB_REQUIRE_KVM();
   const std::string& image = hypervisor::testing::external_guest();
