@@ -1,4 +1,4 @@
-// Error types and the process exit statuses of the CLI contract (DESIGN.md).
+// Error types and the process exit statuses of the CLI contract (docs/design.md).
 #pragma once
 
 #include <stdexcept>

@@ -22,36 +22,24 @@ using scenarios::RaceResult;
 constexpr int kTableBound = 2;
 constexpr int kDeeperBound = 3;
 
+CellResult verdict_at(const Cell& cell, int bound) {
+  CampaignOptions options;
+  options.search.bound = bound;
+  return explore_cell(cell, options);
+}
+
 // The explorer's verdict over its two scenarios: the racy one with the
 // fewest preemptions (the coherence scenario first on a tie), else the
 // coherence scenario's clean result.
 CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op, int bound) {
-  CampaignOptions options;
-  options.search.bound = bound;
   std::optional<CellResult> best;
   for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
-    CellResult result = explore_cell(Cell{scheme, op, scenario}, options);
+    CellResult result = verdict_at(Cell{scheme, op, scenario}, bound);
     if (!best || (result.violated && (!best->violated || result.preemptions < best->preemptions))) {
       best = std::move(result);
     }
   }
   return *best;
-}
-
-// Where a real guest shows the explorer's property: lost writes, and any
-// violation of a write-protecting op (a writable spte left after mprotect or
-// page_mkclean: only a writing vCPU installs one), in the lock-free
-// third-thread race, which audits the write-protect window; stale sptes,
-// stale reads and freed frames in the stale-spte race, whose auditor checks
-// every spte after every operation. (A stale spte can be harmless to the
-// lock-free counters: after MADV_DONTNEED of a shared file page the refault
-// maps the very frame the stale spte still maps.)
-ScenarioKind race_scenario_for(const std::string& property, HostOp op) {
-  if (property == "lost-write" || property == "write-after-wrprotect" ||
-      property == "lost-at-writeback" || op == HostOp::kMprotect || op == HostOp::kMkclean) {
-    return ScenarioKind::kLockfree;
-  }
-  return ScenarioKind::kStaleSpte;
 }
 
 RaceConfig base_config(const CrosscheckOptions& options, const spte::Scheme& scheme, HostOp op,
@@ -246,6 +234,26 @@ double CrosscheckResult::median_ms() const {
 uint32_t CrosscheckResult::guided_seeds() const {
   return static_cast<uint32_t>(
       std::count_if(attempts.begin(), attempts.end(), [](const Attempt& a) { return a.guided; }));
+}
+
+// Where a real guest shows the explorer's property: lost writes, and any
+// violation of a write-protecting op (a writable spte left after mprotect or
+// page_mkclean: only a writing vCPU installs one), in the lock-free
+// third-thread race, which audits the write-protect window; stale sptes,
+// stale reads and freed frames in the stale-spte race, whose auditor checks
+// every spte after every operation. (A stale spte can be harmless to the
+// lock-free counters: after MADV_DONTNEED of a shared file page the refault
+// maps the very frame the stale spte still maps.)
+ScenarioKind race_scenario_for(const std::string& property, HostOp op) {
+  if (property == "lost-write" || property == "write-after-wrprotect" ||
+      property == "lost-at-writeback" || op == HostOp::kMprotect || op == HostOp::kMkclean) {
+    return ScenarioKind::kLockfree;
+  }
+  return ScenarioKind::kStaleSpte;
+}
+
+CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op) {
+  return explorer_verdict(scheme, op, kTableBound);
 }
 
 bool CrosscheckResult::agrees() const {

@@ -64,6 +64,16 @@ struct CrosscheckResult {
   bool agrees() const;
 };
 
+// The explorer's verdict for a (scheme, op) cell as crosscheck asks it:
+// both of its scenarios at the bound of docs/schemes.md (2), the racy one
+// with the fewest preemptions. `race --expect` compares its rows with it.
+CellResult explorer_verdict(const spte::Scheme& scheme, scenarios::HostOp op);
+
+// The race scenario in which a real guest shows the explorer's `property`
+// for `op` (lost writes and write-protect violations in
+// coherence-lockfree, stale sptes and reads in stale-spte).
+ScenarioKind race_scenario_for(const std::string& property, scenarios::HostOp op);
+
 using CrosscheckProgress =
     std::function<void(const CrosscheckResult& done, size_t index, size_t total)>;
 

@@ -3,7 +3,7 @@
  * layouts of pages that guests share with sptelab's host side. Plain C with
  * fixed-size types so that both freestanding guests and the C++ host include
  * it; guest/sptelab_guest.h adds the guest-side helpers. This is a stable
- * interface (DESIGN.md, "Guest ABI"): append, never renumber.
+ * interface (docs/design.md, "Guest ABI"): append, never renumber.
  */
 #ifndef SPTELAB_ABI_H
 #define SPTELAB_ABI_H

@@ -1,4 +1,4 @@
-// ELF64 loader for guest images (DESIGN.md, "Guest ABI"): a static x86-64
+// ELF64 loader for guest images (docs/design.md, "Guest ABI"): a static x86-64
 // executable whose PT_LOAD segments are loaded at their physical addresses
 // inside guest RAM. Everything read from the file is validated; every
 // rejection is Error(kBadInput) naming the image and the problem.

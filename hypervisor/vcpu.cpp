@@ -338,6 +338,7 @@ void Vcpu::run_loop() {
       }
       if (errno == EFAULT) {
         if (handle_native_fault() != Next::kContinue) return;
+        trace::emit(trace::Kind::kVcpuEntry, index_);
         continue;
       }
       crash(RunEnd::kInternal, 4, fmt::format("KVM_RUN failed: {}", std::strerror(errno)));
@@ -353,6 +354,7 @@ void Vcpu::run_loop() {
       }
     }
     if (handle_exit() != Next::kContinue) return;
+    trace::emit(trace::Kind::kVcpuEntry, index_);
   }
 }
 
@@ -391,7 +393,7 @@ Vcpu::Next Vcpu::handle_exit() {
   }
 }
 
-// DESIGN.md, "The hypervisor and real hardware": an MMIO exit on a RAM gfn is
+// docs/design.md, "The hypervisor and real hardware": an MMIO exit on a RAM gfn is
 // an spte fault. For a read, rip has not moved and KVM finishes the load
 // with the data we put in the exit, read from the frame (never zeros); a
 // locked read-modify-write gives this same read exit and KVM then completes

@@ -27,7 +27,8 @@ std::vector<std::string> audit(PhysMem& phys, const std::vector<const Mm*>& mms,
     for (Pfn table : mm->table_frames()) ++tables[table];
     mm->for_each_pte([&](uint64_t addr, Pte pte) {
       if (pte.is_migration()) {
-        problems.push_back(fmt::format("migration entry left at {:#x} (pfn {})", addr, pte.pfn()));
+        problems.push_back(
+            fmt::format("migration entry left at {:#x} (pfn {:#x})", addr, pte.pfn()));
         return;
       }
       if (!pte.maps_page()) {
@@ -35,7 +36,8 @@ std::vector<std::string> audit(PhysMem& phys, const std::vector<const Mm*>& mms,
         return;
       }
       if (!phys.valid(pte.pfn())) {
-        problems.push_back(fmt::format("PTE at {:#x} maps pfn {} beyond memory", addr, pte.pfn()));
+        problems.push_back(
+            fmt::format("PTE at {:#x} maps pfn {:#x} beyond memory", addr, pte.pfn()));
         return;
       }
       if (phys.is_zero_pfn(pte.pfn())) {
@@ -65,55 +67,56 @@ std::vector<std::string> audit(PhysMem& phys, const std::vector<const Mm*>& mms,
 
     if (page.test(kPageFree)) {
       if (found != expected.end() || table != tables.end()) {
-        problems.push_back(fmt::format("pfn {} is free but still mapped or cached", pfn));
+        problems.push_back(fmt::format("pfn {:#x} is free but still mapped or cached", pfn));
       }
       if (refcount != 0 || mapcount != 0 || !rmap.empty()) {
-        problems.push_back(fmt::format("free pfn {} has refcount {} mapcount {} rmap {}", pfn,
+        problems.push_back(fmt::format("free pfn {:#x} has refcount {} mapcount {} rmap {}", pfn,
                                        refcount, mapcount, rmap.size()));
       }
       // Generation 0: never allocated, still the memfd's zeros.
       if (options.check_free_poison && phys.generation(pfn) != 0 && !phys.is_poisoned(pfn)) {
-        problems.push_back(fmt::format("free pfn {} was written after it was freed", pfn));
+        problems.push_back(fmt::format("free pfn {:#x} was written after it was freed", pfn));
       }
       continue;
     }
     if (table != tables.end()) {
       if (!page.test(kPageTable) || refcount != 1 || table->second != 1) {
-        problems.push_back(fmt::format("page-table pfn {}: flagged {} refcount {} owners {}", pfn,
-                                       page.test(kPageTable), refcount, table->second));
+        problems.push_back(fmt::format("page-table pfn {:#x}: flagged {} refcount {} owners {}",
+                                       pfn, page.test(kPageTable), refcount, table->second));
       }
       continue;
     }
     if (phys.is_zero_pfn(pfn)) {
       if (!page.test(kPageZero) || mapcount != 0 || !rmap.empty() || refcount < 1) {
-        problems.push_back(fmt::format("zero page pfn {}: refcount {} mapcount {} rmap {}", pfn,
+        problems.push_back(fmt::format("zero page pfn {:#x}: refcount {} mapcount {} rmap {}", pfn,
                                        refcount, mapcount, rmap.size()));
       }
       continue;
     }
     if (found == expected.end()) {
       if (!options.allow_unowned) {
-        problems.push_back(
-            fmt::format("pfn {} is allocated (refcount {}) but neither mapped nor cached: leaked",
-                        pfn, refcount));
+        problems.push_back(fmt::format(
+            "pfn {:#x} is allocated (refcount {}) but neither mapped nor cached: leaked", pfn,
+            refcount));
       }
       continue;
     }
     const Expected& e = found->second;
     if (mapcount != e.mappings) {
       problems.push_back(
-          fmt::format("pfn {}: mapcount {} but {} PTEs map it", pfn, mapcount, e.mappings));
+          fmt::format("pfn {:#x}: mapcount {} but {} PTEs map it", pfn, mapcount, e.mappings));
     }
     if (refcount != e.mappings + e.cached) {
-      problems.push_back(fmt::format("pfn {}: refcount {} but {} mappings + {} page-cache", pfn,
+      problems.push_back(fmt::format("pfn {:#x}: refcount {} but {} mappings + {} page-cache", pfn,
                                      refcount, e.mappings, e.cached));
     }
     std::vector<std::pair<const Mm*, uint64_t>> want = e.rmap;
     std::sort(want.begin(), want.end());
     std::sort(rmap.begin(), rmap.end());
     if (want != rmap) {
-      problems.push_back(fmt::format("pfn {}: rmap has {} entries, page tables {} (or they differ)",
-                                     pfn, rmap.size(), want.size()));
+      problems.push_back(
+          fmt::format("pfn {:#x}: rmap has {} entries, page tables {} (or they differ)", pfn,
+                      rmap.size(), want.size()));
     }
   }
   return problems;

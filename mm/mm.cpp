@@ -548,7 +548,7 @@ void rmap_remove(PhysMem& phys, Pfn pfn, Mm* mm, uint64_t addr) {
       return entry.mm == mm && entry.addr == addr;
     });
     if (it == page.rmap.end()) {
-      throw_internal(fmt::format("rmap of pfn {} has no entry for address {:#x}", pfn, addr));
+      throw_internal(fmt::format("rmap of pfn {:#x} has no entry for address {:#x}", pfn, addr));
     }
     page.rmap.erase(it);
     page.mapcount.fetch_sub(1, std::memory_order_acq_rel);

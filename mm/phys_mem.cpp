@@ -195,7 +195,8 @@ void PhysMem::get(Pfn pfn) {
   int32_t old = pages_[pfn].refcount.fetch_add(1, std::memory_order_acq_rel);
   if (old <= 0) {
     pages_[pfn].refcount.fetch_sub(1, std::memory_order_acq_rel);
-    throw_internal(fmt::format("get_page on pfn {} with refcount {}: the page is free", pfn, old));
+    throw_internal(
+        fmt::format("get_page on pfn {:#x} with refcount {}: the page is free", pfn, old));
   }
 }
 
@@ -215,7 +216,7 @@ void PhysMem::put(Pfn pfn) {
   do {
     if (old <= 0) {
       throw_internal(fmt::format(
-          "put_page on pfn {} with refcount {}: double free or put of a free page", pfn, old));
+          "put_page on pfn {:#x} with refcount {}: double free or put of a free page", pfn, old));
     }
   } while (!count.compare_exchange_weak(old, old - 1, std::memory_order_acq_rel,
                                         std::memory_order_relaxed));
@@ -233,7 +234,7 @@ void PhysMem::ref_unfreeze(Pfn pfn, int32_t count) {
 void PhysMem::free_frozen(Pfn pfn) {
   int32_t count = pages_[pfn].refcount.load(std::memory_order_acquire);
   if (count != 0) {
-    throw_internal(fmt::format("free of frozen pfn {} whose refcount is {}", pfn, count));
+    throw_internal(fmt::format("free of frozen pfn {:#x} whose refcount is {}", pfn, count));
   }
   free_frame(pfn);
 }
@@ -241,17 +242,18 @@ void PhysMem::free_frozen(Pfn pfn) {
 void PhysMem::free_frame(Pfn pfn) {
   Page& page = pages_[pfn];
   if (page.test(kPageFree)) {
-    throw_internal(fmt::format("double free of pfn {} (generation {})", pfn, generation(pfn)));
+    throw_internal(fmt::format("double free of pfn {:#x} (generation {})", pfn, generation(pfn)));
   }
   int32_t mapcount = page.mapcount.load(std::memory_order_acquire);
   if (mapcount != 0) {
-    throw_internal(fmt::format("freeing pfn {} that is still mapped (mapcount {})", pfn, mapcount));
+    throw_internal(
+        fmt::format("freeing pfn {:#x} that is still mapped (mapcount {})", pfn, mapcount));
   }
   {
     std::lock_guard lock(page.rmap_lock);
     if (!page.rmap.empty()) {
       throw_internal(
-          fmt::format("freeing pfn {} that still has {} rmap entries", pfn, page.rmap.size()));
+          fmt::format("freeing pfn {:#x} that still has {} rmap entries", pfn, page.rmap.size()));
     }
   }
   fill_frame(pfn, kPoison);
@@ -297,7 +299,8 @@ bool PhysMem::trylock_page(Pfn pfn) {
 void PhysMem::unlock_page(Pfn pfn) {
   uint32_t old =
       pages_[pfn].flags.fetch_and(~static_cast<uint32_t>(kPageLocked), std::memory_order_release);
-  if (!(old & kPageLocked)) throw_internal(fmt::format("unlock of pfn {} that is not locked", pfn));
+  if (!(old & kPageLocked))
+    throw_internal(fmt::format("unlock of pfn {:#x} that is not locked", pfn));
 }
 
 void PhysMem::mark_dirty(Pfn pfn) {

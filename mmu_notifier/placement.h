@@ -1,4 +1,4 @@
-// Where the host MM calls the secondary-MMU notifiers (DESIGN.md, "placement"),
+// Where the host MM calls the secondary-MMU notifiers (docs/design.md, "placement"),
 // and the names of the points and callbacks involved. The mapping from a
 // host point to a callback lives here, in one table, so the chain, the CLI and
 // the documentation cannot disagree about it.

@@ -16,6 +16,7 @@
 #include "base/interrupt.h"
 #include "base/json.h"
 #include "base/spinlock.h"
+#include "base/table.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
 #include "scenarios/engine.h"
@@ -259,7 +260,7 @@ class Remapper {
     wait_for_vcpu_work(std::chrono::microseconds(50));
     if (size_t found = lab_.mmu->audit(); found > 0) {
       note(
-          fmt::format("{} #{}: with gfn {} write-protected, the auditor found {} spte(s) "
+          fmt::format("{} #{}: with gfn {:#x} write-protected, the auditor found {} spte(s) "
                       "disagreeing with the host page table",
                       host_op_name(config_.op), result_.operations, gfn, found));
     }
@@ -270,7 +271,7 @@ class Remapper {
     if (after == before || lab_.mm->read_pte_lockless(hva).raw() != protected_pte.raw()) return;
     if (writes_after_wrprotect_++ > 0) return;  // the log keeps the first; the column counts all
     report(spte::ViolationKind::kWriteAfterWrprotect, gfn,
-           fmt::format("a vCPU wrote gfn {} after {} had write-protected it, with the host "
+           fmt::format("a vCPU wrote gfn {:#x} after {} had write-protected it, with the host "
                        "PTE still read-only",
                        gfn, host_op_name(config_.op)));
   }
@@ -382,7 +383,7 @@ class Remapper {
     size_t found = lab_.mmu->audit();
     if (found > 0) {
       note(
-          fmt::format("after {} #{} of gfn {}: the auditor found {} spte(s) disagreeing with "
+          fmt::format("after {} #{} of gfn {:#x}: the auditor found {} spte(s) disagreeing with "
                       "the host page table",
                       host_op_name(config_.op), i, gfn, found));
     }
@@ -505,7 +506,7 @@ uint64_t percentile(std::vector<uint64_t>& samples, double p) {
 }
 
 trace::Metadata trace_metadata(const RaceConfig& config, const Lab& lab) {
-  return {{"command", "race"},
+  return {{"command", config.command_line.empty() ? "race" : config.command_line},
           {"scenario", scenario_name(config.scenario)},
           {"op", host_op_name(config.op)},
           {"scheme", config.scheme.name()},
@@ -646,7 +647,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     uint64_t doubles = remapper.control(offsetof(sptelab_race_control, double_holders));
     if (doubles > 0) {
       remapper.note(
-          fmt::format("two holders of the spinlock in gfn {} at once, {} time(s): "
+          fmt::format("two holders of the spinlock in gfn {:#x} at once, {} time(s): "
                       "they were taking different copies of the lock word",
                       gfn_of(layout.target_gpa), doubles));
     }
@@ -659,7 +660,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
       remapper.saw_violation();
       remapper.note(fmt::format(
           "lost increments: {} of {} increments the workers finished are not in their slots "
-          "of gfn {}; {} of them were found on a frame the host no longer mapped (written "
+          "of gfn {:#x}; {} of them were found on a frame the host no longer mapped (written "
           "through a stale spte)",
           lost, result.guest_work, gfn_of(layout.target_gpa), remapper.misplaced()));
     }
@@ -679,7 +680,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   add_detector(result, "use_after_free", uaf);
   if (stale_at_end > 0) remapper.saw_violation();
   for (const auto& violation : lab.violations.all()) {
-    remapper.note(fmt::format("{} on gfn {} (pfn {}): {}",
+    remapper.note(fmt::format("{} on gfn {:#x} (pfn {:#x}): {}",
                               spte::violation_kind_name(violation.kind), violation.gfn,
                               violation.pfn, violation.detail));
   }
@@ -754,29 +755,119 @@ std::optional<Backend> parse_backend(std::string_view name) {
 
 // ---- output -----------------------------------------------------------------
 
-std::string format_race_table(const std::vector<RaceResult>& results) {
-  if (results.empty()) return "";
-  std::string header = fmt::format("{:<22} {:>6}", "scheme", "viol");
-  for (const auto& detector : results.front().detectors) {
-    header += fmt::format(" {:>9}", detector.name.substr(0, 9));
+namespace {
+
+// A detector's short column header and what it counts, for the legend.
+struct DetectorName {
+  std::string_view name;
+  std::string_view header;
+  std::string_view legend;
+};
+constexpr std::array kDetectorNames = {
+    DetectorName{"lost_increments", "lost", "increments the workers finished that are missing"},
+    DetectorName{"double_holders", "double", "times two workers held the page's spinlock at once"},
+    DetectorName{"wp_writes", "wp_write", "writes after the host write-protected the page"},
+    DetectorName{"stale_reads", "stale_rd", "reads that returned a version older than published"},
+    DetectorName{"stale_sptes", "stale_spte",
+                 "sptes the auditor found on another frame than the host PTE"},
+    DetectorName{"use_after_free", "uaf", "accesses that reached a freed frame"},
+};
+
+DetectorName detector_name(const std::string& name) {
+  for (const DetectorName& known : kDetectorNames) {
+    if (known.name == name) return known;
   }
-  header += fmt::format(" {:>9} {:>8} {:>8} {:>10} {:>8} {:>7} {:>7} {:>13}\n", "first_ms", "ops",
-                        "ops/s", "guest/s", "faults", "retries", "zapped", "ptl p50/p99");
-  std::string out = header;
-  for (const auto& r : results) {
-    std::string line = fmt::format("{:<22} {:>6}", r.config.scheme.name(), r.violations);
-    for (const auto& detector : r.detectors) line += fmt::format(" {:>9}", detector.count);
-    line += fmt::format(
-        " {:>9} {:>8} {:>8.0f} {:>10.0f} {:>8} {:>7} {:>7} {:>13}",
-        r.first_violation_ms < 0 ? std::string("-") : fmt::format("{:.1f}", r.first_violation_ms),
-        r.operations, r.ops_per_s, r.guest_work_per_s, r.spte_faults, r.fault_retries,
-        r.sptes_zapped,
-        fmt::format("{:.1f}/{:.1f}us", r.ptl_hold_p50_ns / 1000.0, r.ptl_hold_p99_ns / 1000.0));
-    if (r.timed_out) line += "  (time limit hit)";
-    out += line + "\n";
-  }
-  return out;
+  return {name, name, ""};
 }
+
+std::string ms_cell(double ms) {
+  return ms < 0 ? "-" : fmt::format("{:.1f}", ms);
+}
+std::string us_cell(uint64_t ns) {
+  return fmt::format("{:.1f}", ns / 1000.0);
+}
+
+std::string expected_cell(const RaceResult& r) {
+  if (!r.expected_racy) return "";
+  if (!*r.expected_racy) return "-";
+  return r.expected_witnessed ? "racy" : "racy?";
+}
+
+std::string agrees_cell(const RaceResult& r) {
+  if (!r.expected_racy) return "";
+  if (r.agrees_with_explorer()) return "yes";
+  return *r.expected_racy ? "MISSED" : "RACY";
+}
+
+}  // namespace
+
+std::string format_race_table(const std::vector<RaceResult>& results, bool wide) {
+  if (results.empty()) return "";
+  const bool several_ops = std::any_of(results.begin(), results.end(), [&](const RaceResult& r) {
+    return r.config.op != results.front().config.op;
+  });
+  const bool expected = results.front().expected_racy.has_value();
+  std::vector<TableColumn> columns = {{"scheme", "", false, true}};
+  if (several_ops) columns.push_back({"op", "", false, true});
+  if (expected) {
+    columns.push_back(
+        {"expected",
+         "the explorer's verdict for the cell: racy; racy? (racy, but this scenario does not "
+         "witness its property: either outcome agrees); - coherent"});
+    columns.push_back(
+        {"agrees", "yes; MISSED: racy cell, no violation; RACY: coherent cell, a violation"});
+  }
+  columns.push_back({"ops", "remapper operations the row held (* the time limit ended it)"});
+  columns.push_back({"first_ms", "milliseconds to the first violation"});
+  for (const auto& detector : results.front().detectors) {
+    const DetectorName name = detector_name(detector.name);
+    columns.push_back({std::string(name.header), std::string(name.legend)});
+  }
+  columns.push_back({"ops/s", "remapper operations per second", true});
+  columns.push_back(
+      {"guest/s", "vCPU increments or page reads per second (host thread's excluded)", true});
+  columns.push_back({"faults", "spte faults", true});
+  columns.push_back({"retries", "spte fault retries", true});
+  columns.push_back({"zapped", "sptes zapped", true});
+  columns.push_back({"ptl_p50", "page-table-lock hold time, median, microseconds", true});
+  columns.push_back({"ptl_p99", "page-table-lock hold time, 99th percentile, microseconds", true});
+
+  Table table(std::move(columns));
+  for (const auto& r : results) {
+    std::vector<std::string> row = {r.config.scheme.name()};
+    if (several_ops) row.push_back(host_op_name(r.config.op));
+    if (expected) {
+      row.push_back(expected_cell(r));
+      row.push_back(agrees_cell(r));
+    }
+    row.push_back(fmt::format("{}{}", r.operations, r.timed_out ? "*" : ""));
+    row.push_back(ms_cell(r.first_violation_ms));
+    for (const auto& detector : r.detectors) row.push_back(std::to_string(detector.count));
+    row.push_back(fmt::format("{:.0f}", r.ops_per_s));
+    row.push_back(fmt::format("{:.0f}", r.guest_work_per_s));
+    row.push_back(std::to_string(r.spte_faults));
+    row.push_back(std::to_string(r.fault_retries));
+    row.push_back(std::to_string(r.sptes_zapped));
+    row.push_back(us_cell(r.ptl_hold_p50_ns));
+    row.push_back(us_cell(r.ptl_hold_p99_ns));
+    table.add_row(std::move(row));
+  }
+  return table.format(wide ? 0 : kTableWidth);
+}
+
+namespace {
+
+// race --expect: the explorer's verdict and whether the row agrees.
+std::string expectation_json(const RaceResult& r) {
+  if (!r.expected_racy) return "";
+  return fmt::format(
+      ", \"expected_racy\": {}, \"expected_property\": {}, \"expected_witnessed\": {}, "
+      "\"agrees\": {}",
+      *r.expected_racy, json_string(r.expected_property), r.expected_witnessed,
+      r.agrees_with_explorer());
+}
+
+}  // namespace
 
 std::string race_json(const std::vector<RaceResult>& results) {
   std::string out = "{\"results\": [";
@@ -800,7 +891,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
         "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
-        "\"counterexample\": {}}}",
+        "\"counterexample\": {}{}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
@@ -809,7 +900,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
         r.guest_work_per_s, r.config.backend == Backend::kKvm && r.config.native, r.spte_faults,
         r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
         r.timed_out, r.config.seed, !r.config.guide.empty(), json_string(r.config.guide), examples,
-        json_string(r.counterexample));
+        json_string(r.counterexample), expectation_json(r));
   }
   return out + "]}\n";
 }

@@ -74,6 +74,9 @@ struct RaceConfig {
   bool trace = true;
   // Write the run's trace here (binary, `sptelab trace FILE` reads it).
   std::string trace_path;
+  // The command that asked for the run, recorded in the trace ("race" when
+  // empty), so a trace file says how to make it again.
+  std::string command_line;
   // Also capture the real kernel's kvm/kvmmmu tracepoints (tracefs) into
   // that trace; where tracefs is unavailable, kernel_problem says why.
   bool kernel = false;
@@ -118,14 +121,31 @@ struct RaceResult {
   std::vector<std::string> examples;  // what happened, for the first violations
   std::string kernel_problem;         // why --kernel captured nothing, if it did not
   std::string counterexample;         // trace lines around the first violation
+  // race --expect: the explorer's verdict for the (scheme, op) cell; unset
+  // when not asked.
+  std::optional<bool> expected_racy;
+  std::string expected_property;  // what the explorer's counterexample violates
+  // Whether this scenario's detectors witness that property (crosscheck's
+  // race_scenario_for): a racy cell whose race is another scenario's may
+  // show a violation here or not.
+  bool expected_witnessed = true;
+  // Whether the row matches the explorer: a racy cell witnessed here must
+  // show a violation, a coherent one none. True when no verdict was asked.
+  bool agrees_with_explorer() const {
+    if (!expected_racy) return true;
+    if (*expected_racy) return !expected_witnessed || violations > 0;
+    return violations == 0;
+  }
 };
 
 using ProgressFn = std::function<void(const RaceConfig&, uint64_t done, uint64_t total)>;
 
 RaceResult run_race(const RaceConfig& config, const ProgressFn& progress = {});
 
-// Table (one row per result) and the JSON document of the CLI contract.
-std::string format_race_table(const std::vector<RaceResult>& results);
+// Table (one row per result, each detector its own column, a legend under
+// it) and the JSON document of the CLI contract. The table fits kTableWidth
+// columns (the cost columns go first) unless `wide`.
+std::string format_race_table(const std::vector<RaceResult>& results, bool wide = false);
 std::string race_json(const std::vector<RaceResult>& results);
 
 }  // namespace sptelab::scenarios

@@ -42,7 +42,7 @@ class EmulatedStack final : public RunStack {
   EmulatedStack(const StackConfig& config, const spte::Scheme& scheme)
       : lab_(LabConfig{.scheme = scheme,
                        .guest_pages = config.ram_bytes >> mm::kPageShift,
-                       .backing = Backing::kAnon,
+                       .backing = config.op ? backing_for(*config.op) : Backing::kAnon,
                        .fault_around = config.fault_around}),
         window_(lab_.phys, config.ram_bytes >> mm::kPageShift),
         vm_(config.vm, *lab_.mmu, window_) {

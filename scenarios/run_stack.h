@@ -6,10 +6,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "hypervisor/vm.h"
+#include "scenarios/host_ops.h"
 #include "spte/mirror.h"
 
 namespace sptelab::scenarios {
@@ -28,6 +30,9 @@ struct StackConfig {
   uint64_t ram_bytes = 0;
   uint32_t fault_around = 0;  // emulated schemes: pages prefetched per fault
   std::string scheme = std::string(kDefaultRunScheme);
+  // The host op a remapper will apply during the run (run --op): guest RAM
+  // gets the backing it needs (a shared file for remap and mkclean).
+  std::optional<HostOp> op;
   hypervisor::VmConfig vm;
 };
 

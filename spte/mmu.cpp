@@ -4,6 +4,8 @@
 #include <cassert>
 #include <mutex>
 
+#include <fmt/core.h>
+
 #include "base/error.h"
 #include "base/inject.h"
 #include "base/mutation.h"
@@ -384,13 +386,13 @@ size_t Mmu::audit() {
       if (!pte.present()) {
         problem = "host PTE is not present";
       } else if (pte.pfn() != spte.pfn()) {
-        problem = "host PTE maps pfn " + std::to_string(pte.pfn());
+        problem = fmt::format("host PTE maps pfn {:#x}", pte.pfn());
       } else if (spte.writable() && !pte.writable()) {
         problem = "spte is writable but the host PTE is read-only";
       }
       if (!problem.empty()) {
         violations_.report({ViolationKind::kStaleSpte, gfn, spte.pfn(), 0,
-                            "spte maps pfn " + std::to_string(spte.pfn()) + ": " + problem});
+                            fmt::format("spte maps pfn {:#x}: {}", spte.pfn(), problem)});
         ++found;
       }
     }

@@ -1,5 +1,5 @@
 // A scheme is PLACEMENT+PROTOCOL: where the host calls the notifiers, and how
-// the secondary MMU synchronises its faults with them (DESIGN.md). Every pair
+// the secondary MMU synchronises its faults with them (docs/design.md). Every pair
 // is valid; comparing them is the point.
 #pragma once
 

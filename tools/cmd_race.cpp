@@ -11,26 +11,32 @@
 #include "base/inject.h"
 #include "base/interrupt.h"
 #include "base/json.h"
+#include "explore/crosscheck.h"
 #include "explore/guide.h"
 #include "scenarios/race.h"
 #include "scenarios/seeds.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/progress.h"
+#include "tools/selection.h"
 #include "tools/signals.h"
+#include "tools/trace_events.h"
 
 namespace sptelab::tools {
 namespace {
 
 constexpr const char* kHelp =
-    R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
+    R"(usage: sptelab race SCENARIO [--scheme LIST] [--op LIST] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--guided]
-                    [--trace FILE] [--kernel] [--json]
+                    [--expect] [--wide] [--trace FILE] [--trace-events N]
+                    [--kernel] [--json]
 
-Runs a race scenario under one scheme or all 20, and prints one row per
-scheme: the violations each detector found, when the first one was seen,
-and what the scheme cost. SCENARIO is one of ('sptelab list scenarios'):
+Runs a race scenario under the schemes and ops chosen, and prints one row
+per scheme and op: the violations each detector found, when the first one
+was seen, and what the scheme cost. SCENARIO is one of ('sptelab list
+scenarios'):
   coherence   vCPUs and a host thread increment a counter under a spinlock in
               one page while a remapper applies OP to that page over and over,
               taking the same spinlock around each move
@@ -61,10 +67,13 @@ or a seed race, a host-MM bug Linux had, run buggy or fixed:
   limit (default 600 s).
 
 options:
-  --scheme S       PLACEMENT+PROTOCOL (e.g. start-end+seq-count) or all
-                   (default all); 'sptelab list schemes'
-  --op OP          the host operation: migrate, remap, cow, dontneed,
-                   mprotect, mkclean, ksm (default remap); 'sptelab list ops'
+  --scheme LIST    comma list of PLACEMENT+PROTOCOL names and globs, e.g.
+                   start-end+seq-count, 'ptl-page+*', '*+seq-count',
+                   ptl-page+seq,range-after+seq; or all (default all);
+                   'sptelab list schemes'
+  --op LIST        the host operations, a comma list or globs: migrate,
+                   remap, cow, dontneed, mprotect, mkclean, ksm, or all
+                   (default remap); 'sptelab list ops'
   --backend B      kvm: the built-in race guest on /dev/kvm (default);
                    soft: software vCPUs, no KVM needed
   --iterations N   remapper operations per scheme (default 2000; kvm 400;
@@ -87,8 +96,26 @@ options:
                    threads back (each waits until the thread that ran instead
                    has made progress), so a narrow window is hit on purpose;
                    a scheme the explorer finds coherent runs free
+  --expect         ask the explorer for each row's verdict (the scheme and
+                   op's cell, both explorer scenarios, bound 2, as
+                   docs/schemes.md and crosscheck; a few seconds per row)
+                   and mark it in the table: exit 1 only for rows that
+                   disagree (MISSED: a racy cell whose property this
+                   scenario witnesses showed no violation; RACY: a coherent
+                   cell showed one), 0 when every row agrees, racy or not.
+                   Lost writes show in coherence-lockfree, stale sptes and
+                   reads in stale-spte; the lock-protected coherence race
+                   closes the third-thread window by design, so there its
+                   racy cells are 'racy?' (either outcome agrees)
+  --wide           all columns (the cost columns too); by default the table
+                   fits 100 columns and names the ones it left out
   --trace FILE     write the run's events to FILE ('sptelab trace FILE' shows
-                   them); with several schemes, FILE.SCHEME per scheme
+                   them); with several rows, FILE.SCHEME (FILE.SCHEME.OP
+                   with several ops) per row; stderr names each file written
+  --trace-events N each thread's trace ring keeps its newest N events (rounded
+                   up to a power of two, 1024 to 67108864, 48 bytes each;
+                   default 65536); the trace and the counterexample say how
+                   many older ones were lost
   --kernel         with --trace: also capture the real kernel's kvm and
                    kvmmmu tracepoints (tracefs) into the same timeline; where
                    tracefs is unavailable, says why and goes on without them
@@ -98,31 +125,22 @@ Under the table, each scheme with violations says what happened; the first
 one also shows its counterexample: the traced events around the first
 violation (tracing stops two operations after it, so they survive).
 
-Columns: viol is the total over all detectors; first_ms the time to the first
-violation; ops the remapper operations done, ops/s their rate; guest/s the
-vCPUs' increments (or page reads) per second, the host thread's excluded; faults, retries and zapped
-count spte faults, fault retries and sptes zapped; ptl p50/p99 the
-page-table-lock hold times.
+A legend under the table names every column: each detector has its own
+column (they count different things, so no total is shown); ops is the
+remapper operations the row held, marked * when the time limit ended it.
+Progress (scheme k of N, operations, elapsed time, ETA) goes to stderr once
+a run has taken 2 s, on a terminal or piped; never with --json.
 
 SIGINT or SIGTERM stops the run: the rows finished so far are printed (the
 last one partial, marked "interrupted" in the table or JSON), the trace is
 written, and the exit status is 130 or 143.
 
-exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage
+exit status: 0 no violation in any run (with --expect: every row agrees with
+the explorer), 1 a violation was found (with --expect: a row disagrees), 2 bad usage
 (or a --trace path that cannot be written, checked before running), 3 no
 usable /dev/kvm (try --backend soft) or the output could not be written, 4
 internal error, 130/143 stopped by SIGINT/SIGTERM.
 )";
-
-std::vector<spte::Scheme> schemes_option(const Options& options) {
-  std::string text = options.value("scheme").value_or("all");
-  if (text == "all") return spte::all_schemes();
-  auto scheme = spte::parse_scheme(text);
-  if (!scheme) {
-    options.fail(fmt::format("unknown scheme '{}'; 'sptelab list schemes' shows the 20", text));
-  }
-  return {*scheme};
-}
 
 // POINT=NS[@PER_MILLE], strictly: NS a whole number of nanoseconds that
 // fits the delay (at most 4294967295, about 4.3 s), PER_MILLE a whole
@@ -182,10 +200,6 @@ scenarios::RaceConfig base_config(const Options& options) {
                     options.positionals().front()));
   }
   config.scenario = *scenario;
-  std::string op = options.value("op").value_or("remap");
-  auto host_op = scenarios::parse_host_op(op);
-  if (!host_op) options.fail(fmt::format("unknown op '{}'; 'sptelab list ops' shows them", op));
-  config.op = *host_op;
   std::string backend = options.value("backend").value_or("kvm");
   auto parsed_backend = scenarios::parse_backend(backend);
   if (!parsed_backend)
@@ -248,7 +262,7 @@ void guide(scenarios::RaceConfig& config) {
 
 // `sptelab race NAME` for a seed race (scenarios/seeds.h).
 int seed_race_main(const Options& options, scenarios::SeedRace race) {
-  for (const char* name : {"scheme", "op", "vcpus", "trace"}) {
+  for (const char* name : {"scheme", "op", "vcpus", "trace", "trace-events"}) {
     if (options.value(name)) {
       options.fail(fmt::format("--{} does not apply to the seed race {}", name,
                                scenarios::seed_race_name(race)));
@@ -288,6 +302,113 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
   return result.violations > 0 ? 1 : 0;
 }
 
+// One row of the table: a scheme under one op.
+struct Row {
+  spte::Scheme scheme;
+  scenarios::HostOp op;
+  std::string name() const {
+    return fmt::format("{}/{}", scheme.name(), scenarios::host_op_name(op));
+  }
+};
+
+std::vector<Row> selected_rows(const Options& options) {
+  std::vector<Row> rows;
+  for (scenarios::HostOp op : selected_ops(options, "remap")) {
+    for (const spte::Scheme& scheme : selected_schemes(options)) rows.push_back({scheme, op});
+  }
+  return rows;
+}
+
+// The command as typed, for the trace's header ("sptelab race ...").
+std::string command_line(Args args) {
+  std::string line = "sptelab race";
+  for (const std::string& arg : args) {
+    const bool plain = !arg.empty() && arg.find_first_of(" \t'\"*?$") == std::string::npos;
+    line += " " + (plain ? arg : "'" + arg + "'");
+  }
+  return line;
+}
+
+// race --expect: the explorer's verdict for the row's cell, with progress
+// on stderr (a cell's search takes about 2 s).
+void expect_verdicts(std::vector<scenarios::RaceResult>& results, bool quiet) {
+  std::optional<Progress> progress;
+  if (!quiet) progress.emplace("race --expect: explorer", results.size());
+  for (scenarios::RaceResult& result : results) {
+    if (interrupt::requested() != 0) return;
+    const scenarios::RaceConfig& config = result.config;
+    if (progress) progress->start(Row{config.scheme, config.op}.name());
+    const explore::CellResult verdict = explore::explorer_verdict(config.scheme, config.op);
+    result.expected_racy = verdict.violated;
+    result.expected_property = verdict.property;
+    result.expected_witnessed =
+        verdict.violated &&
+        explore::race_scenario_for(verdict.property, config.op) == config.scenario;
+    if (progress)
+      progress->finish(verdict.violated ? "racy (" + verdict.property + ")" : "coherent");
+  }
+}
+
+// What the progress line says about a finished row.
+std::string row_outcome(const scenarios::RaceResult& result) {
+  std::string outcome = fmt::format("{} ops", result.operations);
+  if (result.violations > 0) {
+    outcome += fmt::format(", violations after {:.1f} ms", result.first_violation_ms);
+  } else {
+    outcome += ", no violation";
+  }
+  return outcome;
+}
+
+// The table and what it found, after the header line of the run.
+void print_report(const scenarios::RaceConfig& config,
+                  const std::vector<scenarios::RaceResult>& results, size_t planned, int signal,
+                  bool failed, bool wide) {
+  std::string mode;
+  if (config.backend == scenarios::Backend::kKvm) {
+    mode = config.native ? " (guest workload native, CPL3)" : " (guest workload at CPL0, emulated)";
+  }
+  std::string budget = config.for_duration
+                           ? fmt::format("free-running for {} s per row", config.max_seconds)
+                           : fmt::format("up to {} operations or {} s per row", config.operations,
+                                         config.max_seconds);
+  std::string ops;
+  for (const auto& result : results) {
+    const std::string op = scenarios::host_op_name(result.config.op);
+    if (ops.find(op) == std::string::npos) ops += (ops.empty() ? "" : ",") + op;
+  }
+  // With several ops a row is named by its scheme and op.
+  const bool several_ops = ops.find(',') != std::string::npos;
+  auto row_name = [several_ops](const scenarios::RaceResult& result) {
+    return several_ops ? Row{result.config.scheme, result.config.op}.name()
+                       : result.config.scheme.name();
+  };
+  fmt::print("race {} --op {} --backend {}{}: {}, seed {}\n\n",
+             scenarios::scenario_name(config.scenario), ops.empty() ? "-" : ops,
+             scenarios::backend_name(config.backend), mode, budget, config.seed);
+  fmt::print("{}", scenarios::format_race_table(results, wide));
+  if (signal != 0) {
+    fmt::print("\ninterrupted by {}: {} of {} rows ran; the last row is partial\n",
+               signal_name(signal), results.size(), planned);
+  } else if (failed) {
+    fmt::print("\nstopped after {} of {} rows: the next one failed (below)\n", results.size(),
+               planned);
+  }
+  for (const auto& result : results) {
+    if (result.config.guide.empty()) continue;
+    fmt::print("\n{} guided by the explorer's {}", row_name(result), result.config.guide);
+  }
+  bool shown_counterexample = false;
+  for (const auto& result : results) {
+    if (result.examples.empty()) continue;
+    fmt::print("\n{}: {}\n", row_name(result), result.examples.front());
+    if (!shown_counterexample && !result.counterexample.empty()) {
+      fmt::print("counterexample (events around the first violation):\n{}", result.counterexample);
+      shown_counterexample = true;
+    }
+  }
+}
+
 }  // namespace
 
 int race_main(Args args) {
@@ -303,7 +424,10 @@ int race_main(Args args) {
                    {"no-delays", false, true},
                    {"cpl0", false, true},
                    {"guided", false, true},
+                   {"expect", false, true},
+                   {"wide", false, true},
                    {"trace"},
+                   {"trace-events"},
                    {"kernel", false, true},
                    {"json", false, true},
                    {"variant"}});
@@ -322,9 +446,11 @@ int race_main(Args args) {
         "--variant goes with a seed race (delayed-rmap, dontneed-tlb, gup-fast-revalidate)");
   const bool json = options.flag("json");
   scenarios::RaceConfig config = base_config(options);
-  const bool show_progress = !json && isatty(STDERR_FILENO);
+  config.command_line = command_line(args);
+  apply_trace_events_option(options, std::nullopt);
 
-  const std::vector<spte::Scheme> schemes = schemes_option(options);
+  const std::vector<Row> rows = selected_rows(options);
+  const bool several_ops = rows.front().op != rows.back().op;
   const bool guided = options.flag("guided");
   if (guided && (options.flag("no-delays") || !options.values("delay").empty())) {
     options.fail("--guided places its own delays: drop --delay and --no-delays");
@@ -336,12 +462,15 @@ int race_main(Args args) {
   config.kernel = options.flag("kernel");
   // Every trace path is checked before the first scheme runs: a bad path
   // must not cost a long run its results.
-  auto scheme_trace_path = [&](const spte::Scheme& scheme) {
-    return schemes.size() == 1 ? *trace_path : *trace_path + "." + scheme.name();
+  auto row_trace_path = [&](const Row& row) {
+    if (rows.size() == 1) return *trace_path;
+    std::string path = *trace_path + "." + row.scheme.name();
+    if (several_ops) path += std::string(".") + scenarios::host_op_name(row.op);
+    return path;
   };
   if (trace_path) {
-    for (const spte::Scheme& scheme : schemes) {
-      std::string path = scheme_trace_path(scheme);
+    for (const Row& row : rows) {
+      std::string path = row_trace_path(row);
       check_output_path(path, "trace");
       if (!config.guest_path.empty()) check_not_input(path, config.guest_path, "trace");
     }
@@ -350,38 +479,44 @@ int race_main(Args args) {
   handle_stop_signals();  // before the first thread: SIGINT/SIGTERM end the run early
   std::vector<scenarios::RaceResult> results;
   std::optional<Error> failure;  // a scheme that failed; the rows before it are still shown
-  for (const spte::Scheme& scheme : schemes) {
+  std::optional<Progress> progress;
+  if (!json) progress.emplace("race", rows.size());
+  for (const Row& row : rows) {
     if (interrupt::requested() != 0) break;
-    config.scheme = scheme;
+    config.scheme = row.scheme;
+    config.op = row.op;
     if (guided) guide(config);
-    if (trace_path) config.trace_path = scheme_trace_path(scheme);
-    scenarios::ProgressFn progress;
-    if (show_progress) {
-      progress = [](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
-        if (c.for_duration) {
-          fmt::print(stderr, "\r{:<24} {:>9} ops", c.scheme.name(), done);
-        } else {
-          fmt::print(stderr, "\r{:<24} {:>7}/{:<7}", c.scheme.name(), done, total);
-        }
+    if (trace_path) config.trace_path = row_trace_path(row);
+    scenarios::ProgressFn report;
+    if (progress) {
+      progress->start(row.name(), config.max_seconds);
+      report = [&progress](const scenarios::RaceConfig& c, uint64_t done, uint64_t total) {
+        progress->update(done, c.for_duration ? 0 : total);
       };
     }
     try {
-      results.push_back(run_one(config, progress));
+      results.push_back(run_one(config, report));
     } catch (const Error& error) {
       if (results.empty()) throw;
-      failure = Error(error.status(), fmt::format("{}: {}", scheme.name(), error.what()));
+      failure = Error(error.status(), fmt::format("{}: {}", row.name(), error.what()));
     }
-    if (show_progress) fmt::print(stderr, "\r{:<45}\r", "");
     if (failure) break;
+    if (progress) progress->finish(row_outcome(results.back()));
+    if (trace_path) fmt::print(stderr, "sptelab: wrote the trace {}\n", config.trace_path);
     if (!results.back().kernel_problem.empty()) {
       fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
                  results.back().kernel_problem);
     }
   }
+  if (options.flag("expect") && !failure) expect_verdicts(results, json);
   const int signal = interrupt::requested();
 
   bool violated = false;
-  for (const auto& result : results) violated |= result.violations > 0;
+  bool disagrees = false;
+  for (const auto& result : results) {
+    violated |= result.violations > 0;
+    disagrees |= !result.agrees_with_explorer();
+  }
   if (json) {
     std::string document = scenarios::race_json(results);
     if (signal != 0 || failure) {
@@ -389,47 +524,15 @@ int race_main(Args args) {
       std::string mark =
           signal != 0 ? fmt::format("\"interrupted\": {}, ", json_string(signal_name(signal)))
                       : fmt::format("\"failed\": {}, ", json_string(failure->what()));
-      document.insert(1, mark + fmt::format("\"schemes_planned\": {}, ", schemes.size()));
+      document.insert(1, mark + fmt::format("\"schemes_planned\": {}, ", rows.size()));
     }
     fmt::print("{}", document);
   } else {
-    std::string mode;
-    if (config.backend == scenarios::Backend::kKvm) {
-      mode =
-          config.native ? " (guest workload native, CPL3)" : " (guest workload at CPL0, emulated)";
-    }
-    std::string budget = config.for_duration
-                             ? fmt::format("free-running for {} s per scheme", config.max_seconds)
-                             : fmt::format("{} operations per scheme", config.operations);
-    fmt::print("race {} --op {} --backend {}{}: {}, seed {}\n\n",
-               scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
-               scenarios::backend_name(config.backend), mode, budget, config.seed);
-    fmt::print("{}", scenarios::format_race_table(results));
-    if (signal != 0) {
-      fmt::print("\ninterrupted by {}: {} of {} schemes ran; the last row is partial\n",
-                 signal_name(signal), results.size(), schemes.size());
-    } else if (failure) {
-      fmt::print("\nstopped after {} of {} schemes: the next one failed (below)\n", results.size(),
-                 schemes.size());
-    }
-    for (const auto& result : results) {
-      if (result.config.guide.empty()) continue;
-      fmt::print("\n{} guided by the explorer's {}", result.config.scheme.name(),
-                 result.config.guide);
-    }
-    bool shown_counterexample = false;
-    for (const auto& result : results) {
-      if (result.examples.empty()) continue;
-      fmt::print("\n{}: {}\n", result.config.scheme.name(), result.examples.front());
-      if (!shown_counterexample && !result.counterexample.empty()) {
-        fmt::print("counterexample (events around the first violation):\n{}",
-                   result.counterexample);
-        shown_counterexample = true;
-      }
-    }
+    print_report(config, results, rows.size(), signal, failure.has_value(), options.flag("wide"));
   }
   if (failure) throw *failure;
   if (signal != 0) return interrupted_status(signal);
+  if (options.flag("expect")) return disagrees ? 1 : 0;
   return violated ? 1 : 0;
 }
 

@@ -6,9 +6,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <thread>
+#include <utility>
 
 #include <fmt/core.h>
 
@@ -19,12 +22,15 @@
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
 #include "hypervisor/vm.h"
+#include "scenarios/gate.h"
+#include "scenarios/host_ops.h"
 #include "scenarios/lab.h"
 #include "scenarios/run_stack.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
 #include "tools/signals.h"
+#include "tools/trace_events.h"
 #include "trace/export.h"
 #include "trace/file.h"
 #include "trace/kernel.h"
@@ -62,6 +68,16 @@ options:
   --trace FILE   record every event and write them to FILE (a binary trace;
                  'sptelab trace FILE' shows it as text, a summary or
                  Perfetto JSON)
+  --trace-events N
+                 with --trace: each thread keeps its newest N events (rounded
+                 up to a power of two, 1024 to 67108864, 48 bytes each;
+                 default 262144); the trace's header says how many older
+                 ones were lost
+  --op OP        with an emulated --scheme: a remapper thread applies the
+                 host operation OP (migrate, remap, cow, dontneed, mprotect,
+                 mkclean, ksm; 'sptelab list ops') to the guest's pages
+                 above its image, one after another, while the guest runs,
+                 so the trace shows invalidations and the faults they cause
   --kernel       with --trace: also capture the real kernel's kvm and kvmmmu
                  tracepoints (tracefs, needs root) into the same timeline;
                  where tracefs is unavailable the run goes on without them
@@ -69,12 +85,21 @@ options:
                  31536000, a year)
   --arg V        an argument for the guest (repeat for more; the guest reads
                  them in order on port 0xF1, see guest/README.md)
+  --exit-status W  whose exit status: guest (default; the guest ABI's
+                 promise) or sptelab (0 the guest ended, whatever value it
+                 wrote, which stderr names; 1 to 4 only sptelab's own, below)
 
-exit status: the value the guest wrote to port 0xF4 (capped at 255), or 0
-when every vCPU halted; 2 bad usage, a bad image or a guest crash (dump on
-stderr); 3 no usable /dev/kvm, not enough memory, or the output (the
-console on stdout, the trace) could not be written; 4 timeout or internal
-error; 130 or 143 stopped by SIGINT or SIGTERM (the trace is still written).
+At exit, one line on stderr gives the scheme's statistics: VM exits, spte
+faults (with retries), sptes installed and zapped, notifier invalidations,
+and with --op the remapper's operations.
+
+exit status: with --exit-status guest (the default), the value the guest
+wrote to port 0xF4 (capped at 255; it can overlap the statuses below), or 0
+when every vCPU halted; in either mode 2 bad usage, a bad image or a guest
+crash (dump on stderr); 3 no usable /dev/kvm, not enough memory, or the
+output (the console on stdout, the trace) could not be written; 4 timeout
+or internal error; 130 or 143 stopped by SIGINT or SIGTERM (the trace is
+still written).
 )";
 
 // The most RAM (a multiple of 4K) whose system area (stacks, descriptor
@@ -216,6 +241,93 @@ void write_trace(const std::string& path, trace::Metadata metadata,
   trace::write_trace_file(path, file);
 }
 
+// --exit-status guest|sptelab: whether the guest's exit value becomes
+// sptelab's exit status (the guest ABI's default) or is only reported.
+bool guest_exit_status_option(const Options& options) {
+  const std::string whose = options.value("exit-status").value_or("guest");
+  if (whose != "guest" && whose != "sptelab") {
+    options.fail(fmt::format("--exit-status '{}': choose guest or sptelab", whose));
+  }
+  return whose == "guest";
+}
+
+// run --op: a host thread applying one op to the guest's pages above its
+// image (never the system area below it, whose pages the guest's page
+// walks need), page after page, until the guest ends.
+class Remapper {
+ public:
+  Remapper(scenarios::Lab& lab, scenarios::HostOp op, uint64_t first_gfn, uint64_t end_gfn)
+      : thread_([this, &lab, op, first_gfn, end_gfn] { run(lab, op, first_gfn, end_gfn); }) {}
+  ~Remapper() { join(); }
+
+  // Ends the thread; rethrows what failed in it (exit 4, not a crash).
+  void stop() {
+    join();
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+  uint64_t operations() const { return operations_; }
+  uint64_t applied() const { return applied_; }
+
+ private:
+  void run(scenarios::Lab& lab, scenarios::HostOp op, uint64_t first_gfn, uint64_t end_gfn) {
+    scenarios::ThreadRole role(scenarios::Role::kRemapper);
+    trace::name_this_thread("remapper");
+    try {
+      for (uint64_t i = 0; !stopping_.load(); ++i) {
+        const uint64_t gfn = first_gfn + i % (end_gfn - first_gfn);
+        applied_ += scenarios::apply_host_op(lab, op, gfn, i) ? 1 : 0;
+        ++operations_;
+      }
+    } catch (...) {
+      error_ = std::current_exception();  // rethrown by stop(): exit 4, not a crash
+    }
+  }
+
+  void join() {
+    stopping_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> operations_{0}, applied_{0};
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts once the rest is ready
+};
+
+std::optional<scenarios::HostOp> op_option(const Options& options, const StackConfig& config) {
+  std::optional<std::string> text = options.value("op");
+  if (!text) return std::nullopt;
+  auto op = scenarios::parse_host_op(*text);
+  if (!op) options.fail(fmt::format("unknown op '{}'; 'sptelab list ops' shows them", *text));
+  if (config.scheme == scenarios::kDirectScheme) {
+    options.fail(
+        "--op needs an emulated --scheme (e.g. start-end+seq-count): the plain memslot has no "
+        "host MM to change");
+  }
+  return op;
+}
+
+// What the scheme did during the run, like the counters `perf kvm stat`
+// ends with: one line on stderr, so stdout stays the guest's console.
+void print_statistics(const std::string& scheme, const hypervisor::RunResult& result,
+                      RunStack& stack, const Remapper* remapper, const StackConfig& config) {
+  std::string line =
+      fmt::format("sptelab: {}: {} VM exits ({} I/O, {} MMIO)", scheme, result.stats.exits,
+                  result.stats.io_exits, result.stats.mmio_exits);
+  if (scenarios::Lab* lab = stack.lab()) {
+    const spte::MmuStats mmu = lab->mmu->stats();
+    line += fmt::format("; {} spte faults ({} retries), {} installed, {} zapped, {} invalidations",
+                        mmu.faults, mmu.retries, mmu.installs, mmu.zaps, mmu.invalidations);
+  } else {
+    line += fmt::format("; {} RAM faults (plain memslot, no sptes)", result.stats.ram_faults);
+  }
+  if (remapper != nullptr) {
+    line += fmt::format("; remapper: {} {} ops ({} changed a mapping)", remapper->operations(),
+                        scenarios::host_op_name(*config.op), remapper->applied());
+  }
+  fmt::print(stderr, "{}\n", line);
+}
+
 void report(const hypervisor::RunResult& result) {
   bool quiet = result.exit_status == 0 && (result.end == hypervisor::RunEnd::kAllHalted ||
                                            result.end == hypervisor::RunEnd::kGuestExit);
@@ -238,7 +350,10 @@ int run_main(Args args) {
                    {"trace"},
                    {"kernel", false, true},
                    {"timeout"},
-                   {"arg", true}});
+                   {"arg", true},
+                   {"exit-status"},
+                   {"trace-events"},
+                   {"op"}});
   if (options.help()) {
     fmt::print(fmt::runtime(kHelp), human_size(max_ram_below(SPTELAB_GUEST_LOAD_ADDRESS, 1)));
     return 0;
@@ -255,9 +370,14 @@ int run_main(Args args) {
   config.vm.vcpus = vcpus_option(options);
   config.vm.timeout_seconds = timeout_option(options);
   config.vm.guest_args = guest_args(options);
+  const bool guest_exit_status = guest_exit_status_option(options);
+  config.op = op_option(options, config);
   std::optional<std::string> trace_path = options.value("trace");
   if (options.flag("kernel") && !trace_path) {
     options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
+  }
+  if (options.value("trace-events") && !trace_path) {
+    options.fail("--trace-events sizes the trace of --trace FILE: give --trace too");
   }
 
   // Everything about the input is checked before KVM is opened: a bad
@@ -284,9 +404,10 @@ int run_main(Args args) {
 
   std::optional<trace::Session> session;
   if (trace_path) {
-    // 2^18 events (12 MiB) per thread: a whole short run fits, and a long
-    // one keeps its newest events (the header says how many were lost).
-    trace::set_ring_capacity_log2(18);
+    // 2^18 events (12 MiB) per thread by default: a whole short run fits,
+    // and a long one keeps its newest events (the header says how many
+    // were lost).
+    apply_trace_events_option(options, 18);
     trace::name_this_thread("main");
     session.emplace();
   }
@@ -295,6 +416,17 @@ int run_main(Args args) {
   if (options.flag("kernel")) capture = start_kernel_capture();
   std::unique_ptr<RunStack> stack = build_run_stack(config);
   stack->vm().load(image);
+  std::optional<Remapper> remapper;
+  if (config.op) {
+    const uint64_t first = (image.end_address() + 4095) >> 12, end = config.ram_bytes >> 12;
+    if (first >= end) {
+      options.fail(
+          fmt::format("--op: {} leaves no RAM above its image for the remapper; give "
+                      "more --mem",
+                      path));
+    }
+    remapper.emplace(*stack->lab(), *config.op, first, end);
+  }
   hypervisor::RunResult result;
   {
     hypervisor::Vm& vm = stack->vm();
@@ -304,7 +436,9 @@ int run_main(Args args) {
     });
     result = vm.run();
   }
+  if (remapper) remapper->stop();
   report(result);
+  print_statistics(config.scheme, result, *stack, remapper ? &*remapper : nullptr, config);
   if (trace_path) {
     write_trace(*trace_path, run_metadata(args, path, config, *stack), std::move(capture));
   }
@@ -316,6 +450,8 @@ int run_main(Args args) {
   // A signal after the guest ended (while the trace was written) still
   // says the run was interrupted.
   if (int signal = interrupt::requested(); signal != 0) return interrupted_status(signal);
+  // report() has named a non-zero exit value on stderr already.
+  if (!guest_exit_status && result.end == hypervisor::RunEnd::kGuestExit) return 0;
   return result.exit_status;
 }
 

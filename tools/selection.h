@@ -44,8 +44,11 @@ std::vector<T> select(const Options& options, const std::string& what, const std
   return chosen;
 }
 
-// The schemes and ops of --scheme LIST and --op LIST (default: all).
-std::vector<spte::Scheme> selected_schemes(const Options& options);
-std::vector<scenarios::HostOp> selected_ops(const Options& options);
+// The schemes and ops of --scheme LIST and --op LIST (default: all, or
+// `fallback` when the option is not given).
+std::vector<spte::Scheme> selected_schemes(const Options& options,
+                                           const std::string& fallback = "all");
+std::vector<scenarios::HostOp> selected_ops(const Options& options,
+                                            const std::string& fallback = "all");
 
 }  // namespace sptelab::tools

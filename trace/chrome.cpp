@@ -4,14 +4,17 @@
 // - pid 1 is sptelab: one track (tid) per traced thread, vCPUs, host
 //   threads and the remapper alike. pid 2 is the real kernel (--kernel):
 //   a track per kernel task, events as instants.
-// - Every event is a complete ("X") slice at its time. A point event gets a
-//   duration of at most 1 us, never reaching its thread's next event, so
-//   slices nest and flows can bind to it.
-// - Begin/end pairs on one thread are slices around them: notifier range
-//   start..end, PTL and mmap_lock holds, mm operations, host faults and
-//   secondary-MMU faults. A pair that would overlap another without nesting
-//   becomes an async slice ("b"/"e") instead, which viewers draw on a
-//   track of its own.
+// - Every event is drawn once. Begin/end pairs on one thread are one slice
+//   each: notifier range start..end, PTL and mmap_lock holds, mm
+//   operations, host faults and secondary-MMU faults. A pair that would
+//   overlap another without nesting becomes an async slice ("b"/"e")
+//   instead, which viewers draw on a track of its own. Any other event is
+//   a complete ("X") slice at its time lasting at most 1 us, never reaching
+//   its thread's next event, so slices nest and flows can bind to it. A
+//   violation is a global instant ("i", "s":"g") named "violation:
+//   DETECTOR", visible across every track at any zoom.
+// - Slice names carry no addresses, pfns or gfns (Perfetto groups slices by
+//   name); those are in each slice's args.
 // - Flows ("s" then "f" with "bp":"e", one id each) go from an invalidation
 //   to each spte zap and each fault retry it caused (link_invalidations).
 #include <algorithm>
@@ -59,6 +62,7 @@ const char* category(Kind kind) {
       return "spte";
     case Kind::kVcpuExit:
     case Kind::kVcpuInsn:
+    case Kind::kVcpuEntry:
       return "kvm";
     case Kind::kCheckpoint:
     case Kind::kViolation:
@@ -79,6 +83,7 @@ struct Slice {
   const char* cat = "";
   std::string args;  // a JSON object
   bool async = false;
+  size_t begin_index = 0, end_index = 0;  // the events the slice stands for
 };
 
 class ChromeWriter {
@@ -87,6 +92,8 @@ class ChromeWriter {
       : file_(file),
         events_(file.snapshot.events),
         selected_(events_.size(), false),
+        in_pair_(events_.size(), false),
+        pair_begin_(events_.size(), 0),
         point_end_(events_.size(), 0) {
     for (size_t index : select_events(file, filter)) selected_[index] = true;
     compute_point_ends();
@@ -97,7 +104,7 @@ class ChromeWriter {
     write_metadata();
     write_pairs();
     for (size_t i = 0; i < events_.size(); ++i) {
-      if (selected_[i]) write_event(i);
+      if (selected_[i] && !in_pair_[i]) write_event(i);
     }
     write_flows();
     out_ += "],\n\"displayTimeUnit\":\"ns\",\n\"otherData\":{";
@@ -195,6 +202,17 @@ class ChromeWriter {
 
   void write_event(size_t index) {
     const Event& event = events_[index];
+    if (event.kind == Kind::kViolation) {
+      // A global marker across every track, visible at any zoom, named by
+      // its detector.
+      append(fmt::format(
+          "{{\"ph\":\"i\",\"s\":\"g\",\"pid\":{},\"tid\":{},\"ts\":{},\"name\":{},\"cat\":"
+          "\"scenario\",\"args\":{}}}",
+          kSptelabPid, tid(event.thread), ts(event.ts_ns),
+          json_string("violation: " + format_arg(event.kind, 0, event.args[0])),
+          event_args(event)));
+      return;
+    }
     if (event.kind == Kind::kKernel) {
       append(fmt::format(
           "{{\"ph\":\"i\",\"s\":\"t\",\"pid\":{},\"tid\":{},\"ts\":{},\"name\":{},\"cat\":"
@@ -263,26 +281,45 @@ class ChromeWriter {
     }
   }
 
-  std::string pair_name(const Event& begin, const Event& end) const {
+  // Names without addresses or frame numbers: Perfetto groups slices by
+  // name, so "ptl" is one row of its statistics, not one per page table.
+  // The addresses are in the slice's args.
+  static std::string pair_name(const Event& begin, const Event& end) {
     switch (begin.kind) {
       case Kind::kPtlLock:
-        return fmt::format("ptl {:#x}", begin.args[0]);
+        return "ptl";
       case Kind::kMmapLock:
         return begin.args[0] ? "mmap_lock write" : "mmap_lock read";
       case Kind::kMmOpBegin:
-        return fmt::format("{} [{:#x}, {:#x})", format_arg(begin.kind, 0, begin.args[0]),
-                           begin.args[1], begin.args[2]);
+        return format_arg(begin.kind, 0, begin.args[0]);
       case Kind::kNotifyRangeStart:
-        return fmt::format("invalidate [{:#x}, {:#x}) {}", begin.args[0], begin.args[1],
-                           format_arg(begin.kind, 2, begin.args[2]));
+        return fmt::format("invalidate {}", format_arg(begin.kind, 2, begin.args[2]));
       case Kind::kHostFault:
-        return fmt::format("host fault {:#x}", begin.args[0]);
+        return "host fault";
       case Kind::kFaultBegin:
-        return fmt::format("spte fault gfn {:#x} ({})", begin.args[0],
-                           end.kind == Kind::kFaultRetry ? "retry" : "fixed");
+        return end.kind == Kind::kFaultRetry ? "spte fault (retry)" : "spte fault (fixed)";
       default:
         return "?";
     }
+  }
+
+  // The args of both ends; a field the end repeats is given once.
+  std::string pair_args(const Event& begin, const Event& end) const {
+    std::string args = event_args(begin);
+    std::string end_args = event_args(end);
+    const KindInfo& begin_kind = info(begin.kind);
+    const KindInfo& end_kind = info(end.kind);
+    args.pop_back();  // the closing brace
+    for (size_t a = 0; a < end_kind.args.size(); ++a) {
+      const std::string_view name = end_kind.args[a];
+      if (name.empty() || std::find(begin_kind.args.begin(), begin_kind.args.end(), name) !=
+                              begin_kind.args.end()) {
+        continue;
+      }
+      args += fmt::format("{}{}:{}", args.size() > 1 ? "," : "", json_string(name),
+                          json_string(format_arg(end.kind, a, end.args[a])));
+    }
+    return args + "}";
   }
 
   std::vector<Slice> collect_pairs() const {
@@ -306,9 +343,9 @@ class ChromeWriter {
           slice.end_ns = event.ts_ns;
           slice.name = pair_name(begin, event);
           slice.cat = category(begin.kind);
-          slice.args = event.kind == Kind::kPtlUnlock
-                           ? fmt::format("{{\"hold_ns\":{}}}", event.args[1])
-                           : std::string("{}");
+          slice.args = pair_args(begin, event);
+          slice.begin_index = stack[k];
+          slice.end_index = i;
           slices.push_back(std::move(slice));
         }
         stack.erase(stack.begin() + static_cast<std::ptrdiff_t>(k));
@@ -348,6 +385,10 @@ class ChromeWriter {
     std::vector<Slice> slices = collect_pairs();
     demote_overlaps(slices);
     for (const Slice& slice : slices) {
+      for (size_t index : {slice.begin_index, slice.end_index}) {
+        in_pair_[index] = true;
+        pair_begin_[index] = slice.begin_ns;
+      }
       if (!slice.async) {
         append(fmt::format(
             "{{\"ph\":\"X\",\"pid\":{},\"tid\":{},\"ts\":{},\"dur\":{},\"name\":{},\"cat\":\"{}\","
@@ -372,8 +413,10 @@ class ChromeWriter {
   // ---- flows ----
 
   // Flow ends sit in the middle of their point slices, so that each binds
-  // to that slice and not to a neighbour with the same timestamp.
+  // to that slice and not to a neighbour with the same timestamp; an event
+  // drawn as part of a begin/end slice binds 1 ns into that slice.
   std::string flow_ts(size_t index) const {
+    if (in_pair_[index]) return ts(pair_begin_[index] + 1);
     uint64_t begin = events_[index].ts_ns;
     return ts(begin + (point_end_[index] - begin) / 2);
   }
@@ -398,6 +441,10 @@ class ChromeWriter {
   const TraceFile& file_;
   const std::vector<Event>& events_;
   std::vector<bool> selected_;
+  // Events a begin/end slice stands for (drawn once, as that slice), and
+  // where that slice begins.
+  std::vector<bool> in_pair_;
+  std::vector<uint64_t> pair_begin_;
   std::vector<uint64_t> point_end_;
   std::string out_;
   bool first_ = true;

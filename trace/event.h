@@ -63,7 +63,10 @@ namespace sptelab::trace {
   /* real kernel tracepoints merged from tracefs */                                        \
   X(kKernel, "kernel", "id", "a", "b", "c")                                                \
   /* hypervisor/: up to 16 bytes of the instruction at rip (decoded by the exporters) */   \
-  X(kVcpuInsn, "kvm_vcpu_insn", "rip", "insn_lo", "insn_hi", "len")
+  X(kVcpuInsn, "kvm_vcpu_insn", "rip", "insn_lo", "insn_hi", "len")                        \
+  /* hypervisor/: the vCPU re-enters the guest after handling an exit (the kernel's */     \
+  /* kvm_entry); kvm_exit to kvm_entry is the exit's handling time */                      \
+  X(kVcpuEntry, "kvm_entry", "vcpu", "", "", "")
 
 enum class Kind : uint16_t {
 #define SPTELAB_TRACE_ENUM(kind, name, a0, a1, a2, a3) kind,

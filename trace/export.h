@@ -101,8 +101,13 @@ std::string format_event_line(const TraceFile& file, const Event& event);
 // metadata), then one line per selected event.
 std::string format_text(const TraceFile& file, const Filter& filter = {});
 
-// Counts per event kind, per gfn and per thread of the selected events.
-std::string format_summary(const TraceFile& file, const Filter& filter = {});
+// Counts per event kind, the 20 gfns with the most events (every gfn, in
+// gfn order, with per_gfn), counts per thread, and the latencies of
+// latency.h, of the selected events.
+std::string format_summary(const TraceFile& file, const Filter& filter = {}, bool per_gfn = false);
+
+// How many gfns the summary lists without per_gfn.
+inline constexpr size_t kSummaryTopGfns = 20;
 
 // Chrome/Perfetto JSON ("traceEvents"), for ui.perfetto.dev and
 // chrome://tracing. Flows whose two ends are both selected are kept.

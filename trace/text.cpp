@@ -9,6 +9,7 @@
 #include "trace/export.h"
 #include "trace/insn.h"
 #include "trace/kernel.h"
+#include "trace/latency.h"
 #include "trace/symbols.h"
 
 namespace sptelab::trace {
@@ -139,10 +140,46 @@ std::string format_text(const TraceFile& file, const Filter& filter) {
   return out;
 }
 
-std::string format_summary(const TraceFile& file, const Filter& filter) {
+namespace {
+
+using GfnCounts = std::map<uint64_t, std::map<std::string, uint64_t>>;
+
+uint64_t total_of(const std::map<std::string, uint64_t>& counts) {
+  uint64_t total = 0;
+  for (const auto& [name, count] : counts) total += count;
+  return total;
+}
+
+// The hottest gfns first (the top kSummaryTopGfns), or every gfn in order.
+std::string gfn_section(const GfnCounts& per_gfn, bool all) {
+  std::vector<GfnCounts::const_iterator> order;
+  for (auto it = per_gfn.begin(); it != per_gfn.end(); ++it) order.push_back(it);
+  std::string out;
+  if (all) {
+    out = fmt::format("\nevents per gfn ({} gfns):\n", per_gfn.size());
+  } else {
+    std::stable_sort(order.begin(), order.end(),
+                     [](auto a, auto b) { return total_of(a->second) > total_of(b->second); });
+    if (order.size() > kSummaryTopGfns) order.resize(kSummaryTopGfns);
+    out = fmt::format("\nthe {} gfns with the most events (of {} gfns; --per-gfn lists all):\n",
+                      order.size(), per_gfn.size());
+  }
+  for (auto it : order) {
+    std::string detail;
+    for (const auto& [name, count] : it->second) {
+      detail += fmt::format("{}{} {}", detail.empty() ? "" : ", ", name, count);
+    }
+    out += fmt::format("  gfn {:#8x}  {:>8}  ({})\n", it->first, total_of(it->second), detail);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string format_summary(const TraceFile& file, const Filter& filter, bool per_gfn_list) {
   std::vector<size_t> selected = select_events(file, filter);
   std::map<std::string, uint64_t> per_kind;
-  std::map<uint64_t, std::map<std::string, uint64_t>> per_gfn;
+  GfnCounts per_gfn;
   std::map<std::string, uint64_t> per_thread;
   for (size_t index : selected) {
     const Event& event = file.snapshot.events[index];
@@ -161,18 +198,10 @@ std::string format_summary(const TraceFile& file, const Filter& filter) {
                    [](const auto& a, const auto& b) { return a.second > b.second; });
   out += "\nevents per kind:\n";
   for (const auto& [name, count] : kinds) out += fmt::format("  {:>10}  {}\n", count, name);
-  out += fmt::format("\nevents per gfn ({} gfns):\n", per_gfn.size());
-  for (const auto& [gfn, counts] : per_gfn) {
-    uint64_t total = 0;
-    std::string detail;
-    for (const auto& [name, count] : counts) {
-      total += count;
-      detail += fmt::format("{}{} {}", detail.empty() ? "" : ", ", name, count);
-    }
-    out += fmt::format("  gfn {:#8x}  {:>8}  ({})\n", gfn, total, detail);
-  }
+  out += gfn_section(per_gfn, per_gfn_list);
   out += "\nevents per thread:\n";
   for (const auto& [name, count] : per_thread) out += fmt::format("  {:>10}  {}\n", count, name);
+  out += format_latencies(measure_latencies(file, selected));
   return out;
 }
 

@@ -30,7 +30,7 @@ bool file_contains(const char* path, const std::string& needle) {
 }
 
 // Which KVM this is: the hardware extension it uses, or PVM, the
-// paravirtualized backend that runs without VMX/SVM (DESIGN.md's machine).
+// paravirtualized backend that runs without VMX/SVM (docs/design.md's machine).
 std::string kvm_backend() {
   if (access(hypervisor::default_kvm_device_path().c_str(), R_OK | W_OK) != 0) return "none";
   if (access("/sys/module/kvm_pvm", F_OK) == 0 || file_contains("/proc/modules", "kvm_pvm")) {

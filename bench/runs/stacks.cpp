@@ -76,7 +76,7 @@ void preallocate(scenarios::Lab& lab) {
   for (uint64_t gfn = 0; gfn < lab.config().guest_pages; ++gfn) {
     mm::FaultResult result = mm::handle_mm_fault(*lab.mm, lab.hva_of(gfn), true);
     if (result != mm::FaultResult::kOk) {
-      throw_environment(fmt::format("preallocating guest RAM failed at gfn {}: {}", gfn,
+      throw_environment(fmt::format("preallocating guest RAM failed at gfn {:#x}: {}", gfn,
                                     mm::fault_result_name(result)));
     }
   }

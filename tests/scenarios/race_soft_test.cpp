@@ -1,6 +1,7 @@
 // Randomized stress on software vCPUs: over a fixed number of host
 // operations, every scheme the deterministic interleavings break is caught,
 // and every scheme they cannot break has no violation at all.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "base/error.h"
@@ -199,6 +200,36 @@ TEST(RaceOutput, JsonHasTheContractFields) {
   }
   std::string table = format_race_table({result});
   EXPECT_NE(table.find("start-end+seq-count"), std::string::npos);
+}
+
+// race --expect: each row against the explorer's verdict for its cell.
+TEST(RaceOutput, RowsThatDisagreeWithTheExplorerAreMarked) {
+  RaceResult found, missed, clean, unexpected;
+  for (RaceResult* r : {&found, &missed, &clean, &unexpected}) {
+    r->config.scheme = *spte::parse_scheme("none+seq");
+    r->detectors = {{"stale_sptes", 0}};
+  }
+  found.expected_racy = missed.expected_racy = true;
+  clean.expected_racy = unexpected.expected_racy = false;
+  found.violations = unexpected.violations = 3;
+  found.config.scheme = *spte::parse_scheme("none+naive");
+  clean.config.scheme = *spte::parse_scheme("start-end+seq-count");
+  unexpected.config.scheme = *spte::parse_scheme("ptl-page+seq");
+  EXPECT_TRUE(found.agrees_with_explorer());
+  EXPECT_FALSE(missed.agrees_with_explorer());
+  EXPECT_TRUE(clean.agrees_with_explorer());
+  EXPECT_FALSE(unexpected.agrees_with_explorer());
+  EXPECT_TRUE(RaceResult{}.agrees_with_explorer());  // no verdict asked for
+  const std::string table = format_race_table({found, missed, clean, unexpected});
+  EXPECT_THAT(table, ::testing::ContainsRegex("none\\+naive +racy +yes "));
+  EXPECT_THAT(table, ::testing::ContainsRegex("none\\+seq +racy +MISSED "));
+  EXPECT_THAT(table, ::testing::ContainsRegex("start-end\\+seq-count +- +yes "));
+  EXPECT_THAT(table, ::testing::ContainsRegex("ptl-page\\+seq +- +RACY "));
+  EXPECT_NE(race_json({unexpected}).find("\"agrees\": false"), std::string::npos);
+  // A racy cell whose property another scenario witnesses: either outcome.
+  missed.expected_witnessed = false;
+  EXPECT_TRUE(missed.agrees_with_explorer());
+  EXPECT_THAT(format_race_table({missed}), ::testing::ContainsRegex("none\\+seq +racy\\? +yes "));
 }
 
 }  // namespace

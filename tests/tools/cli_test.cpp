@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "tests/hypervisor/elf_builder.h"
 #include "tests/hypervisor/test_guests.h"
@@ -17,6 +19,7 @@ namespace sptelab::tools {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::run_sptelab;
 
 TEST(CliTest, HelpListsTheCommands) {
@@ -25,6 +28,79 @@ TEST(CliTest, HelpListsTheCommands) {
   EXPECT_THAT(result.out, HasSubstr("usage: sptelab COMMAND"));
   EXPECT_THAT(result.out, HasSubstr("  run "));
   EXPECT_THAT(result.out, HasSubstr("  list "));
+}
+
+TEST(CliTest, VersionNamesTheRevisionAndBuildType) {
+  auto result = run_sptelab({"--version"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  // "sptelab 0.1 (git 6b986be1a2c3[-dirty], RelWithDebInfo build)"; "git
+  // unknown" only where the sources are not a git checkout (a tarball).
+  const bool checkout = access(SPTELAB_SOURCE_GIT, F_OK) == 0;
+  EXPECT_THAT(result.out, ::testing::MatchesRegex(
+                              std::string("sptelab [0-9]+\\.[0-9]+ \\(git ") +
+                              (checkout ? "[0-9a-f]{7,}(-dirty)?" : "unknown") +
+                              ", (Debug|Release|RelWithDebInfo|MinSizeRel) build[^)]*\\)\n"));
+  EXPECT_EQ(result.err, "");
+}
+
+TEST(CliTest, HelpCommandIsTheCommandsHelp) {
+  for (const char* command : {"run", "race", "trace"}) {
+    auto help = run_sptelab({"help", command});
+    EXPECT_EQ(help.status, 0) << help.err;
+    EXPECT_EQ(help.out, run_sptelab({command, "--help"}).out);
+    EXPECT_THAT(help.out, HasSubstr(std::string("usage: sptelab ") + command));
+  }
+  auto unknown = run_sptelab({"help", "frobnicate"});
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("help: unknown command 'frobnicate' (commands: run, "));
+}
+
+std::string output_of(const std::string& command) {
+  std::string out;
+  if (FILE* pipe = popen(command.c_str(), "r")) {
+    char buffer[4096];
+    for (size_t got; (got = fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, got);
+    pclose(pipe);
+  }
+  return out;
+}
+
+TEST(CliTest, ManPageHasEveryCommandsHelp) {
+  std::ifstream file(SPTELAB_MAN_PAGE);
+  const std::string page((std::istreambuf_iterator<char>(file)), {});
+  ASSERT_FALSE(page.empty()) << SPTELAB_MAN_PAGE;
+  EXPECT_EQ(page.rfind(".TH SPTELAB 1 ", 0), 0u);
+  EXPECT_THAT(page, HasSubstr(run_sptelab({"--version"}).out.substr(0, 11)));
+  for (const char* command : {"run", "race", "explore", "crosscheck", "trace", "bench", "list"}) {
+    EXPECT_THAT(page, HasSubstr(std::string("\n.SS ") + command + "\n")) << command;
+  }
+  EXPECT_THAT(page, HasSubstr("--around-violation"));  // from trace's help
+  // No line starts a roff request by accident (help text lines are escaped).
+  EXPECT_THAT(page, Not(::testing::ContainsRegex("\n\\.[a-z]+ [a-z]+ [a-z]+ [a-z]+ ")));
+}
+
+// Asks the completion what it offers for a command line ending at `words`.
+std::string complete(const std::string& words) {
+  const std::string bin = hypervisor::testing::sptelab_binary();
+  const std::string path = ::testing::TempDir() + "/complete-" + std::to_string(getpid()) + ".sh";
+  std::ofstream(path) << "PATH='" << bin.substr(0, bin.rfind('/')) << "':$PATH\n"
+                      << "source '" << SPTELAB_COMPLETION << "'\n"
+                      << "COMP_WORDS=(" << words << ")\n"
+                      << "COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n"
+                      << "_sptelab\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n";
+  std::string out = output_of("bash '" + path + "'");
+  std::remove(path.c_str());
+  return out;
+}
+
+TEST(CliTest, BashCompletionOffersCommandsOptionsAndValues) {
+  EXPECT_THAT(complete("sptelab ra"), HasSubstr("race\n"));
+  EXPECT_THAT(complete("sptelab race --sch"), HasSubstr("--scheme\n"));
+  EXPECT_THAT(complete("sptelab trace f --around"), HasSubstr("--around-violation\n"));
+  const std::string schemes = complete("sptelab race coherence --scheme ptl-page+");
+  EXPECT_THAT(schemes, HasSubstr("ptl-page+seq-count\n"));
+  EXPECT_THAT(schemes, Not(HasSubstr("start-end")));
+  EXPECT_THAT(complete("sptelab race coherence --op mi"), HasSubstr("migrate\n"));
 }
 
 TEST(CliTest, NoCommandIsBadUsage) {

@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -155,7 +156,7 @@ TEST(RaceCli, SigintPrintsTheFinishedRowsAndWritesTheTrace) {
                             {}, {.signal = SIGINT, .signal_after_ms = 1500});
   EXPECT_EQ(result.status, 130) << result.err;
   EXPECT_THAT(result.out, HasSubstr("none+naive"));  // the first scheme's row
-  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 schemes ran"));
+  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 rows ran"));
   EXPECT_THAT(result.err, HasSubstr("SIGINT: stopping"));
   trace::TraceFile file = trace::read_trace_file(dir + "/race.bin.none+naive");
   EXPECT_GT(file.snapshot.events.size(), 0u);
@@ -171,6 +172,119 @@ TEST(RaceCli, SigtermMarksTheJsonDocument) {
                              0),
             0u)
       << result.out;
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+size_t widest_line(const std::string& text) {
+  size_t widest = 0, start = 0;
+  for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    widest = std::max(widest, end - start);
+  }
+  return widest;
+}
+
+TEST(RaceCli, SchemesAndOpsTakeCommaListsAndGlobs) {
+  auto andrea = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "ptl-page+*",
+                             "--iterations", "3", "--json"});
+  EXPECT_LE(andrea.status, 1) << andrea.err;  // 1 if a racy one showed its race
+  EXPECT_EQ(count_of(andrea.out, "\"scheme\": \"ptl-page+"), 4u) << andrea.out;
+  EXPECT_EQ(count_of(andrea.out, "\"scheme\": "), 4u);
+  auto seq_count = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "*+seq-count",
+                                "--iterations", "3", "--json"});
+  EXPECT_EQ(count_of(seq_count.out, "+seq-count\""), 5u) << seq_count.err;
+  auto pair = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme",
+                           "start-end+seq-count,ptl-page+seq", "--op", "migrate,remap",
+                           "--iterations", "3", "--json"});
+  EXPECT_LE(pair.status, 1) << pair.err;
+  EXPECT_EQ(count_of(pair.out, "\"scheme\": "), 4u);
+  EXPECT_EQ(count_of(pair.out, "\"op\": \"migrate\""), 2u);
+  auto none = run_sptelab({"race", "coherence", "--scheme", "middle+*"});
+  EXPECT_EQ(none.status, 2);
+  EXPECT_THAT(none.err, HasSubstr("no scheme matches 'middle+*'"));
+}
+
+TEST(RaceCli, TableFitsAHundredColumnsWithALegendAndWideShowsAll) {
+  auto table =
+      run_sptelab({"race", "stale-spte", "--backend", "soft", "--scheme",
+                   "*+seq-count,range-before+naive", "--op", "migrate,ksm", "--iterations", "20"});
+  EXPECT_EQ(table.status, 1) << table.err;  // range-before+naive is racy
+  const std::string rows = table.out.substr(0, table.out.find("\n\n", table.out.find("scheme")));
+  EXPECT_LE(widest_line(rows), 100u) << table.out;
+  for (const char* column : {"ops", "first_ms", "stale_rd", "stale_spte", "uaf"}) {
+    EXPECT_THAT(table.out, HasSubstr(std::string("\n  ") + column + " ")) << column;
+  }
+  EXPECT_THAT(table.out, HasSubstr("more column(s) with --wide"));
+  EXPECT_THAT(table.out, ::testing::Not(HasSubstr(" viol ")));  // no sum of unlike counts
+  auto wide = run_sptelab({"race", "stale-spte", "--backend", "soft", "--scheme",
+                           "*+seq-count,range-before+naive", "--op", "migrate,ksm", "--iterations",
+                           "20", "--wide"});
+  EXPECT_THAT(wide.out, HasSubstr("ptl_p99"));
+  EXPECT_THAT(wide.out, HasSubstr("\n  ptl_p99 "));
+  EXPECT_THAT(wide.out, ::testing::Not(HasSubstr("more column(s) with --wide")));
+}
+
+TEST(RaceCli, ExpectComparesEachRowWithTheExplorer) {
+  // A racy row that shows its violation and a coherent row that shows none
+  // both agree: exit 0, where the same run without --expect is exit 1.
+  const std::vector<std::string> run = {
+      "race",         "stale-spte", "--backend", "soft", "--scheme", "none+seq,start-end+seq-count",
+      "--iterations", "200"};
+  auto plain = run_sptelab(run);
+  EXPECT_EQ(plain.status, 1) << plain.err;
+  std::vector<std::string> expect = run;
+  expect.push_back("--expect");
+  auto checked = run_sptelab(expect);
+  EXPECT_EQ(checked.status, 0) << checked.out << checked.err;
+  EXPECT_THAT(checked.out, ::testing::ContainsRegex("none\\+seq +racy +yes "));
+  EXPECT_THAT(checked.out, ::testing::ContainsRegex("start-end\\+seq-count +- +yes "));
+  expect.push_back("--json");
+  auto json = run_sptelab(expect);
+  EXPECT_EQ(json.status, 0) << json.err;
+  EXPECT_EQ(count_of(json.out, "\"agrees\": true"), 2u) << json.out;
+  EXPECT_THAT(json.out, HasSubstr("\"expected_racy\": true"));
+  EXPECT_TRUE(json.err.empty()) << json.err;
+}
+
+TEST(RaceCli, ProgressGoesToStderrWhenPipedButNotWithJson) {
+  const std::vector<std::string> run = {
+      "race", "coherence",     "--backend",  "soft", "--scheme", "start-end+seq-count",
+      "--op", "remap,migrate", "--duration", "2.5"};
+  auto piped = run_sptelab(run);  // stderr is a pipe here
+  EXPECT_EQ(piped.status, 0) << piped.err;
+  EXPECT_THAT(piped.err,
+              ::testing::ContainsRegex("race \\[1/2\\] start-end\\+seq-count/remap: [0-9]+ ops, no "
+                                       "violation, [0-9]+ s elapsed, ETA [0-9]+ s\n"));
+  EXPECT_THAT(piped.err, HasSubstr("race [2/2] start-end+seq-count/migrate: "));
+  EXPECT_THAT(piped.out, ::testing::Not(HasSubstr("race [")));
+  std::vector<std::string> json = run;
+  json.push_back("--json");
+  auto quiet = run_sptelab(json);
+  EXPECT_EQ(quiet.err, "");
+}
+
+TEST(RaceCli, TraceFilesAreNamedAndHoldTheCommand) {
+  const std::string dir = hypervisor::testing::make_temp_dir();
+  auto result = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme",
+                             "ptl-page+seq,start-end+seq", "--iterations", "5", "--trace",
+                             dir + "/t.bin", "--trace-events", "5000"});
+  EXPECT_LE(result.status, 1) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("wrote the trace " + dir + "/t.bin.ptl-page+seq\n"));
+  EXPECT_THAT(result.err, HasSubstr("wrote the trace " + dir + "/t.bin.start-end+seq\n"));
+  trace::TraceFile file = trace::read_trace_file(dir + "/t.bin.ptl-page+seq");
+  EXPECT_EQ(file.meta("command").value_or(""),
+            "sptelab race coherence --backend soft --scheme ptl-page+seq,start-end+seq "
+            "--iterations 5 --trace " +
+                dir + "/t.bin --trace-events 5000");
+  auto bad = run_sptelab({"race", "coherence", "--backend", "soft", "--trace-events", "10"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--trace-events wants a whole number from 1024"));
 }
 
 TEST(RaceCli, MissingKvmIsExitThreeAndSuggestsSoft) {

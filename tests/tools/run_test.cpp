@@ -24,7 +24,18 @@ TEST(RunTest, HelloPrintsItsGreetingAndExitsZero) {
   auto result = run_sptelab({"run", "hello"});
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_EQ(result.out, "Hello from the sptelab toy guest: vCPU 0 of 1, 64 MiB of RAM.\n");
-  EXPECT_EQ(result.err, "");
+  // Only the statistics line, and it never goes to stdout.
+  EXPECT_THAT(result.err, ::testing::MatchesRegex("sptelab: direct: [0-9]+ VM exits [^\n]*\n"));
+}
+
+TEST(RunTest, EmulatedSchemePrintsItsStatisticsOnStderr) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", "memtouch", "--scheme", "start-end+seq-count"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.err, ::testing::ContainsRegex(
+                              "sptelab: start-end\\+seq-count: [0-9]+ VM exits .*; [1-9][0-9]* "
+                              "spte faults \\([0-9]+ retries\\), [1-9][0-9]* installed"));
+  EXPECT_THAT(result.out, ::testing::Not(HasSubstr("spte faults")));
 }
 
 TEST(RunTest, ExternalGuestsExitStatusIsSptelabs) {
@@ -36,6 +47,43 @@ TEST(RunTest, ExternalGuestsExitStatusIsSptelabs) {
   auto four = run_sptelab({"run", image, "--vcpus", "4", "--mem", "32M"});
   EXPECT_EQ(four.status, 44) << four.err;
   EXPECT_THAT(four.out, HasSubstr("external guest: vCPU 3 of 4\n"));
+}
+
+// run --op: a remapper during a plain run, so its trace has invalidations
+// (the README's tracing example had none).
+TEST(RunTest, OpRunsARemapperWhoseInvalidationsAreTraced) {
+  SPTELAB_REQUIRE_KVM();
+  const std::string path = hypervisor::testing::make_temp_dir() + "/op.bin";
+  auto result = run_sptelab({"run", "memtouch", "--scheme", "start-end+seq-count", "--op",
+                             "migrate", "--trace", path, "--trace-events", "2000000"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr(": 0 error(s)"));  // the guest saw its data throughout
+  EXPECT_THAT(result.err, ::testing::ContainsRegex("remapper: [1-9][0-9]* migrate ops"));
+  auto summary = run_sptelab({"trace", path, "--summary"});
+  EXPECT_EQ(summary.status, 0) << summary.err;
+  EXPECT_THAT(summary.out, HasSubstr("mmu_notifier_invalidate_range_start"));
+  EXPECT_THAT(summary.out, ::testing::ContainsRegex("invalidation +[1-9][0-9]* +[0-9]"));
+  EXPECT_THAT(summary.out, ::testing::ContainsRegex("vCPU exit +[1-9][0-9]* +[0-9]"));
+  auto direct = run_sptelab({"run", "memtouch", "--op", "migrate"});
+  EXPECT_EQ(direct.status, 2);
+  EXPECT_THAT(direct.err, HasSubstr("--op needs an emulated --scheme"));
+  auto ring = run_sptelab({"run", "hello", "--trace-events", "4096"});
+  EXPECT_EQ(ring.status, 2);
+  EXPECT_THAT(ring.err, HasSubstr("give --trace too"));
+}
+
+TEST(RunTest, ExitStatusSptelabKeepsTheGuestsValueOutOfTheStatus) {
+  SPTELAB_REQUIRE_KVM();
+  const std::string& image = hypervisor::testing::external_guest();
+  auto result = run_sptelab({"run", image, "--exit-status", "sptelab"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("guest exited with value 41"));
+  auto crash = run_sptelab(
+      {"run", hypervisor::testing::test_guest("triple_fault"), "--exit-status", "sptelab"});
+  EXPECT_EQ(crash.status, 2) << crash.err;  // sptelab's own statuses stay
+  auto bad = run_sptelab({"run", image, "--exit-status", "mine"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--exit-status 'mine': choose guest or sptelab"));
 }
 
 TEST(RunTest, TripleFaultPrintsADumpAndExitsTwo) {

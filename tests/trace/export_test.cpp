@@ -262,7 +262,8 @@ TEST(Summary, CountsPerKindGfnAndThread) {
   std::string summary = format_summary(file);
   EXPECT_THAT(summary, HasSubstr("           2  kvm_page_fault\n"));
   EXPECT_THAT(summary, HasSubstr("           1  kvm_mmu_zap_spte\n"));
-  EXPECT_THAT(summary, HasSubstr("events per gfn (2 gfns):\n"));
+  EXPECT_THAT(summary,
+              HasSubstr("the 2 gfns with the most events (of 2 gfns; --per-gfn lists all):\n"));
   EXPECT_THAT(summary, HasSubstr("gfn      0x5         3  (kvm_mmu_zap_spte 1, kvm_page_fault 1, "
                                  "kvm_page_fault_retry 1)\n"));
   EXPECT_THAT(summary, HasSubstr("gfn      0x6         3  (kvm_mmu_set_spte 1, kvm_page_fault 1, "
@@ -271,7 +272,59 @@ TEST(Summary, CountsPerKindGfnAndThread) {
   EXPECT_THAT(summary, HasSubstr("           9  vcpu0-1\n"));
   Filter filter;
   filter.gfn = 6;
-  EXPECT_THAT(format_summary(file, filter), HasSubstr("events per gfn (1 gfns):\n"));
+  EXPECT_THAT(format_summary(file, filter), HasSubstr("(of 1 gfns; --per-gfn lists all)"));
+  EXPECT_THAT(format_summary(file, {}, true), HasSubstr("events per gfn (2 gfns):\n"));
+}
+
+// 100 faults taking 1..100 us (40 on gfn 7, two each on 30 others), then
+// one PTL hold, invalidation, shootdown and exit each of known length.
+TraceBuilder latency_trace() {
+  TraceBuilder b;
+  b.thread(kVcpu, "vcpu0").thread(kRemapper, "remapper");
+  uint64_t t = 0;
+  for (uint64_t i = 1; i <= 100; ++i) {
+    const uint64_t gfn = i <= 40 ? 7 : i % 30 + 100;  // gfn 7 is the hottest
+    b.at(t, kVcpu, Kind::kFaultBegin, {gfn, 0, i, 0});
+    b.at(t + i * 1000, kVcpu, Kind::kFaultFixed, {gfn, 0x40, 0x40067, 0});
+    t += 200000;
+  }
+  b.at(t, kVcpu, Kind::kVcpuExit, {0, 6, 0x401234, 0x5000})
+      .at(t + 7000, kVcpu, Kind::kVcpuEntry, {0, 0, 0, 0})
+      .at(t + 10, kRemapper, Kind::kNotifyRangeStart, {kPage5, kPage5 + 4096, 1, 1})
+      .at(t + 20, kRemapper, Kind::kTlbFlush, {kPage5, kPage5 + 4096, 2, 0})
+      .at(t + 2020, kRemapper, Kind::kTlbFlushAck, {0, kPage5, kPage5 + 4096, 0})
+      .at(t + 5020, kRemapper, Kind::kTlbFlushAck, {1, kPage5, kPage5 + 4096, 0})
+      .at(t + 6000, kRemapper, Kind::kPtlUnlock, {0x10, 4000, 0, 0})
+      .at(t + 9010, kRemapper, Kind::kNotifyRangeEnd, {kPage5, kPage5 + 4096, 1, 0});
+  return b;
+}
+
+TEST(Summary, LatencyPercentilesOfEachSpan) {
+  const std::string summary = format_summary(latency_trace().file());
+  EXPECT_THAT(summary, HasSubstr("latencies:\n"));
+  // what, count, min, p50, p99, max (microseconds), span
+  EXPECT_THAT(summary, ::testing::ContainsRegex(
+                           "spte fault +100 +1\\.00 +50\\.00 +99\\.00 +100\\.00  kvm_page_fault"));
+  EXPECT_THAT(summary, ::testing::ContainsRegex("invalidation +1 +9\\.00 +9\\.00"));
+  EXPECT_THAT(summary, ::testing::ContainsRegex("PTL hold +1 +4\\.00"));
+  EXPECT_THAT(summary, ::testing::ContainsRegex("TLB shootdown +1 +5\\.00"));
+  EXPECT_THAT(summary, ::testing::ContainsRegex("vCPU exit +1 +7\\.00"));
+  // The histogram: 1-2-5 buckets from 1 us to 200 us, each fault in one.
+  EXPECT_THAT(summary, HasSubstr("\nspte fault (kvm_page_fault -> kvm_page_fault_fixed):\n"
+                                 "    1 us - 2 us           1  #\n"));
+  EXPECT_THAT(summary, ::testing::ContainsRegex("50 us - 100 us +50  #{40}\n"));
+  EXPECT_THAT(summary, ::testing::ContainsRegex("100 us - 200 us +1  #\n"));
+}
+
+TEST(Summary, TopGfnsHottestFirstAndPerGfnListsAll) {
+  const std::string summary = format_summary(latency_trace().file());
+  EXPECT_THAT(summary, HasSubstr("the 20 gfns with the most events (of 31 gfns;"));
+  EXPECT_THAT(
+      summary,
+      HasSubstr("most events (of 31 gfns; --per-gfn lists all):\n  gfn      0x7        80"));
+  const std::string all = format_summary(latency_trace().file(), {}, true);
+  EXPECT_THAT(all, HasSubstr("events per gfn (31 gfns):\n  gfn      0x7 "));
+  EXPECT_THAT(all, HasSubstr("gfn     0x7d "));  // 125: beyond the top 20
 }
 
 // ---- window --------------------------------------------------------------------
@@ -425,36 +478,46 @@ TEST(ChromeExport, ParsesAndHasATrackPerThread) {
   }
   EXPECT_EQ(names[kVcpu + 1], "vcpu0");
   EXPECT_EQ(names[kRemapper + 1], "remapper");
-  EXPECT_EQ(events.with_ph("X").size(), file.snapshot.events.size() + 5);
+  // Each event once: the 5 begin/end pairs (10 events) as 5 slices, the
+  // other 8 events as points.
+  EXPECT_EQ(events.with_ph("X").size(), file.snapshot.events.size() - 5);
   expect_slices_nest(events);
 }
 
 TEST(ChromeExport, NotifierRangesLockHoldsAndFaultsAreSlices) {
   ChromeEvents events = parse_chrome(format_chrome_json(race_trace().file()));
-  const Json* range = events.slice("invalidate [0x7f0000005000, 0x7f0000006000) clear");
+  // Names without addresses; the addresses are args.
+  const Json* range = events.slice("invalidate clear");
   ASSERT_NE(range, nullptr);
   EXPECT_DOUBLE_EQ((*range)["ts"].number(), 0.110);
   EXPECT_DOUBLE_EQ((*range)["dur"].number(), 0.190);
   EXPECT_EQ((*range)["tid"].number(), kRemapper + 1);
-  const Json* ptl = events.slice("ptl 0x10");
+  EXPECT_EQ((*range)["args"]["start"].string(), "0x7f0000005000");
+  EXPECT_EQ((*range)["args"]["end"].string(), "0x7f0000006000");
+  const Json* ptl = events.slice("ptl");
   ASSERT_NE(ptl, nullptr);
   EXPECT_DOUBLE_EQ((*ptl)["dur"].number(), 0.030);
-  EXPECT_EQ((*ptl)["args"]["hold_ns"].number(), 30);
-  const Json* op = events.slice("remap [0x7f0000005000, 0x7f0000006000)");
+  EXPECT_EQ((*ptl)["args"]["hold_ns"].string(), "30ns");
+  EXPECT_EQ((*ptl)["args"]["table_pfn"].string(), "0x10");
+  const Json* op = events.slice("remap");
   ASSERT_NE(op, nullptr);
   EXPECT_DOUBLE_EQ((*op)["dur"].number(), 0.210);
-  const Json* fault = events.slice("spte fault gfn 0x5 (retry)");
+  const Json* fault = events.slice("spte fault (retry)");
   ASSERT_NE(fault, nullptr);
   EXPECT_EQ((*fault)["tid"].number(), kVcpu + 1);
   EXPECT_DOUBLE_EQ((*fault)["dur"].number(), 0.180);
+  EXPECT_EQ((*fault)["args"]["gfn"].string(), "0x5");
+  // ... and not again as points of their own.
+  EXPECT_EQ(events.slice("mmu_notifier_invalidate_range_start"), nullptr);
+  EXPECT_EQ(events.slice("kvm_page_fault_retry"), nullptr);
   // Point events: their own slice, never past the thread's next event.
   const Json* zap = events.slice("kvm_mmu_zap_spte");
   ASSERT_NE(zap, nullptr);
   EXPECT_DOUBLE_EQ((*zap)["dur"].number(), 0.010);
   EXPECT_EQ((*zap)["args"]["gfn"].string(), "0x5");
-  const Json* last = events.slice("kvm_page_fault_fixed");
-  ASSERT_NE(last, nullptr);
-  EXPECT_DOUBLE_EQ((*last)["dur"].number(), 1.0);
+  const Json* install = events.slice("kvm_mmu_set_spte");
+  ASSERT_NE(install, nullptr);
+  EXPECT_DOUBLE_EQ((*install)["dur"].number(), 0.010);
   const Json* insn = events.slice("kvm_vcpu_insn");
   ASSERT_NE(insn, nullptr);
   EXPECT_EQ((*insn)["args"]["insn"].string(), "<lock xadd qword ptr [rax], rdx>");
@@ -474,11 +537,11 @@ TEST(ChromeExport, FlowsGoFromTheInvalidationToTheZapAndTheRetry) {
   for (const Json* s : starts) {
     const Json* f = finish_by_id.at((*s)["id"].number());
     EXPECT_EQ((*s)["tid"].number(), kRemapper + 1);
-    // Inside the range_start point slice [0.110, 0.120].
-    EXPECT_DOUBLE_EQ((*s)["ts"].number(), 0.115);
+    // 1 ns into the invalidation's slice [0.110, 0.300].
+    EXPECT_DOUBLE_EQ((*s)["ts"].number(), 0.111);
     if ((*s)["name"].string() == "invalidation->retry") {
       EXPECT_EQ((*f)["tid"].number(), kVcpu + 1);
-      EXPECT_DOUBLE_EQ((*f)["ts"].number(), 0.300);  // inside the retry's slice [0.2, 0.4]
+      EXPECT_DOUBLE_EQ((*f)["ts"].number(), 0.021);  // 1 ns into the fault's slice [0.02, 0.2]
     } else {
       EXPECT_EQ((*s)["name"].string(), "invalidation->zap");
       EXPECT_EQ((*f)["tid"].number(), kRemapper + 1);
@@ -505,9 +568,11 @@ TEST(ChromeExport, CrossedPairsBecomeAsyncSlices) {
   ChromeEvents events = parse_chrome(format_chrome_json(b.file()));
   ASSERT_EQ(events.with_ph("b").size(), 1u);
   ASSERT_EQ(events.with_ph("e").size(), 1u);
-  EXPECT_EQ((*events.with_ph("b")[0])["name"].string(), "ptl 0x11");
+  EXPECT_EQ((*events.with_ph("b")[0])["name"].string(), "ptl");
+  EXPECT_EQ((*events.with_ph("b")[0])["args"]["table_pfn"].string(), "0x11");
   EXPECT_EQ((*events.with_ph("b")[0])["id"].number(), (*events.with_ph("e")[0])["id"].number());
-  EXPECT_NE(events.slice("ptl 0x10"), nullptr);
+  ASSERT_NE(events.slice("ptl"), nullptr);
+  EXPECT_EQ((*events.slice("ptl"))["args"]["table_pfn"].string(), "0x10");
   expect_slices_nest(events);
 }
 
