@@ -134,8 +134,9 @@ TEST(SeedSchemeTable, GupFastRevalidateIsMaskedBySequenceProtocols) {
 // for it, and the spte the vCPU faulted in through that PTE is left on the
 // freed frame. No notifier placement can see a mapping the host itself
 // lost: every scheme that is coherent in the fixed variant is reached in the
-// buggy one (range-after among them: in this rig its late invalidation still
-// comes before the vCPU can refault).
+// buggy one (range-after among them: nothing frees or replaces the page
+// during the round, a shared file page stays cached after MADV_DONTNEED, so
+// its late invalidation leaves no spte on a wrong frame).
 TEST(SeedSchemeTable, PagewalkPtlReachesEveryCoherentScheme) {
   const std::set<std::string> coherent =
       coherent_schemes({"range-after+seq", "range-after+seq-count", "range-after+interval"});
