@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <limits>
 #include <optional>
+#include <vector>
 
 #include "base/error.h"
+#include "base/mutation.h"
 #include "mm/notify.h"
 #include "mm/ops.h"
 #include "mm/zap.h"
@@ -205,16 +207,31 @@ size_t record_dirty(PhysMem& phys, Pte old) {
 // wp_pte + clean_record_pte under pte_offset_map_lock: the entry is taken
 // with ptep_modify_prot_start (an atomic clear, so an A/D bit a CPU sets
 // meanwhile is in `old`, and a CPU that walks the table now faults and waits
-// for the PTL) and committed write-protected and clean.
-size_t wp_clean_locked(Mm& mm, PteSlot slot, uint64_t addr, FlushRange& flush) {
-  if (!needs_wp_clean(Mm::load_pte(slot))) return 0;
+// for the PTL) and committed write-protected and clean. `early` (or null):
+// the copy the walk-reads-before-ptl mutant read before the PTL and trusts
+// instead.
+size_t wp_clean_locked(Mm& mm, PteSlot slot, uint64_t addr, const Pte* early, FlushRange& flush) {
+  if (!needs_wp_clean(early ? *early : Mm::load_pte(slot))) return 0;
   detail::inject_at(Point::kWalkAfterPteRead, addr);
   const Pte old = mm.clear_pte(slot, addr);
+  const Pte base = early ? *early : old;
   detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
   detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionPage);
-  mm.install_pte(slot, addr, old.without(kWpCleanBits));
+  mm.install_pte(slot, addr, base.without(kWpCleanBits));
   flush.track(addr);
-  return record_dirty(mm.phys(), old);
+  return record_dirty(mm.phys(), base);
+}
+
+// walk-reads-before-ptl (base/mutation.h): a half fix that takes the PTL
+// only after reading the table's entries.
+std::vector<Pte> read_before_ptl(PteSlot first, uint64_t table_start, uint64_t table_end) {
+  std::vector<Pte> copies;
+  for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
+    const PteSlot slot = Mm::slot_at(first, table_start, addr);
+    Mm::announce_pte_access(slot, false, "walk_pte", addr);
+    copies.push_back(Mm::load_pte(slot));
+  }
+  return copies;
 }
 
 // The same step over walk_pte_range before it took the PTL: the callback
@@ -237,14 +254,19 @@ size_t wp_clean_unlocked(Mm& mm, PteSlot slot, uint64_t addr, FlushRange& flush)
 size_t wp_clean_table(Mm& mm, PteSlot first, uint64_t table_start, uint64_t table_end,
                       FlushRange& flush) {
   const bool locked = mm.walk_pte_lock() == WalkPteLock::kLocked;
+  const std::vector<Pte> early = locked && mutation::active(mutation::Mutant::kWalkReadsBeforePtl)
+                                     ? read_before_ptl(first, table_start, table_end)
+                                     : std::vector<Pte>{};
   size_t dirty = 0;
   detail::inject_at(Point::kHostBeforePtl, table_start);
   {
     std::optional<PtlGuard> ptl;
     if (locked) ptl.emplace(mm.phys(), first.table);
-    for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
+    size_t index = 0;
+    for (uint64_t addr = table_start; addr < table_end; addr += kPageSize, ++index) {
       const PteSlot slot = Mm::slot_at(first, table_start, addr);
-      dirty += locked ? wp_clean_locked(mm, slot, addr, flush)
+      const Pte* copy = early.empty() ? nullptr : &early[index];
+      dirty += locked ? wp_clean_locked(mm, slot, addr, copy, flush)
                       : wp_clean_unlocked(mm, slot, addr, flush);
     }
   }
