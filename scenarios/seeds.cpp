@@ -220,7 +220,9 @@ struct SeedRig::State {
 // reclaimed.
 std::optional<SeedViolation> SeedRig::State::check_writeback() {
   mm::writeback_page(*lab.file, kGfn);
-  const mm::Pfn pfn = lab.file->find_page(kGfn);
+  // cached_pfn, not find_page: find_page takes a reference for the caller,
+  // which this check would never drop.
+  const mm::Pfn pfn = lab.file->cached_pfn(kGfn);
   if (pfn == mm::kNoPfn) return std::nullopt;
   const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(pfn));
   const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_relaxed);
