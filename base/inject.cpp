@@ -9,11 +9,11 @@ namespace sptelab::inject {
 namespace {
 
 constexpr std::array<const char*, static_cast<size_t>(Point::kCount)> kNames = {
-    "host_before_ptl",         "host_after_pte_clear",      "host_after_ptl_unlock",
-    "host_before_release",     "host_after_release",        "host_fault_before_ptl",
-    "gup_fast_after_pte_read", "gup_fast_after_ref",        "gup_slow_after_walk",
-    "tlb_before_flush",        "spte_fault_after_snapshot", "spte_fault_after_gup",
-    "spte_fault_under_lock",   "spte_zap_before_mirror",
+    "host_before_ptl",         "host_after_pte_clear",  "host_after_ptl_unlock",
+    "host_before_release",     "host_after_release",    "host_fault_before_ptl",
+    "gup_fast_after_pte_read", "gup_fast_after_ref",    "gup_slow_after_walk",
+    "tlb_before_flush",        "walk_after_pte_read",   "spte_fault_after_snapshot",
+    "spte_fault_after_gup",    "spte_fault_under_lock", "spte_zap_before_mirror",
 };
 
 // shared_ptr so that a hook being replaced stays alive while another thread

@@ -23,6 +23,7 @@ enum class Point : uint16_t {
   kGupFastAfterRef,      // GUP fast: reference taken, PTE not yet re-validated
   kGupSlowAfterWalk,     // GUP slow: page found and referenced, mmap_lock still held
   kTlbBeforeFlush,       // TLB shootdown about to start
+  kWalkAfterPteRead,     // page walker: PTE read (under the PTL or not), new entry not yet written
   // spte/: secondary MMU fault path.
   kSpteFaultAfterSnapshot,  // sequence snapshot taken, GUP not yet called
   kSpteFaultAfterGup,       // GUP returned a page, mmu_lock not yet taken

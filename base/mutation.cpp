@@ -28,6 +28,9 @@ constexpr std::array<Info, static_cast<size_t>(Mutant::kCount)> kInfo = {{
     {Mutant::kShootdownNoAck, "shootdown-no-ack",
      "a TLB flush returns before the other CPUs dropped their entries (one more access "
      "goes through the old one)"},
+    {Mutant::kWalkReadsBeforePtl, "walk-reads-before-ptl",
+     "the write-protect and clean walker holds the PTL but rewrites each PTE from the copy it "
+     "read before taking it"},
 }};
 
 }  // namespace

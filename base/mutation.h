@@ -20,6 +20,7 @@ enum class Mutant : uint8_t {
   kZapForgetsMirror,          // an spte zap that does not tell the guest window / vCPU TLBs
   kGupFastNoRecheck,          // GUP-fast keeps its reference without re-reading the PTE
   kShootdownNoAck,            // a TLB flush that does not wait for the CPUs to drop entries
+  kWalkReadsBeforePtl,        // the PTE walker takes the PTL but rewrites the entry it read before
   kCount
 };
 

@@ -75,6 +75,16 @@ enum class ZapRmapOrder : uint8_t { kDelayUntilFlush, kImmediate };
 // thread, a forced flush for MADV_DONTNEED).
 enum class DontneedFlush : uint8_t { kBatched, kBeforePtlUnlock };
 
+// Whether the page walker (wp_clean_range, mm/ops.h) holds the PTL while its
+// per-PTE step reads and rewrites an entry. Linux's walk_pte_range mapped the
+// table without the lock until Linus Torvalds proposed taking it (linux-mm,
+// Oct 2019, "Re: [PATCH v3 3/7] mm: Add write-protect and clean utilities
+// for address space ranges"): a zap could clear the entry the callback held
+// a copy of, and the callback then wrote its modified copy back, mapping a
+// page again that the zap had already unmapped. kLocked is
+// pte_offset_map_lock's walk; kUnlocked is the walk before it.
+enum class WalkPteLock : uint8_t { kLocked, kUnlocked };
+
 struct MmStats {
   uint64_t faults = 0;
   uint64_t cow_copies = 0;
@@ -106,6 +116,8 @@ class Mm {
   ZapRmapOrder zap_rmap_order() const { return zap_rmap_order_; }
   void set_dontneed_flush(DontneedFlush flush) { dontneed_flush_ = flush; }
   DontneedFlush dontneed_flush() const { return dontneed_flush_; }
+  void set_walk_pte_lock(WalkPteLock lock) { walk_pte_lock_ = lock; }
+  WalkPteLock walk_pte_lock() const { return walk_pte_lock_; }
 
   // --- mmap_lock (traced: kMmapLock / kMmapUnlock) ---
   void mmap_read_lock();
@@ -196,6 +208,7 @@ class Mm {
   NotifierHooks* hooks_ = nullptr;
   ZapRmapOrder zap_rmap_order_ = ZapRmapOrder::kDelayUntilFlush;
   DontneedFlush dontneed_flush_ = DontneedFlush::kBatched;
+  WalkPteLock walk_pte_lock_ = WalkPteLock::kLocked;
   RwLock mmap_lock_{"mmap_lock"};
   std::map<uint64_t, Vma> vmas_;  // by start, under mmap_lock
   Pfn pgd_ = kNoPfn;

@@ -61,6 +61,17 @@ bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot);
 // kProtectionPage); a dirty PTE marks the page dirty. Returns whether any PTE
 // was dirty. Linux requires the page lock; writeback_page holds it.
 bool page_mkclean(PhysMem& phys, Pfn pfn);
+// The range walker of the mapping dirty helpers (wp_shared_mapping_range +
+// clean_record_shared_mapping_range, through walk_page_range's pte_entry),
+// for one address space: every present PTE of the shared file mappings in
+// [start, start + len) that is writable or dirty is write-protected and
+// cleaned (ptep_modify_prot_start/commit, kProtectionPage), a dirty one
+// marks its page dirty (the record those helpers keep), and the range is
+// flushed after the walk, before the "after unlock" point. Private and
+// anonymous mappings in the range are skipped. Mm::walk_pte_lock() says
+// whether the per-PTE step runs under the PTL (mm/mm.h). Returns how many
+// PTEs were dirty.
+size_t wp_clean_range(Mm& mm, uint64_t start, uint64_t len);
 // Writes back page `index` if it is cached: lock, mkclean, and if the page is
 // dirty clear it and store its content on the file's disk copy. Returns
 // whether something was written.

@@ -1,12 +1,16 @@
 // Operations on the PTEs of one address space under its mmap_lock:
-// remap_file_pages-style populate, COW break, mprotect, aging.
+// remap_file_pages-style populate, COW break, mprotect, the write-protect
+// and clean walker, aging.
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <limits>
+#include <optional>
+#include <vector>
 
 #include "base/error.h"
+#include "base/mutation.h"
 #include "mm/notify.h"
 #include "mm/ops.h"
 #include "mm/zap.h"
@@ -172,6 +176,129 @@ bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot) {
   detail::notify_after_unlock(mm, range);
   detail::notify_after_release(mm, range);
   return true;
+}
+
+namespace {
+
+// The range a walk changed, flushed once after it (flush_tlb_range in the
+// dirty helpers' post_vma callback).
+struct FlushRange {
+  uint64_t start = std::numeric_limits<uint64_t>::max();
+  uint64_t end = 0;
+  void track(uint64_t addr) {
+    start = std::min(start, addr);
+    end = std::max(end, addr + kPageSize);
+  }
+};
+
+constexpr uint64_t kWpCleanBits = Pte::kWritable | Pte::kDirty;
+
+bool needs_wp_clean(Pte pte) {
+  return pte.present() && (pte.raw() & kWpCleanBits) != 0;
+}
+
+// The dirty bit goes to the page, as the helpers' bitmap records it.
+size_t record_dirty(PhysMem& phys, Pte old) {
+  if (!old.dirty() || phys.is_zero_pfn(old.pfn())) return 0;
+  phys.mark_dirty(old.pfn());
+  return 1;
+}
+
+// wp_pte + clean_record_pte under pte_offset_map_lock: the entry is taken
+// with ptep_modify_prot_start (an atomic clear, so an A/D bit a CPU sets
+// meanwhile is in `old`, and a CPU that walks the table now faults and waits
+// for the PTL) and committed write-protected and clean. `early` (or null):
+// the copy the walk-reads-before-ptl mutant read before the PTL and trusts
+// instead.
+size_t wp_clean_locked(Mm& mm, PteSlot slot, uint64_t addr, const Pte* early, FlushRange& flush) {
+  if (!needs_wp_clean(early ? *early : Mm::load_pte(slot))) return 0;
+  detail::inject_at(Point::kWalkAfterPteRead, addr);
+  const Pte old = mm.clear_pte(slot, addr);
+  const Pte base = early ? *early : old;
+  detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
+  detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionPage);
+  mm.install_pte(slot, addr, base.without(kWpCleanBits));
+  flush.track(addr);
+  return record_dirty(mm.phys(), base);
+}
+
+// walk-reads-before-ptl (base/mutation.h): a half fix that takes the PTL
+// only after reading the table's entries.
+std::vector<Pte> read_before_ptl(PteSlot first, uint64_t table_start, uint64_t table_end) {
+  std::vector<Pte> copies;
+  for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
+    const PteSlot slot = Mm::slot_at(first, table_start, addr);
+    Mm::announce_pte_access(slot, false, "walk_pte", addr);
+    copies.push_back(Mm::load_pte(slot));
+  }
+  return copies;
+}
+
+// The same step over walk_pte_range before it took the PTL: the callback
+// looks at the entry through an unlocked mapping of the table and writes its
+// modified copy back with set_pte_at. A zap that clears the entry between
+// the read and the write is undone: the copy maps the page again, without
+// the reference and rmap entry the zap has dropped.
+size_t wp_clean_unlocked(Mm& mm, PteSlot slot, uint64_t addr, FlushRange& flush) {
+  Mm::announce_pte_access(slot, false, "walk_pte", addr);
+  const Pte copy = Mm::load_pte(slot);
+  if (!needs_wp_clean(copy)) return 0;
+  detail::inject_at(Point::kWalkAfterPteRead, addr);
+  mm.install_pte(slot, addr, copy.without(kWpCleanBits));
+  detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionPage);
+  flush.track(addr);
+  return record_dirty(mm.phys(), copy);
+}
+
+// walk_pte_range over one last-level table, with or without its PTL.
+size_t wp_clean_table(Mm& mm, PteSlot first, uint64_t table_start, uint64_t table_end,
+                      FlushRange& flush) {
+  const bool locked = mm.walk_pte_lock() == WalkPteLock::kLocked;
+  const std::vector<Pte> early = locked && mutation::active(mutation::Mutant::kWalkReadsBeforePtl)
+                                     ? read_before_ptl(first, table_start, table_end)
+                                     : std::vector<Pte>{};
+  size_t dirty = 0;
+  detail::inject_at(Point::kHostBeforePtl, table_start);
+  {
+    std::optional<PtlGuard> ptl;
+    if (locked) ptl.emplace(mm.phys(), first.table);
+    size_t index = 0;
+    for (uint64_t addr = table_start; addr < table_end; addr += kPageSize, ++index) {
+      const PteSlot slot = Mm::slot_at(first, table_start, addr);
+      const Pte* copy = early.empty() ? nullptr : &early[index];
+      dirty += locked ? wp_clean_locked(mm, slot, addr, copy, flush)
+                      : wp_clean_unlocked(mm, slot, addr, flush);
+    }
+  }
+  detail::inject_at(Point::kHostAfterPtlUnlock, table_start);
+  return dirty;
+}
+
+}  // namespace
+
+// wp_shared_mapping_range / clean_record_shared_mapping_range for the shared
+// mappings of one address space: per VMA, invalidate_range_start
+// (kProtectionPage), the walk, flush_tlb_range, invalidate_range_end
+// (mm/mapping_dirty_helpers.c's pre_vma and post_vma).
+size_t wp_clean_range(Mm& mm, uint64_t start, uint64_t len) {
+  const uint64_t end = detail::checked_end(start, len, "wp_clean_range");
+  detail::OpTrace op(MmOp::kWpClean, start, end);
+  size_t dirty = 0;
+  MmapReadGuard lock(mm);
+  for (const Vma& vma : mm.vmas_in(start, end)) {
+    if (vma.anon() || !vma.shared) continue;
+    const InvalidateRange range{&mm, vma.start, vma.end, InvalidateEvent::kProtectionPage, true};
+    detail::notify_before(mm, range);
+    FlushRange flush;
+    for_each_table(mm, vma.start, vma.end,
+                   [&](PteSlot first, uint64_t table_start, uint64_t table_end) {
+                     dirty += wp_clean_table(mm, first, table_start, table_end, flush);
+                   });
+    if (flush.end > flush.start) mm.flush_tlb_range(flush.start, flush.end);
+    detail::notify_after_unlock(mm, range);
+    detail::notify_after_release(mm, range);
+  }
+  return dirty;
 }
 
 size_t age_range(Mm& mm, uint64_t start, uint64_t end) {

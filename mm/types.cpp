@@ -50,6 +50,8 @@ const char* mm_op_name(MmOp op) {
       return "reclaim";
     case MmOp::kAge:
       return "age";
+    case MmOp::kWpClean:
+      return "wp_clean";
     case MmOp::kExit:
       return "exit";
     case MmOp::kCount:

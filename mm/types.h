@@ -111,6 +111,7 @@ enum class MmOp : uint8_t {
   kReclaim,
   kAge,
   kExit,
+  kWpClean,  // appended: trace files store the number
   kCount
 };
 const char* mm_op_name(MmOp op);

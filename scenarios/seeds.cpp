@@ -11,6 +11,7 @@
 #include "base/inject.h"
 #include "base/interrupt.h"
 #include "base/json.h"
+#include "mm/audit.h"
 #include "mm/gup.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
@@ -48,13 +49,16 @@ constexpr RaceInfo kRaces[] = {
      "2022: GUP-fast takes a reference without re-reading the PTE; the page was freed and "
      "reused meanwhile, and the pin holds someone else's page (Alistair Popple, linux-mm, Oct "
      "2022)"},
+    {SeedRace::kPagewalkPtl, "pagewalk-ptl",
+     "2019: a page walker rewrites a PTE it read without the PTL; a zap cleared it meanwhile, and "
+     "the walker maps the page again behind the rmap's back (Linus Torvalds, linux-mm, Oct 2019)"},
 };
 
 }  // namespace
 
 const std::vector<SeedRace>& all_seed_races() {
   static const std::vector<SeedRace> all = {SeedRace::kDelayedRmap, SeedRace::kDontneedTlb,
-                                            SeedRace::kGupFastRevalidate};
+                                            SeedRace::kGupFastRevalidate, SeedRace::kPagewalkPtl};
   return all;
 }
 
@@ -127,14 +131,20 @@ struct SeedRig::State {
         break;
       case SeedRace::kGupFastRevalidate:
         break;  // a process-wide mutant (variant_mutant), scoped by the caller
+      case SeedRace::kPagewalkPtl:
+        lab.mm->set_walk_pte_lock(buggy ? mm::WalkPteLock::kUnlocked : mm::WalkPteLock::kLocked);
+        break;
     }
   }
 
   // delayed-rmap needs writeback (a shared file page); dontneed-tlb needs a
   // zap that discards the page, so that the next fault installs another one.
   // gup-fast-revalidate needs a frame that a zap frees and a fault reuses.
+  // pagewalk-ptl's walker (the mapping dirty helpers) walks shared file
+  // mappings only.
   static Backing backing(SeedRace race) {
-    return race == SeedRace::kDelayedRmap ? Backing::kSharedFile : Backing::kAnon;
+    return race == SeedRace::kDelayedRmap || race == SeedRace::kPagewalkPtl ? Backing::kSharedFile
+                                                                            : Backing::kAnon;
   }
 
   uint64_t hva() const { return lab.hva_of(kGfn); }
@@ -177,6 +187,9 @@ struct SeedRig::State {
   std::optional<SeedViolation> check_writeback();
   std::optional<SeedViolation> check_write_landed();
   std::optional<SeedViolation> check_pin();
+  std::optional<SeedViolation> check_host_audit();
+  void reclaim_page();
+  void drop_unaccounted_pte();
 
   SeedRace race;
   Variant variant;
@@ -207,7 +220,9 @@ struct SeedRig::State {
 // reclaimed.
 std::optional<SeedViolation> SeedRig::State::check_writeback() {
   mm::writeback_page(*lab.file, kGfn);
-  const mm::Pfn pfn = lab.file->find_page(kGfn);
+  // cached_pfn, not find_page: find_page takes a reference for the caller,
+  // which this check would never drop.
+  const mm::Pfn pfn = lab.file->cached_pfn(kGfn);
   if (pfn == mm::kNoPfn) return std::nullopt;
   const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(pfn));
   const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_relaxed);
@@ -264,10 +279,57 @@ std::optional<SeedViolation> SeedRig::State::check_pin() {
                   hva(), frame, other_hva())};
 }
 
+// pagewalk-ptl, host witness: the host's own consistency audit (mm/audit.h).
+// Every PTE that maps a page must hold one reference and one rmap entry; the
+// walker's written-back copy maps the page again after the zap dropped both.
+std::optional<SeedViolation> SeedRig::State::check_host_audit() {
+  const std::vector<std::string> problems =
+      mm::audit(lab.phys, {lab.mm.get()}, {lab.file.get()}, mm::AuditOptions{});
+  if (problems.empty()) return std::nullopt;
+  std::string joined;
+  for (const std::string& problem : problems) joined += (joined.empty() ? "" : "; ") + problem;
+  drop_unaccounted_pte();  // so that the next round starts from a consistent host
+  return SeedViolation{"mm-audit",
+                       fmt::format("the host's page tables disagree with its rmap and page "
+                                   "references after the round: {}",
+                                   joined)};
+}
+
+// pagewalk-ptl, vCPU witness: the host's next reclaim of the page. It finds
+// the mappings to unmap (and the notifier ranges to invalidate) through the
+// rmap; a mapping the walker wrote back is not there, so the frame is freed
+// with no invalidation for it, under whatever spte was made from that PTE.
+void SeedRig::State::reclaim_page() {
+  const mm::Pfn pfn = lab.file->cached_pfn(kGfn);
+  if (pfn != mm::kNoPfn) mm::reclaim_page(lab.phys, pfn, /*honor_references=*/false);
+}
+
+// pagewalk-ptl, buggy: the walker's written-back entry holds no reference
+// and no rmap entry, so a zap of it (the next round's, or exit_mmap when the
+// lab goes) would remove what it does not hold, and mm/ stops on that as an
+// internal error. The rig takes such an entry out of the page table, as if
+// it had never been written, once the race is over; the kernel would have
+// been corrupt from the write on.
+void SeedRig::State::drop_unaccounted_pte() {
+  const mm::PteSlot slot = lab.mm->walk(hva());
+  if (!slot) return;
+  const mm::Pte pte = mm::Mm::load_pte(slot);
+  if (!pte.maps_page() || lab.phys.is_zero_pfn(pte.pfn())) return;
+  const std::vector<mm::RmapEntry> rmap = mm::rmap_snapshot(lab.phys, pte.pfn());
+  const bool accounted = std::any_of(rmap.begin(), rmap.end(), [&](const mm::RmapEntry& entry) {
+    return entry.mm == lab.mm.get() && entry.addr == hva();
+  });
+  if (accounted) return;
+  lab.mm->clear_pte(slot, hva());
+  lab.mm->flush_tlb_range(hva(), hva() + mm::kPageSize);
+}
+
 SeedRig::SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme)
     : state_(std::make_unique<State>(race, variant, witness, scheme)) {}
 
-SeedRig::~SeedRig() = default;
+SeedRig::~SeedRig() {
+  if (state_->race == SeedRace::kPagewalkPtl) state_->drop_unaccounted_pte();
+}
 
 SeedRace SeedRig::race() const {
   return state_->race;
@@ -289,12 +351,19 @@ SeedRace SeedRig::race() const {
 // instead), the zapper runs MADV_DONTNEED over it, the allocator (another
 // thread) faults in a page at another address, taking the freed frame
 // first (the free list is a stack, as a CPU's page cache of free pages).
+//
+// pagewalk-ptl: the zapper runs MADV_DONTNEED over a shared file page, the
+// walker write-protects and cleans the page's range (wp_clean_range, the
+// mapping dirty helpers' walk), the writer stores through the translation it
+// cached before (and, once that is flushed, faults the page in again).
 std::vector<std::string> seed_role_names(SeedRace race) {
   switch (race) {
     case SeedRace::kDelayedRmap:
       return {"zapper", "cleaner", "writer"};
     case SeedRace::kDontneedTlb:
       return {"zapper", "faulter", "writer"};
+    case SeedRace::kPagewalkPtl:
+      return {"zapper", "walker", "writer"};
     case SeedRace::kGupFastRevalidate:
       break;
   }
@@ -346,6 +415,10 @@ void SeedRig::run_role(size_t index) {
         mm::writeback_page(*s.lab.file, kGfn);
         return;
       }
+      if (s.race == SeedRace::kPagewalkPtl) {
+        mm::wp_clean_range(*s.lab.mm, s.hva(), mm::kPageSize);
+        return;
+      }
       if (s.race == SeedRace::kGupFastRevalidate) {
         // A thread that keeps allocating and dropping a buffer of its own
         // (malloc/free churn) until the zapper has returned; its last
@@ -386,6 +459,7 @@ void SeedRig::run_role(size_t index) {
 
 std::optional<SeedViolation> SeedRig::check() {
   State& s = *state_;
+  if (s.race == SeedRace::kPagewalkPtl && s.witness == Witness::kGuest) s.reclaim_page();
   s.lab.mmu->audit();
   const auto log = s.lab.violations.all();
   if (log.size() > s.log_reported) {
@@ -400,6 +474,10 @@ std::optional<SeedViolation> SeedRig::check() {
       return s.check_writeback();
     case SeedRace::kDontneedTlb:
       return s.check_write_landed();
+    case SeedRace::kPagewalkPtl:
+      // With the vCPU as the witness the question is the secondary MMU's
+      // (the spte audit above, after the reclaim), not the host's.
+      return s.witness == Witness::kHost ? s.check_host_audit() : std::nullopt;
     case SeedRace::kGupFastRevalidate:
       break;
   }
@@ -411,18 +489,29 @@ void SeedRig::set_writes_per_round(uint32_t writes) {
 }
 
 int SeedRig::lead_point() const {
-  // gup-fast-revalidate: the zapper, before it takes the PTL to clear the
-  // PTE, until the pinner has read it (or the bound): on a loaded machine
-  // the pinner's thread may otherwise wake up after the clear every round.
-  return state_->race == SeedRace::kGupFastRevalidate
-             ? static_cast<int>(inject::Point::kHostBeforePtl)
-             : -1;
+  // gup-fast-revalidate and pagewalk-ptl: the zapper, before it takes the
+  // PTL to clear the PTE, until the pinner or the walker has read it (or the
+  // bound): on a loaded machine that thread may otherwise wake up after the
+  // clear every round.
+  const bool leads =
+      state_->race == SeedRace::kGupFastRevalidate || state_->race == SeedRace::kPagewalkPtl;
+  return leads ? static_cast<int>(inject::Point::kHostBeforePtl) : -1;
 }
 
 size_t SeedRig::delayed_role() const {
-  // The zapper, or for gup-fast-revalidate the pinner (between its PTE read
-  // and its reference).
-  return state_->race == SeedRace::kGupFastRevalidate ? 2 : 0;
+  // The zapper; for gup-fast-revalidate the pinner (between its PTE read and
+  // its reference), for pagewalk-ptl the walker (between its PTE read and
+  // its write).
+  switch (state_->race) {
+    case SeedRace::kGupFastRevalidate:
+      return 2;
+    case SeedRace::kPagewalkPtl:
+      return 1;
+    case SeedRace::kDelayedRmap:
+    case SeedRace::kDontneedTlb:
+      break;
+  }
+  return 0;
 }
 
 int SeedRig::delay_point() const {
@@ -434,6 +523,10 @@ int SeedRig::delay_point() const {
       return static_cast<int>(inject::Point::kTlbBeforeFlush);
     case SeedRace::kDontneedTlb:
       return static_cast<int>(inject::Point::kHostAfterPtlUnlock);
+    case SeedRace::kPagewalkPtl:
+      // The walker's PTE read done (under the PTL when fixed), its new entry
+      // not yet written.
+      return static_cast<int>(inject::Point::kWalkAfterPteRead);
     case SeedRace::kGupFastRevalidate:
       break;
   }

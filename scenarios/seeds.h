@@ -30,7 +30,7 @@
 
 namespace sptelab::scenarios {
 
-enum class SeedRace : uint8_t { kDelayedRmap, kDontneedTlb, kGupFastRevalidate };
+enum class SeedRace : uint8_t { kDelayedRmap, kDontneedTlb, kGupFastRevalidate, kPagewalkPtl };
 const std::vector<SeedRace>& all_seed_races();
 const char* seed_race_name(SeedRace race);
 std::optional<SeedRace> parse_seed_race(std::string_view name);

@@ -44,7 +44,7 @@ with the fewest preemptions. --pct N runs N random PCT schedules instead.
   --scenario LIST  coherence, stale-spte, or all (default)
   --mutant NAME    run with a deliberately broken protocol ('sptelab list mutants')
   --race NAME      a seed race ('sptelab list scenarios': delayed-rmap,
-                   dontneed-tlb, gup-fast-revalidate): its roles
+                   dontneed-tlb, gup-fast-revalidate, pagewalk-ptl): its roles
                    and property instead of op x scenario, under the reference
                    scheme start-end+seq-count unless --scheme says otherwise
   --variant V      with --race: buggy, fixed, or both (default both)

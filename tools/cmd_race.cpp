@@ -59,6 +59,9 @@ or a seed race, a host-MM bug Linux had, run buggy or fixed:
   gup-fast-revalidate
                 (2022) GUP-fast keeps its reference without re-reading the
                 PTE; the page was freed and reused at another address
+  pagewalk-ptl  (2019) a page walker rewrites a PTE it read without the PTL;
+                a zap cleared it meanwhile and the page is mapped again
+                behind the rmap's back
   Its roles run as threads, round after round, on the soft backend (one
   delay widens the window: the coin of --seed picks the rounds); the race's
   property is checked after every round and the run stops at the first
@@ -443,7 +446,8 @@ int race_main(Args args) {
   }
   if (options.value("variant"))
     options.fail(
-        "--variant goes with a seed race (delayed-rmap, dontneed-tlb, gup-fast-revalidate)");
+        "--variant goes with a seed race (delayed-rmap, dontneed-tlb, gup-fast-revalidate, "
+        "pagewalk-ptl)");
   const bool json = options.flag("json");
   scenarios::RaceConfig config = base_config(options);
   config.command_line = command_line(args);

@@ -52,6 +52,23 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// A half fix of the pagewalk-ptl seed race: the walker takes the PTL, but
+// rewrites each PTE from the copy it read before taking it, so a zap in
+// between is still undone. Found on the race's fixed variant, which is
+// coherent without it (SeedExplored.FixedIsCoherentAtBoundTwo).
+TEST(MutantFound, WalkReadsBeforePtlOnThePagewalkSeedRace) {
+  Cell cell{scenarios::default_seed_scheme()};
+  cell.race = scenarios::SeedRace::kPagewalkPtl;
+  cell.variant = scenarios::Variant::kFixed;
+  cell.mutant = Mutant::kWalkReadsBeforePtl;
+  const CellResult result = explore_cell(cell, CampaignOptions{});
+  ASSERT_TRUE(result.violated) << cell.key();
+  EXPECT_EQ(result.property, "mm-audit");
+  EXPECT_LE(result.preemptions, 3);
+  const Replayed replayed = replay_schedule(parse_schedule(result.counterexample));
+  EXPECT_TRUE(replayed.outcome.violated) << cell.key();
+}
+
 // GUP-fast without its re-check is masked by every fault protocol that
 // checks the invalidation sequence under mmu_lock: a finding, kept as a test
 // so that a change in the masking is noticed.

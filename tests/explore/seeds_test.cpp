@@ -129,5 +129,24 @@ TEST(SeedSchemeTable, GupFastRevalidateIsMaskedBySequenceProtocols) {
   expect_reaches_no_scheme(SeedRace::kGupFastRevalidate, coherent_schemes({}));
 }
 
+// pagewalk-ptl: the walker's written-back PTE is a mapping the rmap does not
+// know, so the host's next reclaim frees the frame without any invalidation
+// for it, and the spte the vCPU faulted in through that PTE is left on the
+// freed frame. No notifier placement can see a mapping the host itself
+// lost: every scheme that is coherent in the fixed variant is reached in the
+// buggy one (range-after among them: nothing frees or replaces the page
+// during the round, a shared file page stays cached after MADV_DONTNEED, so
+// its late invalidation leaves no spte on a wrong frame).
+TEST(SeedSchemeTable, PagewalkPtlReachesEveryCoherentScheme) {
+  const std::set<std::string> coherent =
+      coherent_schemes({"range-after+seq", "range-after+seq-count", "range-after+interval"});
+  const auto verdicts = scheme_verdicts(SeedRace::kPagewalkPtl);
+  ASSERT_EQ(verdicts.size(), 20u);
+  for (const auto& [scheme, v] : verdicts) {
+    EXPECT_EQ(v.fixed_racy, !coherent.count(scheme)) << scheme;
+    EXPECT_TRUE(v.buggy_racy) << scheme;
+  }
+}
+
 }  // namespace
 }  // namespace sptelab::explore

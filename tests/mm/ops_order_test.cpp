@@ -187,6 +187,62 @@ TEST_F(OrderTest, DontneedBefore62RemovedTheRmapBeforeTheFlush) {
   EXPECT_EQ(steps(), expected);
 }
 
+// The pagewalk-ptl seed race, fixed (mm/mm.h WalkPteLock): the walker's
+// per-PTE step (ptep_modify_prot_start/commit) runs under the PTL, the
+// range is flushed after the walk, before the range ends.
+TEST_F(OrderTest, WpCleanRewritesEachPteUnderThePtlThenFlushes) {
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr, 1);  // writable and dirty
+  phys.page(pfn_at(addr)).clear(kPageDirty);
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(wp_clean_range(mm, addr, kPageSize), 1u);
+  Steps expected = {"before_change", "ptl_lock",     "pte_clear",    "in_ptl_cleared",
+                    "pte_set",       "page_dirty",   "ptl_unlock",   "tlb_flush",
+                    "tlb_ack",       "after_unlock", "after_release"};
+  EXPECT_EQ(steps(with(ordering_kinds(), {Kind::kPageDirty})), expected);
+  EXPECT_EQ(events(), std::vector<InvalidateEvent>{InvalidateEvent::kProtectionPage});
+  const Pte pte = mm.read_pte_lockless(addr);
+  EXPECT_FALSE(pte.writable());
+  EXPECT_FALSE(pte.dirty());
+  expect_atomic_context_only_inside_ptl();
+  EXPECT_TRUE(audit_all().empty());
+}
+
+// The same walk before Linux took the PTL in walk_pte_range (buggy): no PTL,
+// the entry is rewritten from the copy the walker read (one set, no clear),
+// and the "in PTL" notifier point runs outside any lock.
+TEST_F(OrderTest, WpCleanWithoutThePtlWritesItsCopyBack) {
+  mm.set_walk_pte_lock(WalkPteLock::kUnlocked);
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr, 1);
+  phys.page(pfn_at(addr)).clear(kPageDirty);
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(wp_clean_range(mm, addr, kPageSize), 1u);
+  Steps expected = {"before_change", "pte_set", "in_ptl_cleared", "page_dirty",
+                    "tlb_flush",     "tlb_ack", "after_unlock",   "after_release"};
+  EXPECT_EQ(steps(with(ordering_kinds(), {Kind::kPageDirty})), expected);
+  for (const HookCall& call : hooks.calls()) {
+    EXPECT_EQ(call.atomic_depth, 0) << hook_point_name(call.point);
+  }
+  EXPECT_TRUE(audit_all().empty());  // nothing raced: the copy was current
+}
+
+// Clean read-only PTEs, anonymous and private mappings are left alone.
+TEST_F(OrderTest, WpCleanSkipsCleanReadOnlyAndPrivateMappings) {
+  uint64_t shared = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  uint64_t anon = anon_written(1, 3);
+  cpu.load64(shared);  // mapped read-only, clean
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(wp_clean_range(mm, shared, kPageSize), 0u);
+  EXPECT_EQ(wp_clean_range(mm, anon, kPageSize), 0u);
+  Steps expected = {"before_change", "ptl_lock", "ptl_unlock", "after_unlock", "after_release"};
+  EXPECT_EQ(steps(), expected);
+  EXPECT_TRUE(mm.read_pte_lockless(anon).writable());
+}
+
 TEST_F(OrderTest, MunmapRemovesVmasThenZapsUnderMmapLockWrite) {
   uint64_t addr = anon_written(1, 1);
   hooks.clear();

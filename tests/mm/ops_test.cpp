@@ -313,6 +313,68 @@ INSTANTIATE_TEST_SUITE_P(BeforeAndAfter62, LostDirtyDataTest,
                                                                                : "DelayUntilFlush";
                          });
 
+// The pagewalk-ptl race (linux-mm, October 2019): the write-protect and
+// clean walker has read a PTE when MADV_DONTNEED clears it. Without the PTL
+// the walker then writes its copy back: the page is mapped again with no
+// reference and no rmap entry, so reclaim, which finds mappings through the
+// rmap, frees the frame under the PTE. With the PTL the zap waits for the
+// walker, and the page ends unmapped.
+class WalkerPtlTest : public MmTest, public ::testing::WithParamInterface<WalkPteLock> {};
+
+TEST_P(WalkerPtlTest, ZapBetweenTheWalkersReadAndWriteIsUndoneOnlyWithoutThePtl) {
+  mm.set_walk_pte_lock(GetParam());
+  const bool locked = GetParam() == WalkPteLock::kLocked;
+  uint64_t addr = mm.mmap_file(file, 0, kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr, 7);
+  const Pfn pfn = pfn_at(addr);
+  std::thread zapper;
+  std::atomic<bool> zapper_at_ptl{false};
+  bool fired = false;
+  inject::ScopedHook after_read(
+      inject::Point::kWalkAfterPteRead, [&](inject::Point, const inject::Context&) {
+        if (fired) return;
+        fired = true;
+        inject::set_hook(inject::Point::kHostBeforePtl,
+                         [&](inject::Point, const inject::Context&) { zapper_at_ptl = true; });
+        zapper = std::thread([&] { EXPECT_TRUE(madvise_dontneed(mm, addr, kPageSize)); });
+        if (!locked) {
+          zapper.join();  // nothing held it back: the PTE is gone, the walker has its copy
+          EXPECT_TRUE(mm.read_pte_lockless(addr).none());
+          return;
+        }
+        // It is about to wait for the walker's PTL.
+        for (int i = 0; !zapper_at_ptl && i < 10'000'000; ++i) std::this_thread::yield();
+        EXPECT_TRUE(zapper_at_ptl.load());
+      });
+  EXPECT_EQ(wp_clean_range(mm, addr, kPageSize), 1u);
+  if (zapper.joinable()) zapper.join();
+  inject::set_hook(inject::Point::kHostBeforePtl, {});
+  EXPECT_TRUE(phys.page(pfn).test(kPageDirty));  // the walker recorded the dirty bit
+  if (locked) {
+    EXPECT_TRUE(mm.read_pte_lockless(addr).none());
+    EXPECT_TRUE(audit_all().empty());
+    return;
+  }
+  // The zapped mapping is back, unaccounted, and reclaim frees it under the PTE.
+  EXPECT_EQ(mm.read_pte_lockless(addr).pfn(), pfn);
+  EXPECT_EQ(phys.page(pfn).mapcount.load(), 0);
+  EXPECT_FALSE(audit(phys, {&mm}, {&file}).empty());
+  EXPECT_EQ(reclaim_page(phys, pfn, false), ReclaimResult::kReclaimed);
+  EXPECT_TRUE(phys.is_free(pfn));
+  EXPECT_EQ(mm.read_pte_lockless(addr).pfn(), pfn);
+  // Out of the page table again before the teardown, which would zap it.
+  mm.clear_pte(mm.walk(addr), addr);
+  mm.flush_tlb_range(addr, addr + kPageSize);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(BeforeAndAfterTheFix, WalkerPtlTest,
+                         ::testing::Values(WalkPteLock::kUnlocked, WalkPteLock::kLocked),
+                         [](const auto& param_info) {
+                           return param_info.param == WalkPteLock::kUnlocked ? "Unlocked"
+                                                                             : "Locked";
+                         });
+
 TEST(OpsLifetimeTest, EveryFrameIsFreeAfterMmsAndFilesAreGone) {
   PhysMem phys(128);
   auto file = std::make_unique<File>(phys, "f", 8);

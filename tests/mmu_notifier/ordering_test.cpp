@@ -180,6 +180,12 @@ const std::vector<Operation>& operations() {
          return std::function<void()>(
              [&h, addr] { ASSERT_TRUE(mm::mprotect(h.mm, addr, 2 * kPageSize, mm::kProtRead)); });
        }},
+      {"wp_clean", false,
+       [](Host& h) {
+         uint64_t addr = h.file_mapped(/*write=*/true);
+         return std::function<void()>(
+             [&h, addr] { ASSERT_EQ(mm::wp_clean_range(h.mm, addr, kPageSize), 1u); });
+       }},
       {"mkclean", true,
        [](Host& h) {
          h.file_mapped(/*write=*/true);  // dirty shared page: writeback cleans it
@@ -505,12 +511,12 @@ std::string case_name(const ::testing::TestParamInfo<std::tuple<size_t, Placemen
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryOperationEveryPlacement, Ordering,
-                         ::testing::Combine(::testing::Range<size_t>(0, 9),
+                         ::testing::Combine(::testing::Range<size_t>(0, 10),
                                             ::testing::ValuesIn(kAllPlacements)),
                          case_name);
 
 TEST(OrderingCatalog, CoversEveryOperationOnce) {
-  ASSERT_EQ(operations().size(), 9u);  // the Range above
+  ASSERT_EQ(operations().size(), 10u);  // the Range above
 }
 
 }  // namespace

@@ -372,11 +372,19 @@ TEST(SeedRaceCli, BuggyIsExitOneWithTheCounterexampleAndFixedExitZero) {
   auto gup = run_sptelab({"race", "gup-fast-revalidate", "--variant", "buggy"});
   EXPECT_EQ(gup.status, 1) << gup.err;
   EXPECT_THAT(gup.out, HasSubstr("foreign-pin"));
+  auto pagewalk = run_sptelab({"race", "pagewalk-ptl", "--variant", "buggy", "--json"});
+  EXPECT_EQ(pagewalk.status, 1) << pagewalk.err;
+  EXPECT_THAT(pagewalk.out, HasSubstr("\"property\": \"mm-audit\""));
+  EXPECT_THAT(pagewalk.out, HasSubstr("walker"));
+  auto pagewalk_fixed = run_sptelab({"race", "pagewalk-ptl", "--iterations", "2000"});
+  EXPECT_EQ(pagewalk_fixed.status, 0) << pagewalk_fixed.out << pagewalk_fixed.err;
   auto list = run_sptelab({"list", "scenarios"});
   EXPECT_THAT(list.out, HasSubstr("delayed-rmap"));
   EXPECT_THAT(list.out, HasSubstr("dontneed-tlb"));
   EXPECT_THAT(list.out, HasSubstr("gup-fast-revalidate"));
+  EXPECT_THAT(list.out, HasSubstr("pagewalk-ptl"));
   EXPECT_THAT(list.out, HasSubstr("2022"));
+  EXPECT_THAT(list.out, HasSubstr("2019"));
 }
 
 TEST(SeedExploreCli, BuggyPrintsItsTimelineAndFixedIsCoherent) {
