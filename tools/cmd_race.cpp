@@ -124,40 +124,13 @@ std::vector<spte::Scheme> schemes_option(const Options& options) {
   return {*scheme};
 }
 
-// POINT=NS[@PER_MILLE], strictly: NS a whole number of nanoseconds that
-// fits the delay (at most 4294967295, about 4.3 s), PER_MILLE a whole
-// number from 0 to 1000; no signs, spaces, exponents or trailing text.
+// --delay POINT=NS[@PER_MILLE] (scenarios::parse_delay says what is wrong).
 scenarios::DelayPoint delay_option(const Options& options, const std::string& text) {
-  auto bad = [&](const std::string& why) {
-    options.fail(
-        fmt::format("--delay '{}': {}; the form is POINT=NS[@PER_MILLE], e.g. "
-                    "host_before_ptl=50000@500 ('sptelab list points' shows the points)",
-                    text, why));
-  };
-  size_t eq = text.find('=');
-  if (eq == std::string::npos) bad("no '='");
-  std::string point = text.substr(0, eq);
-  if (!inject::from_name(point)) {
-    bad(fmt::format("unknown injection point '{}'", point));
+  try {
+    return scenarios::parse_delay(text);
+  } catch (const Error& error) {
+    options.fail(error.what());
   }
-  std::string rest = text.substr(eq + 1);
-  std::string ns_text = rest, per_mille_text;
-  if (size_t at = rest.find('@'); at != std::string::npos) {
-    ns_text = rest.substr(0, at);
-    per_mille_text = rest.substr(at + 1);
-    if (per_mille_text.find('@') != std::string::npos) bad("more than one '@'");
-    std::optional<uint64_t> per_mille = parse_unsigned(per_mille_text);
-    if (!per_mille || *per_mille > 1000) {
-      bad(fmt::format("PER_MILLE '{}' is not a whole number from 0 to 1000", per_mille_text));
-    }
-  }
-  std::optional<uint64_t> ns = parse_unsigned(ns_text);
-  if (!ns || *ns > UINT32_MAX) {
-    bad(fmt::format("NS '{}' is not a whole number of nanoseconds from 0 to {}", ns_text,
-                    UINT32_MAX));
-  }
-  // Checked above: scenarios::parse_delay only assembles the point.
-  return scenarios::parse_delay(text);
 }
 
 // --duration S: a number of seconds above 0 and at most kMaxSeconds.
