@@ -108,10 +108,14 @@ SIGINT or SIGTERM stops the run: the rows finished so far are printed (the
 last one partial, marked "interrupted" in the table or JSON), the trace is
 written, and the exit status is 130 or 143.
 
+A trace that cannot be written after a run (a full disk) costs the run
+nothing but the file: the row is printed, the error said on stderr (and as
+"trace_error" in JSON), and the exit status is 3.
+
 exit status: 0 no violation in any run, 1 a violation was found, 2 bad usage
 (or a --trace path that cannot be written, checked before running), 3 no
-usable /dev/kvm (try --backend soft) or the output could not be written, 4
-internal error, 130/143 stopped by SIGINT/SIGTERM.
+usable /dev/kvm (try --backend soft) or the output (stdout, a trace) could
+not be written, 4 internal error, 130/143 stopped by SIGINT/SIGTERM.
 )";
 
 std::vector<spte::Scheme> schemes_option(const Options& options) {
@@ -350,6 +354,10 @@ int race_main(Args args) {
       fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
                  results.back().kernel_problem);
     }
+    if (!results.back().trace_error.empty()) {
+      fmt::print(stderr, "sptelab: race: {}: {}; its row is printed all the same\n", scheme.name(),
+                 results.back().trace_error);
+    }
   }
   const int signal = interrupt::requested();
 
@@ -403,6 +411,9 @@ int race_main(Args args) {
   }
   if (failure) throw *failure;
   if (signal != 0) return interrupted_status(signal);
+  for (const auto& result : results) {
+    if (!result.trace_error.empty()) return static_cast<int>(ExitStatus::kEnvironment);
+  }
   return violated ? 1 : 0;
 }
 
