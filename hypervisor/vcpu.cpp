@@ -263,14 +263,22 @@ void Vcpu::kick() {
   // before every KVM_RUN, so the retries only cover a signal that arrived
   // while the thread was outside KVM_RUN.
   if (!thread_.joinable()) return;  // never started
-  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  request_exit();
   auto delay = std::chrono::microseconds(50);
   while (!exited_.load(std::memory_order_acquire)) {
-    pthread_kill(thread_.native_handle(), kKickSignal);
-    ++kick_signals_;
     std::this_thread::sleep_for(delay);
     delay = std::min(delay * 2, std::chrono::microseconds(5000));
+    if (exited_.load(std::memory_order_acquire)) break;
+    pthread_kill(thread_.native_handle(), kKickSignal);
+    ++kick_signals_;
   }
+}
+
+void Vcpu::request_exit() {
+  if (!thread_.joinable() || exited_.load(std::memory_order_acquire)) return;
+  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  pthread_kill(thread_.native_handle(), kKickSignal);
+  ++kick_signals_;
 }
 
 void Vcpu::join() {
