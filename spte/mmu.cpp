@@ -277,11 +277,15 @@ void Mmu::install(Memslot& slot, Gfn gfn, Pfn pfn, bool writable, bool dirty) {
   Spte old = slot.load(gfn);
   if (old.present() && old.pfn() != pfn) retire_spte(slot, gfn, old);
   Spte spte = Spte::make(pfn, writable).with(Spte::kAccessed | (dirty ? Spte::kDirty : 0));
-  slot.generations[slot.index(gfn)] = phys_.generation(pfn);
-  slot.store(gfn, spte);
-  slot.mark_present(gfn, true);
+  store_spte(slot, gfn, spte);
   stats_.installs.fetch_add(1, std::memory_order_relaxed);
   trace::emit(Kind::kSpteInstall, gfn, old.raw(), spte.raw());
+}
+
+void Mmu::store_spte(Memslot& slot, Gfn gfn, Spte spte) {
+  slot.generations[slot.index(gfn)] = phys_.generation(spte.pfn());
+  slot.store(gfn, spte);
+  slot.mark_present(gfn, true);
 }
 
 // Prefetch (KVM's direct_pte_prefetch, Linux's do_fault_around): within the
@@ -314,9 +318,7 @@ MirrorUpdate Mmu::fault_around(Memslot& slot, Gfn gfn, Pfn pfn, bool writable) {
     if (!pte.present() || pte.pfn() != pfn + next - gfn) return false;
     if (writable && !pte.writable()) return false;
     Spte spte = Spte::make(pte.pfn(), writable).with(writable ? Spte::kDirty : 0);
-    slot.generations[slot.index(next)] = phys_.generation(pte.pfn());
-    slot.store(next, spte);
-    slot.mark_present(next, true);
+    store_spte(slot, next, spte);
     stats_.installs.fetch_add(1, std::memory_order_relaxed);
     trace::emit(Kind::kSpteInstall, next, 0, spte.raw());
     return true;
@@ -573,9 +575,7 @@ void Mmu::change_pte(uint64_t addr, mm::Pte pte) {
       }
       retire_spte(slot, gfn, old);
       Spte spte = Spte::make(pte.pfn(), false);
-      slot.generations[slot.index(gfn)] = phys_.generation(pte.pfn());
-      slot.store(gfn, spte);
-      slot.mark_present(gfn, true);
+      store_spte(slot, gfn, spte);
       stats_.write_protects.fetch_add(1, std::memory_order_relaxed);
       trace::emit(Kind::kSpteProtect, gfn, old.raw(), spte.raw());
       mirror({gfn, pte.pfn(), 1, Access::kRead});

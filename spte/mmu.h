@@ -128,7 +128,11 @@ class Mmu final : public GuestMemory {
   // Prefetches neighbours of a just-installed spte; returns the mirror
   // update that maps gfn and them.
   MirrorUpdate fault_around(Memslot& slot, Gfn gfn, mm::Pfn pfn, bool writable);
-  // Callers hold mmu_lock_.
+  // Callers hold mmu_lock_. store_spte is what every spte install does (a
+  // fault's, a prefetch's, change_pte's): record the frame's generation
+  // (use-after-free detection), set the spte, mark it present; statistics
+  // and the trace event are the caller's.
+  void store_spte(Memslot& slot, Gfn gfn, Spte spte);
   void zap_hva_range(uint64_t start, uint64_t end);
   void zap_gfns(Memslot& slot, Gfn first, Gfn last_exclusive);
   void retire_spte(Memslot& slot, Gfn gfn, Spte old);
