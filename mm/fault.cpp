@@ -210,6 +210,7 @@ Outcome do_fault(Mm& mm, uint64_t addr, bool write) {
 }  // namespace
 
 FaultResult handle_mm_fault(Mm& mm, uint64_t addr, bool write) {
+  mm.assert_mmap_locked();
   addr = page_align_down(addr);
   mm.count_fault();
   trace::emit(trace::Kind::kHostFault, addr, write);

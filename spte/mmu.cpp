@@ -283,6 +283,7 @@ void Mmu::install(Memslot& slot, Gfn gfn, Pfn pfn, bool writable, bool dirty) {
 }
 
 void Mmu::store_spte(Memslot& slot, Gfn gfn, Spte spte) {
+  mmu_lock_.assert_held();
   slot.generations[slot.index(gfn)] = phys_.generation(spte.pfn());
   slot.store(gfn, spte);
   slot.mark_present(gfn, true);
@@ -415,6 +416,7 @@ void Mmu::for_each_slot_range(uint64_t start, uint64_t end, Fn&& fn) {
 }
 
 void Mmu::zap_hva_range(uint64_t start, uint64_t end) {
+  mmu_lock_.assert_held();
   for_each_slot_range(start, end,
                       [&](Memslot& slot, Gfn first, Gfn last) { zap_gfns(slot, first, last); });
 }
@@ -423,6 +425,7 @@ void Mmu::zap_hva_range(uint64_t start, uint64_t end) {
 // the page, then the mirror stops using the frames, one update per run of
 // consecutive zapped gfns, before this returns.
 void Mmu::zap_gfns(Memslot& slot, Gfn first, Gfn last) {
+  mmu_lock_.assert_held();
   Gfn run_start = 0;
   uint32_t run_length = 0;
   auto flush_run = [&] {
@@ -465,6 +468,7 @@ void Mmu::zap_gfns(Memslot& slot, Gfn first, Gfn last) {
 // generation moved has been freed since the spte was installed: the spte
 // outlived its frame, the worst outcome a race can have.
 void Mmu::retire_spte(Memslot& slot, Gfn gfn, Spte old) {
+  mmu_lock_.assert_held();
   slot.store(gfn, Spte());
   slot.mark_present(gfn, false);
   stats_.zaps.fetch_add(1, std::memory_order_relaxed);
@@ -481,6 +485,7 @@ void Mmu::retire_spte(Memslot& slot, Gfn gfn, Spte old) {
 }
 
 void Mmu::mirror(const MirrorUpdate& update) {
+  mmu_lock_.assert_held();
   stats_.mirror_updates.fetch_add(1, std::memory_order_relaxed);
   if (mirror_) mirror_->update(update);
 }
