@@ -57,7 +57,7 @@ TEST(RunTest, TimeoutIsExitFour) {
 
 // The vCPUs were kicked one at a time, each waited for while the others
 // spun on: 31 spinning vCPUs stopped about two seconds past --timeout 2 on
-// a two-core machine. Now about 0.2 s (plus the VM's start).
+// a two-core machine. Now about 0.2 s (plus the VM's start, 0.4 s).
 TEST(RunTest, TimeoutHoldsWithManyVcpus) {
   SPTELAB_REQUIRE_KVM();
   auto start = std::chrono::steady_clock::now();
@@ -66,7 +66,7 @@ TEST(RunTest, TimeoutHoldsWithManyVcpus) {
   auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(result.status, 4) << result.err;
   EXPECT_THAT(result.err, HasSubstr("did not finish within 2 s"));
-  EXPECT_LT(seconds, 3.2);
+  EXPECT_LT(seconds, 3.5);  // 3.8 s before, unloaded
 }
 
 TEST(RunTest, CounterWithArgumentsIsExact) {
