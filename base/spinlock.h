@@ -7,6 +7,7 @@
 #include <atomic>
 #include <thread>
 
+#include "base/lock_order.h"
 #include "base/sched.h"
 
 #if defined(__x86_64__)
@@ -36,16 +37,54 @@ inline void cpu_relax() {
 class SpinLock {
  public:
   SpinLock() = default;
-  // `name` is a static string naming the lock in explored timelines.
-  explicit SpinLock(const char* name) : name_(name) {}
+  // `name` is a static string naming the lock in explored timelines and
+  // lock-order reports; `rank` its place in base/lock_order.h's order.
+  explicit SpinLock(const char* name, LockRank rank = LockRank::kUnranked)
+      : name_(name), rank_(rank) {}
   SpinLock(const SpinLock&) = delete;
   SpinLock& operator=(const SpinLock&) = delete;
 
   void lock() {
+    const bool checking = lock_order::enabled();
+    if (checking) lock_order::before_acquire(rank_, name_);
     if (sched::active()) {
       lock_scheduled();
-      return;
+    } else {
+      spin_until_acquired();
     }
+    if (checking) lock_order::acquired(this, rank_, name_);
+  }
+
+  bool try_lock() {
+    sched::point(sched::Step{.kind = sched::Kind::kAcquire, .object = this, .label = name_});
+    if (locked_.load(std::memory_order_relaxed) ||
+        locked_.exchange(true, std::memory_order_acquire)) {
+      return false;
+    }
+    AtomicContext::enter();
+    if (lock_order::enabled()) lock_order::acquired(this, rank_, name_);  // a try: not checked
+    return true;
+  }
+
+  void unlock() {
+    if (lock_order::enabled()) lock_order::released(this);
+    AtomicContext::leave();
+    locked_.store(false, std::memory_order_release);
+  }
+
+  // lockdep_assert_held(): where a comment says "callers hold" this lock.
+  // Checked while lock checking is on (base/lock_order.h).
+  void assert_held() const {
+    if (lock_order::enabled() && !lock_order::held_by_this_thread(this)) {
+      lock_order::not_held(name_);
+    }
+  }
+
+  bool is_locked() const { return locked_.load(std::memory_order_relaxed); }
+  const char* name() const { return name_; }
+
+ private:
+  void spin_until_acquired() {
     // Test-and-test-and-set; yield after a while because these machines have
     // two cores and the holder may be descheduled.
     for (unsigned spins = 0;; ++spins) {
@@ -62,25 +101,6 @@ class SpinLock {
     AtomicContext::enter();
   }
 
-  bool try_lock() {
-    sched::point(sched::Step{.kind = sched::Kind::kAcquire, .object = this, .label = name_});
-    if (locked_.load(std::memory_order_relaxed) ||
-        locked_.exchange(true, std::memory_order_acquire)) {
-      return false;
-    }
-    AtomicContext::enter();
-    return true;
-  }
-
-  void unlock() {
-    AtomicContext::leave();
-    locked_.store(false, std::memory_order_release);
-  }
-
-  bool is_locked() const { return locked_.load(std::memory_order_relaxed); }
-  const char* name() const { return name_; }
-
- private:
   // Under `explore`: a scheduling point before the acquire, where the thread
   // is runnable only while the lock is free.
   void lock_scheduled() {
@@ -96,6 +116,7 @@ class SpinLock {
 
   std::atomic<bool> locked_{false};
   const char* name_ = "spinlock";
+  LockRank rank_ = LockRank::kUnranked;
 };
 
 }  // namespace sptelab

@@ -21,6 +21,7 @@
 #include "hypervisor/native_fault.h"
 #include "hypervisor/operand.h"
 #include "trace/insn.h"
+#include "trace/symbols.h"
 #include "trace/trace.h"
 
 namespace sptelab::hypervisor {
@@ -110,39 +111,6 @@ void trace_instruction(const Vm& window, const kvm_sregs& s, uint64_t rip) {
 bool rip_names_the_instruction(const kvm_run& run) {
   return (run.exit_reason == KVM_EXIT_MMIO && !run.mmio.is_write) ||
          run.exit_reason == KVM_EXIT_INTERNAL_ERROR;
-}
-
-const char* exit_reason_name(uint32_t reason) {
-  switch (reason) {
-    case KVM_EXIT_UNKNOWN:
-      return "UNKNOWN";
-    case KVM_EXIT_EXCEPTION:
-      return "EXCEPTION";
-    case KVM_EXIT_IO:
-      return "IO";
-    case KVM_EXIT_HYPERCALL:
-      return "HYPERCALL";
-    case KVM_EXIT_DEBUG:
-      return "DEBUG";
-    case KVM_EXIT_HLT:
-      return "HLT";
-    case KVM_EXIT_MMIO:
-      return "MMIO";
-    case KVM_EXIT_IRQ_WINDOW_OPEN:
-      return "IRQ_WINDOW_OPEN";
-    case KVM_EXIT_SHUTDOWN:
-      return "SHUTDOWN";
-    case KVM_EXIT_FAIL_ENTRY:
-      return "FAIL_ENTRY";
-    case KVM_EXIT_INTR:
-      return "INTR";
-    case KVM_EXIT_INTERNAL_ERROR:
-      return "INTERNAL_ERROR";
-    case KVM_EXIT_SYSTEM_EVENT:
-      return "SYSTEM_EVENT";
-    default:
-      return "unknown";
-  }
 }
 
 kvm_segment flat_segment(uint16_t selector, bool code) {
@@ -263,14 +231,22 @@ void Vcpu::kick() {
   // before every KVM_RUN, so the retries only cover a signal that arrived
   // while the thread was outside KVM_RUN.
   if (!thread_.joinable()) return;  // never started
-  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  request_exit();
   auto delay = std::chrono::microseconds(50);
   while (!exited_.load(std::memory_order_acquire)) {
-    pthread_kill(thread_.native_handle(), kKickSignal);
-    ++kick_signals_;
     std::this_thread::sleep_for(delay);
     delay = std::min(delay * 2, std::chrono::microseconds(5000));
+    if (exited_.load(std::memory_order_acquire)) break;
+    pthread_kill(thread_.native_handle(), kKickSignal);
+    ++kick_signals_;
   }
+}
+
+void Vcpu::request_exit() {
+  if (!thread_.joinable() || exited_.load(std::memory_order_acquire)) return;
+  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  pthread_kill(thread_.native_handle(), kKickSignal);
+  ++kick_signals_;
 }
 
 void Vcpu::join() {
@@ -389,7 +365,7 @@ Vcpu::Next Vcpu::handle_exit() {
     default:
       return crash(RunEnd::kInternal, 4,
                    fmt::format("unexpected KVM exit {} ({})", run_->exit_reason,
-                               exit_reason_name(run_->exit_reason)));
+                               trace::kvm_exit_name(run_->exit_reason)));
   }
 }
 

@@ -34,7 +34,9 @@ class Vcpu {
 
   void start();
   // Makes the thread leave KVM_RUN for good (the VM must be stopping):
-  // immediate_exit plus SIGUSR1 sent until the thread acknowledges.
+  // immediate_exit plus one SIGUSR1, without waiting.
+  void request_exit();
+  // request_exit(), then SIGUSR1 again until the thread acknowledges.
   void kick();
   void join();
 

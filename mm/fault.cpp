@@ -116,9 +116,7 @@ Outcome wp_page_copy(Mm& mm, uint64_t addr, PteSlot slot, Pte orig) {
     PtlGuard ptl(phys, slot.table);
     if (Mm::load_pte(slot).same_mapping(orig)) {
       rmap_add(phys, fresh, RmapEntry{&mm, addr, false});
-      mm.clear_pte_flush(slot, addr);
-      detail::inject_at(Point::kHostAfterPteClear, addr, old);
-      detail::notify_in_ptl(mm, addr, InvalidateEvent::kClear);
+      detail::clear_flush_notify(mm, slot, addr, old, InvalidateEvent::kClear);
       const Pte entry = Pte::make(fresh, true).with(Pte::kAccessed | Pte::kDirty);
       mm.install_pte(slot, addr, entry);
       detail::notify_change_pte(mm, addr, entry);
@@ -212,6 +210,7 @@ Outcome do_fault(Mm& mm, uint64_t addr, bool write) {
 }  // namespace
 
 FaultResult handle_mm_fault(Mm& mm, uint64_t addr, bool write) {
+  mm.assert_mmap_locked();
   addr = page_align_down(addr);
   mm.count_fault();
   trace::emit(trace::Kind::kHostFault, addr, write);

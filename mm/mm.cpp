@@ -160,6 +160,7 @@ uint64_t Mm::mmap_file(File& file, uint64_t pgoff, uint64_t size, uint32_t prot,
 }
 
 const Vma* Mm::find_vma(uint64_t addr) const {
+  assert_mmap_locked();
   auto it = vmas_.upper_bound(addr);
   if (it == vmas_.begin()) return nullptr;
   --it;
@@ -324,6 +325,7 @@ Pte Mm::load_pte(PteSlot slot) {
 }
 
 void Mm::install_pte(PteSlot slot, uint64_t addr, Pte pte) {
+  phys_.page(slot.table).ptl.assert_held();
   pte_point(sched::Kind::kWrite, slot, "set_pte", addr);
   uint64_t old =
       std::atomic_ref<uint64_t>(*slot.entry).exchange(pte.raw(), std::memory_order_acq_rel);
@@ -331,6 +333,7 @@ void Mm::install_pte(PteSlot slot, uint64_t addr, Pte pte) {
 }
 
 Pte Mm::clear_pte(PteSlot slot, uint64_t addr) {
+  phys_.page(slot.table).ptl.assert_held();
   pte_point(sched::Kind::kWrite, slot, "clear_pte", addr);
   Pte old(std::atomic_ref<uint64_t>(*slot.entry).exchange(0, std::memory_order_acq_rel));
   trace::emit(Kind::kPteClear, addr, old.raw());
@@ -355,6 +358,7 @@ bool Mm::update_pte(PteSlot slot, uint64_t addr, Pte expected, Pte desired) {
 }
 
 Pte Mm::wrprotect_pte(PteSlot slot, uint64_t addr) {
+  phys_.page(slot.table).ptl.assert_held();
   pte_point(sched::Kind::kWrite, slot, "wrprotect_pte", addr);
   Pte old(
       std::atomic_ref<uint64_t>(*slot.entry).fetch_and(~Pte::kWritable, std::memory_order_acq_rel));
@@ -363,6 +367,7 @@ Pte Mm::wrprotect_pte(PteSlot slot, uint64_t addr) {
 }
 
 bool Mm::test_and_clear_young(PteSlot slot, uint64_t addr) {
+  phys_.page(slot.table).ptl.assert_held();
   pte_point(sched::Kind::kWrite, slot, "clear_young", addr);
   Pte old(
       std::atomic_ref<uint64_t>(*slot.entry).fetch_and(~Pte::kAccessed, std::memory_order_acq_rel));

@@ -134,6 +134,8 @@ class Mm {
                      uint64_t fixed_addr = 0);
   // The VMA containing addr, or nullptr. Caller holds mmap_lock.
   const Vma* find_vma(uint64_t addr) const;
+  // mmap_assert_locked(): checked while lock checking is on (base/lock_order.h).
+  void assert_mmap_locked() const { mmap_lock_.assert_held(); }
   std::vector<Vma> vma_snapshot();  // takes mmap_lock for read
 
   // --- page tables ---
@@ -209,7 +211,7 @@ class Mm {
   ZapRmapOrder zap_rmap_order_ = ZapRmapOrder::kDelayUntilFlush;
   DontneedFlush dontneed_flush_ = DontneedFlush::kBatched;
   WalkPteLock walk_pte_lock_ = WalkPteLock::kLocked;
-  RwLock mmap_lock_{"mmap_lock"};
+  RwLock mmap_lock_{"mmap_lock", LockRank::kMmapLock};
   std::map<uint64_t, Vma> vmas_;  // by start, under mmap_lock
   Pfn pgd_ = kNoPfn;
   mutable SpinLock page_table_lock_{

@@ -3,6 +3,8 @@
 // of notifier_hooks.h in this order:
 //   notify_before -> [PTL: clear (+flush) -> notify_in_ptl -> new PTE]
 //   -> notify_after_unlock -> release pages -> notify_after_release
+// clear_flush_notify and unlock_release_notify name the two compound steps
+// of that order for one page.
 #pragma once
 
 #include "base/inject.h"
@@ -39,6 +41,34 @@ inline void notify_change_pte(Mm& mm, uint64_t addr, Pte pte) {
 
 inline void inject_at(inject::Point point, uint64_t addr, Pfn pfn = 0) {
   inject::at(point, inject::Context{.addr = addr, .gfn = 0, .pfn = pfn == kNoPfn ? 0 : pfn});
+}
+
+// ptep_clear_flush_notify(): under the PTL, the PTE cleared and every TLB
+// flushed, then the in-PTL notifier point. `pfn` is the frame being moved
+// away from (the injection point's context). Returns the old PTE.
+inline Pte clear_flush_notify(Mm& mm, const PteSlot& slot, uint64_t addr, Pfn pfn,
+                              InvalidateEvent event) {
+  const Pte old = mm.clear_pte_flush(slot, addr);
+  inject_at(inject::Point::kHostAfterPteClear, addr, pfn);
+  notify_in_ptl(mm, addr, event);
+  return old;
+}
+
+// The tail of a one-page operation once the PTL is dropped (as
+// try_to_unmap_one's caller or zap_page_range_single end): the after-unlock
+// point, then the old page's reference dropped if `released` is a frame,
+// then the after-release point. `unlocked_pfn` is the after-unlock
+// injection point's context.
+inline void unlock_release_notify(Mm& mm, const InvalidateRange& range, Pfn unlocked_pfn,
+                                  Pfn released) {
+  inject_at(inject::Point::kHostAfterPtlUnlock, range.start, unlocked_pfn);
+  notify_after_unlock(mm, range);
+  if (released != kNoPfn) {
+    inject_at(inject::Point::kHostBeforeRelease, range.start, released);
+    mm.phys().put(released);
+    inject_at(inject::Point::kHostAfterRelease, range.start, released);
+  }
+  notify_after_release(mm, range);
 }
 
 // kMmOpBegin / kMmOpEnd around one operation. For operations on a frame

@@ -90,9 +90,7 @@ bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
         old = current;
       } else {
         if (current.maps_page()) {
-          old = mm.clear_pte_flush(slot, addr);
-          detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
-          detail::notify_in_ptl(mm, addr, InvalidateEvent::kClear);
+          old = detail::clear_flush_notify(mm, slot, addr, current.pfn(), InvalidateEvent::kClear);
           if (old.dirty()) phys.mark_dirty(old.pfn());
         }
         rmap_add(phys, fresh, RmapEntry{&mm, addr, true});
@@ -100,14 +98,8 @@ bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
         if (old.maps_page()) rmap_remove(phys, old.pfn(), &mm, addr);
       }
     }
-    detail::inject_at(Point::kHostAfterPtlUnlock, addr, fresh);
-    detail::notify_after_unlock(mm, range);
-    if (!migrating && old.maps_page()) {
-      detail::inject_at(Point::kHostBeforeRelease, addr, old.pfn());
-      phys.put(old.pfn());
-      detail::inject_at(Point::kHostAfterRelease, addr, old.pfn());
-    }
-    detail::notify_after_release(mm, range);
+    detail::unlock_release_notify(mm, range, fresh,
+                                  !migrating && old.maps_page() ? old.pfn() : kNoPfn);
     if (!migrating) return true;
     wait_for_migration(mm, slot, old);
   }

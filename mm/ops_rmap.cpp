@@ -53,23 +53,14 @@ bool unmap_one(PhysMem& phys, Pfn pfn, const RmapEntry& mapping, InvalidateEvent
     PtlGuard ptl(phys, slot.table);
     const Pte pte = Mm::load_pte(slot);
     if (pte.maps_page() && pte.pfn() == pfn) {
-      const Pte old = mm.clear_pte_flush(slot, addr);
-      detail::inject_at(Point::kHostAfterPteClear, addr, pfn);
-      detail::notify_in_ptl(mm, addr, event);
+      const Pte old = detail::clear_flush_notify(mm, slot, addr, pfn, event);
       if (old.dirty()) phys.mark_dirty(pfn);
       if (leave_migration_entry) mm.install_pte(slot, addr, old.to_migration());
       rmap_remove(phys, pfn, &mm, addr);
       unmapped = true;
     }
   }
-  detail::inject_at(Point::kHostAfterPtlUnlock, addr, pfn);
-  detail::notify_after_unlock(mm, range);
-  if (unmapped) {
-    detail::inject_at(Point::kHostBeforeRelease, addr, pfn);
-    phys.put(pfn);
-    detail::inject_at(Point::kHostAfterRelease, addr, pfn);
-  }
-  detail::notify_after_release(mm, range);
+  detail::unlock_release_notify(mm, range, pfn, unmapped ? pfn : kNoPfn);
   return unmapped;
 }
 
@@ -140,9 +131,8 @@ bool mkclean_one(PhysMem& phys, Pfn pfn, const RmapEntry& mapping) {
     PtlGuard ptl(phys, slot.table);
     const Pte pte = Mm::load_pte(slot);
     if (pte.maps_page() && pte.pfn() == pfn && (pte.writable() || pte.dirty())) {
-      const Pte old = mm.clear_pte_flush(slot, addr);
-      detail::inject_at(Point::kHostAfterPteClear, addr, pfn);
-      detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionPage);
+      const Pte old =
+          detail::clear_flush_notify(mm, slot, addr, pfn, InvalidateEvent::kProtectionPage);
       if (old.dirty()) {
         phys.mark_dirty(pfn);
         dirty = true;
@@ -150,9 +140,7 @@ bool mkclean_one(PhysMem& phys, Pfn pfn, const RmapEntry& mapping) {
       mm.install_pte(slot, addr, old.without(Pte::kWritable | Pte::kDirty));
     }
   }
-  detail::inject_at(Point::kHostAfterPtlUnlock, addr, pfn);
-  detail::notify_after_unlock(mm, range);
-  detail::notify_after_release(mm, range);
+  detail::unlock_release_notify(mm, range, pfn, kNoPfn);
   return dirty;
 }
 
@@ -272,9 +260,7 @@ bool write_protect_page(Mm& mm, uint64_t addr, Pfn pfn, Pte& orig) {
       }
     }
   }
-  detail::inject_at(Point::kHostAfterPtlUnlock, addr, pfn);
-  detail::notify_after_unlock(mm, range);
-  detail::notify_after_release(mm, range);
+  detail::unlock_release_notify(mm, range, pfn, kNoPfn);
   return protected_ok;
 }
 
@@ -290,9 +276,7 @@ bool replace_page(Mm& mm, uint64_t addr, Pfn page_pfn, Pfn kpage, Pte orig) {
     if (Mm::load_pte(slot).same_mapping(orig)) {
       phys.get(kpage);
       rmap_add(phys, kpage, RmapEntry{&mm, addr, false});
-      mm.clear_pte_flush(slot, addr);
-      detail::inject_at(Point::kHostAfterPteClear, addr, page_pfn);
-      detail::notify_in_ptl(mm, addr, InvalidateEvent::kClear);
+      detail::clear_flush_notify(mm, slot, addr, page_pfn, InvalidateEvent::kClear);
       const Pte entry = Pte::make(kpage, false).with(Pte::kAccessed);
       mm.install_pte(slot, addr, entry);
       detail::notify_change_pte(mm, addr, entry);
@@ -300,14 +284,7 @@ bool replace_page(Mm& mm, uint64_t addr, Pfn page_pfn, Pfn kpage, Pte orig) {
       replaced = true;
     }
   }
-  detail::inject_at(Point::kHostAfterPtlUnlock, addr, page_pfn);
-  detail::notify_after_unlock(mm, range);
-  if (replaced) {
-    detail::inject_at(Point::kHostBeforeRelease, addr, page_pfn);
-    phys.put(page_pfn);
-    detail::inject_at(Point::kHostAfterRelease, addr, page_pfn);
-  }
-  detail::notify_after_release(mm, range);
+  detail::unlock_release_notify(mm, range, page_pfn, replaced ? page_pfn : kNoPfn);
   return replaced;
 }
 

@@ -54,9 +54,9 @@ struct Page {
   File* mapping = nullptr;
   uint64_t index = 0;
   SpinLock rmap_lock{"rmap_lock"};
-  std::vector<RmapEntry> rmap;  // under rmap_lock
-  SpinLock ptl{"ptl"};          // split page-table lock, when kPageTable
-  bool held_data = false;       // ever allocated for data (under PhysMem's free lock)
+  std::vector<RmapEntry> rmap;          // under rmap_lock
+  SpinLock ptl{"ptl", LockRank::kPtl};  // split page-table lock, when kPageTable
+  bool held_data = false;               // ever allocated for data (under PhysMem's free lock)
 
   bool test(PageFlag flag) const { return flags.load(std::memory_order_acquire) & flag; }
   void set(PageFlag flag) { flags.fetch_or(flag, std::memory_order_acq_rel); }

@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
+#include <optional>
+#include <string_view>
 #include <thread>
+
+#include <fmt/core.h>
 
 #include "base/error.h"
 #include "base/interrupt.h"
@@ -75,24 +80,49 @@ void spin_until(Clock::time_point until) {
 
 }  // namespace
 
+// A whole decimal number from 0 to `max`: no sign, space, exponent or
+// trailing text (std::stoul took "-1", " 5" and "5x", and wrapped).
+std::optional<uint64_t> whole_number(std::string_view text, uint64_t max) {
+  uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || value > max) {
+    return std::nullopt;
+  }
+  return value;
+}
+
 DelayPoint parse_delay(const std::string& text) {
-  size_t eq = text.find('=');
-  if (eq == std::string::npos) {
-    throw_bad_input("--delay wants POINT=NS[@PER_MILLE], got '" + text + "'");
+  auto bad = [&](const std::string& why) {
+    throw_bad_input(
+        fmt::format("--delay '{}': {}; the form is POINT=NS[@PER_MILLE], e.g. "
+                    "host_before_ptl=50000@500 ('sptelab list points' shows the points)",
+                    text, why));
+  };
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos) bad("no '='");
+  const std::string name = text.substr(0, eq);
+  const std::optional<inject::Point> point = inject::from_name(name);
+  if (!point) bad(fmt::format("unknown injection point '{}'", name));
+  const std::string_view rest = std::string_view(text).substr(eq + 1);
+  const size_t at = rest.find('@');
+  const std::string_view ns_text = rest.substr(0, at);
+  uint64_t per_mille = 1000;
+  if (at != std::string_view::npos) {
+    const std::string_view per_mille_text = rest.substr(at + 1);
+    if (per_mille_text.find('@') != std::string_view::npos) bad("more than one '@'");
+    std::optional<uint64_t> parsed = whole_number(per_mille_text, 1000);
+    if (!parsed) {
+      bad(fmt::format("PER_MILLE '{}' is not a whole number from 0 to 1000", per_mille_text));
+    }
+    per_mille = *parsed;
   }
-  auto point = inject::from_name(text.substr(0, eq));
-  if (!point) {
-    throw_bad_input("unknown injection point '" + text.substr(0, eq) +
-                    "'; `sptelab list points` shows them");
+  std::optional<uint64_t> ns = whole_number(ns_text, UINT32_MAX);
+  if (!ns) {
+    bad(fmt::format("NS '{}' is not a whole number of nanoseconds from 0 to {}", ns_text,
+                    UINT32_MAX));
   }
-  std::string rest = text.substr(eq + 1);
-  uint32_t per_mille = 1000;
-  if (size_t at = rest.find('@'); at != std::string::npos) {
-    per_mille = static_cast<uint32_t>(std::stoul(rest.substr(at + 1)));
-    rest = rest.substr(0, at);
-  }
-  Role role = text.rfind("spte_", 0) == 0 ? Role::kVcpu : Role::kRemapper;
-  return {*point, role, static_cast<uint32_t>(std::stoul(rest)), std::min(per_mille, 1000u)};
+  const Role role = name.rfind("spte_", 0) == 0 ? Role::kVcpu : Role::kRemapper;
+  return {*point, role, static_cast<uint32_t>(*ns), static_cast<uint32_t>(per_mille)};
 }
 
 DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,

@@ -53,7 +53,9 @@ struct ProgressSources {
 std::vector<DelayPoint> default_delays();
 
 // Parses "point=ns[@per_mille]" (e.g. "host_after_release=50000@500"): a
-// fixed delay.
+// fixed delay. Strict: NS a whole number of nanoseconds up to 4294967295
+// (about 4.3 s), PER_MILLE one from 0 to 1000; no signs, spaces, exponents
+// or trailing text. Error(kBadInput) naming what is wrong and the form.
 DelayPoint parse_delay(const std::string& text);
 
 // Something the runner itself must do at a point, before any delay there

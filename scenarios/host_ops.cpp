@@ -3,6 +3,8 @@
 #include <array>
 #include <thread>
 
+#include <fmt/core.h>
+
 #include "base/error.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
@@ -35,7 +37,10 @@ constexpr std::array<OpInfo, 7> kOps = {{
 }};
 
 const OpInfo& info(HostOp op) {
-  return kOps[static_cast<size_t>(op)];
+  for (const OpInfo& known : kOps) {
+    if (known.op == op) return known;
+  }
+  throw_internal(fmt::format("mm op {} is not a race's host op", mm::mm_op_name(op)));
 }
 
 mm::Pfn mapped_pfn(Lab& lab, uint64_t hva) {
@@ -120,6 +125,8 @@ bool apply_host_op(Lab& lab, HostOp op, spte::Gfn gfn, uint64_t iteration) {
     }
     case HostOp::kKsm:
       return merge_and_break(lab, hva, lab.scratch_hva(gfn));
+    default:
+      break;  // an mm op no race applies
   }
   throw_internal("unknown host operation");
 }

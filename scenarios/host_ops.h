@@ -8,19 +8,21 @@
 #include <string_view>
 #include <vector>
 
+#include "mm/types.h"
 #include "scenarios/lab.h"
 
 namespace sptelab::scenarios {
 
-enum class HostOp : uint8_t {
-  kMigrate,   // move the page to a new frame (old frame freed)
-  kRemap,     // install another file page over the present PTE (remap_file_pages)
-  kCow,       // fork-style write-protect, then break COW by copying
-  kDontneed,  // MADV_DONTNEED zap (a shared file page is refaulted from the cache)
-  kMprotect,  // write-protect, then give write permission back
-  kMkclean,   // writeback: page_mkclean write-protects and cleans every mapping
-  kKsm,       // merge with an identical twin page, then break the KSM page by writing
-};
+// The operations `--op` offers are mm::MmOp's (one enum for the host's
+// operations); host_op_name spells them as the CLI does ("cow", "ksm"):
+//   kMigrate   move the page to a new frame (old frame freed)
+//   kRemap     install another file page over the present PTE (remap_file_pages)
+//   kCow       fork-style write-protect, then break COW by copying
+//   kDontneed  MADV_DONTNEED zap (a shared file page is refaulted from the cache)
+//   kMprotect  write-protect, then give write permission back
+//   kMkclean   writeback: page_mkclean write-protects and cleans every mapping
+//   kKsm       merge with an identical twin page, then break the KSM page by writing
+using HostOp = mm::MmOp;
 
 const char* host_op_name(HostOp op);
 std::optional<HostOp> parse_host_op(std::string_view name);

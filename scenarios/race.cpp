@@ -531,6 +531,20 @@ std::string counterexample(const trace::TraceFile& file) {
   return {};
 }
 
+// A trace that cannot be written (a full disk) must not cost the run its
+// result: the failure is reported beside the row.
+void write_trace(RaceResult& result, const RaceConfig& config, const trace::TraceFile& file) {
+  try {
+    if (config.write_trace) {
+      config.write_trace(config.trace_path, file);
+    } else {
+      trace::write_trace_file(config.trace_path, file);
+    }
+  } catch (const Error& error) {
+    result.trace_error = error.what();
+  }
+}
+
 // PTL hold times, the counterexample, and the trace file if one was asked for.
 void read_trace(RaceResult& result, const RaceConfig& config, const Lab& lab,
                 std::optional<trace::KernelTrace> kernel) {
@@ -542,7 +556,7 @@ void read_trace(RaceResult& result, const RaceConfig& config, const Lab& lab,
     result.counterexample =
         "(the events around the first violation were overwritten: rerun with fewer --iterations)";
   }
-  if (!config.trace_path.empty()) trace::write_trace_file(config.trace_path, file);
+  if (!config.trace_path.empty()) write_trace(result, config, file);
   std::vector<uint64_t> holds;
   for (const trace::Event& event : snap.events) {
     if (event.kind == trace::Kind::kPtlUnlock) holds.push_back(event.args[1]);
@@ -891,7 +905,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
         "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
-        "\"counterexample\": {}{}}}",
+        "\"counterexample\": {}, \"trace_error\": {}{}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
         r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
@@ -900,7 +914,9 @@ std::string race_json(const std::vector<RaceResult>& results) {
         r.guest_work_per_s, r.config.backend == Backend::kKvm && r.config.native, r.spte_faults,
         r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
         r.timed_out, r.config.seed, !r.config.guide.empty(), json_string(r.config.guide), examples,
-        json_string(r.counterexample), expectation_json(r));
+        json_string(r.counterexample),
+        r.trace_error.empty() ? std::string("null") : json_string(r.trace_error),
+        expectation_json(r));
   }
   return out + "]}\n";
 }

@@ -38,6 +38,7 @@
 #include "scenarios/delays.h"
 #include "scenarios/host_ops.h"
 #include "spte/scheme.h"
+#include "trace/file.h"
 
 namespace sptelab::scenarios {
 
@@ -77,6 +78,9 @@ struct RaceConfig {
   // The command that asked for the run, recorded in the trace ("race" when
   // empty), so a trace file says how to make it again.
   std::string command_line;
+  // How: trace::write_trace_file when empty (a seam: tests fail it as a full
+  // disk would). A failure is the result's trace_error, not the run's.
+  std::function<void(const std::string& path, const trace::TraceFile& file)> write_trace;
   // Also capture the real kernel's kvm/kvmmmu tracepoints (tracefs) into
   // that trace; where tracefs is unavailable, kernel_problem says why.
   bool kernel = false;
@@ -120,6 +124,7 @@ struct RaceResult {
   bool timed_out = false;
   std::vector<std::string> examples;  // what happened, for the first violations
   std::string kernel_problem;         // why --kernel captured nothing, if it did not
+  std::string trace_error;            // why the trace file was not written, if it was not
   std::string counterexample;         // trace lines around the first violation
   // race --expect: the explorer's verdict for the (scheme, op) cell; unset
   // when not asked.

@@ -279,11 +279,16 @@ void Mmu::install(Memslot& slot, Gfn gfn, Pfn pfn, bool writable, bool dirty) {
   Spte old = slot.load(gfn);
   if (old.present() && old.pfn() != pfn) retire_spte(slot, gfn, old);
   Spte spte = Spte::make(pfn, writable).with(Spte::kAccessed | (dirty ? Spte::kDirty : 0));
-  slot.generations[slot.index(gfn)] = phys_.generation(pfn);
-  slot.store(gfn, spte);
-  slot.mark_present(gfn, true);
+  store_spte(slot, gfn, spte);
   stats_.installs.fetch_add(1, std::memory_order_relaxed);
   trace::emit(Kind::kSpteInstall, gfn, old.raw(), spte.raw());
+}
+
+void Mmu::store_spte(Memslot& slot, Gfn gfn, Spte spte) {
+  mmu_lock_.assert_held();
+  slot.generations[slot.index(gfn)] = phys_.generation(spte.pfn());
+  slot.store(gfn, spte);
+  slot.mark_present(gfn, true);
 }
 
 // Prefetch (KVM's direct_pte_prefetch, Linux's do_fault_around): within the
@@ -316,9 +321,7 @@ MirrorUpdate Mmu::fault_around(Memslot& slot, Gfn gfn, Pfn pfn, bool writable) {
     if (!pte.present() || pte.pfn() != pfn + next - gfn) return false;
     if (writable && !pte.writable()) return false;
     Spte spte = Spte::make(pte.pfn(), writable).with(writable ? Spte::kDirty : 0);
-    slot.generations[slot.index(next)] = phys_.generation(pte.pfn());
-    slot.store(next, spte);
-    slot.mark_present(next, true);
+    store_spte(slot, next, spte);
     stats_.installs.fetch_add(1, std::memory_order_relaxed);
     trace::emit(Kind::kSpteInstall, next, 0, spte.raw());
     return true;
@@ -415,6 +418,7 @@ void Mmu::for_each_slot_range(uint64_t start, uint64_t end, Fn&& fn) {
 }
 
 void Mmu::zap_hva_range(uint64_t start, uint64_t end) {
+  mmu_lock_.assert_held();
   for_each_slot_range(start, end,
                       [&](Memslot& slot, Gfn first, Gfn last) { zap_gfns(slot, first, last); });
 }
@@ -423,6 +427,7 @@ void Mmu::zap_hva_range(uint64_t start, uint64_t end) {
 // the page, then the mirror stops using the frames, one update per run of
 // consecutive zapped gfns, before this returns.
 void Mmu::zap_gfns(Memslot& slot, Gfn first, Gfn last) {
+  mmu_lock_.assert_held();
   Gfn run_start = 0;
   uint32_t run_length = 0;
   auto flush_run = [&] {
@@ -465,6 +470,7 @@ void Mmu::zap_gfns(Memslot& slot, Gfn first, Gfn last) {
 // generation moved has been freed since the spte was installed: the spte
 // outlived its frame, the worst outcome a race can have.
 void Mmu::retire_spte(Memslot& slot, Gfn gfn, Spte old) {
+  mmu_lock_.assert_held();
   slot.store(gfn, Spte());
   slot.mark_present(gfn, false);
   stats_.zaps.fetch_add(1, std::memory_order_relaxed);
@@ -481,6 +487,7 @@ void Mmu::retire_spte(Memslot& slot, Gfn gfn, Spte old) {
 }
 
 void Mmu::mirror(const MirrorUpdate& update) {
+  mmu_lock_.assert_held();
   stats_.mirror_updates.fetch_add(1, std::memory_order_relaxed);
   if (mirror_) mirror_->update(update);
 }
@@ -575,9 +582,7 @@ void Mmu::change_pte(uint64_t addr, mm::Pte pte) {
       }
       retire_spte(slot, gfn, old);
       Spte spte = Spte::make(pte.pfn(), false);
-      slot.generations[slot.index(gfn)] = phys_.generation(pte.pfn());
-      slot.store(gfn, spte);
-      slot.mark_present(gfn, true);
+      store_spte(slot, gfn, spte);
       stats_.write_protects.fetch_add(1, std::memory_order_relaxed);
       trace::emit(Kind::kSpteProtect, gfn, old.raw(), spte.raw());
       mirror({gfn, pte.pfn(), 1, Access::kRead});

@@ -128,7 +128,11 @@ class Mmu final : public GuestMemory {
   // Prefetches neighbours of a just-installed spte; returns the mirror
   // update that maps gfn and them.
   MirrorUpdate fault_around(Memslot& slot, Gfn gfn, mm::Pfn pfn, bool writable);
-  // Callers hold mmu_lock_.
+  // Callers hold mmu_lock_ (each asserts it). store_spte is what every spte
+  // install does (a fault's, a prefetch's, change_pte's): record the frame's
+  // generation (use-after-free detection), set the spte, mark it present;
+  // statistics and the trace event are the caller's.
+  void store_spte(Memslot& slot, Gfn gfn, Spte spte);
   void zap_hva_range(uint64_t start, uint64_t end);
   void zap_gfns(Memslot& slot, Gfn first, Gfn last_exclusive);
   void retire_spte(Memslot& slot, Gfn gfn, Spte old);
@@ -143,7 +147,7 @@ class Mmu final : public GuestMemory {
   ViolationLog& violations_;
   Mirror* mirror_ = nullptr;
 
-  mutable SpinLock mmu_lock_{"mmu_lock"};
+  mutable SpinLock mmu_lock_{"mmu_lock", LockRank::kMmuLock};
   std::vector<std::unique_ptr<Memslot>> slots_;
   std::atomic<uint64_t> invalidate_seq_{0};
   std::atomic<uint64_t> open_count_{0};

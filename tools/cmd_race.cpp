@@ -138,47 +138,24 @@ SIGINT or SIGTERM stops the run: the rows finished so far are printed (the
 last one partial, marked "interrupted" in the table or JSON), the trace is
 written, and the exit status is 130 or 143.
 
+A trace that cannot be written after a run (a full disk) costs the run
+nothing but the file: the row is printed, the error said on stderr (and as
+"trace_error" in JSON), and the exit status is 3.
+
 exit status: 0 no violation in any run (with --expect: every row agrees with
 the explorer), 1 a violation was found (with --expect: a row disagrees), 2 bad usage
 (or a --trace path that cannot be written, checked before running), 3 no
-usable /dev/kvm (try --backend soft) or the output could not be written, 4
-internal error, 130/143 stopped by SIGINT/SIGTERM.
+usable /dev/kvm (try --backend soft) or the output (stdout, a trace) could
+not be written, 4 internal error, 130/143 stopped by SIGINT/SIGTERM.
 )";
 
-// POINT=NS[@PER_MILLE], strictly: NS a whole number of nanoseconds that
-// fits the delay (at most 4294967295, about 4.3 s), PER_MILLE a whole
-// number from 0 to 1000; no signs, spaces, exponents or trailing text.
+// --delay POINT=NS[@PER_MILLE] (scenarios::parse_delay says what is wrong).
 scenarios::DelayPoint delay_option(const Options& options, const std::string& text) {
-  auto bad = [&](const std::string& why) {
-    options.fail(
-        fmt::format("--delay '{}': {}; the form is POINT=NS[@PER_MILLE], e.g. "
-                    "host_before_ptl=50000@500 ('sptelab list points' shows the points)",
-                    text, why));
-  };
-  size_t eq = text.find('=');
-  if (eq == std::string::npos) bad("no '='");
-  std::string point = text.substr(0, eq);
-  if (!inject::from_name(point)) {
-    bad(fmt::format("unknown injection point '{}'", point));
+  try {
+    return scenarios::parse_delay(text);
+  } catch (const Error& error) {
+    options.fail(error.what());
   }
-  std::string rest = text.substr(eq + 1);
-  std::string ns_text = rest, per_mille_text;
-  if (size_t at = rest.find('@'); at != std::string::npos) {
-    ns_text = rest.substr(0, at);
-    per_mille_text = rest.substr(at + 1);
-    if (per_mille_text.find('@') != std::string::npos) bad("more than one '@'");
-    std::optional<uint64_t> per_mille = parse_unsigned(per_mille_text);
-    if (!per_mille || *per_mille > 1000) {
-      bad(fmt::format("PER_MILLE '{}' is not a whole number from 0 to 1000", per_mille_text));
-    }
-  }
-  std::optional<uint64_t> ns = parse_unsigned(ns_text);
-  if (!ns || *ns > UINT32_MAX) {
-    bad(fmt::format("NS '{}' is not a whole number of nanoseconds from 0 to {}", ns_text,
-                    UINT32_MAX));
-  }
-  // Checked above: scenarios::parse_delay only assembles the point.
-  return scenarios::parse_delay(text);
 }
 
 // --duration S: a number of seconds above 0 and at most kMaxSeconds.
@@ -511,6 +488,10 @@ int race_main(Args args) {
       fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
                  results.back().kernel_problem);
     }
+    if (!results.back().trace_error.empty()) {
+      fmt::print(stderr, "sptelab: race: {}: {}; its row is printed all the same\n", scheme.name(),
+                 results.back().trace_error);
+    }
   }
   if (options.flag("expect") && !failure) expect_verdicts(results, json);
   const int signal = interrupt::requested();
@@ -536,6 +517,9 @@ int race_main(Args args) {
   }
   if (failure) throw *failure;
   if (signal != 0) return interrupted_status(signal);
+  for (const auto& result : results) {
+    if (!result.trace_error.empty()) return static_cast<int>(ExitStatus::kEnvironment);
+  }
   if (options.flag("expect")) return disagrees ? 1 : 0;
   return violated ? 1 : 0;
 }

@@ -24,15 +24,85 @@ namespace {
 constexpr int kPollMs = 50;
 constexpr uint64_t kNoGfn = ~uint64_t{0};
 
-std::optional<std::string> find_tracefs_mount() {
+bool parse_pid(std::string_view text, int& pid) {
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), pid);
+  return error == std::errc() && end == text.data() + text.size() && pid > 0;
+}
+
+// Where sptelab mounts tracefs when nobody has: "PREFIX-PID-XXXXXX" (older
+// builds made "PREFIX-XXXXXX", without the PID).
+constexpr std::string_view kOwnMountPrefix = "/tmp/sptelab-tracefs-";
+
+bool is_own_mount(std::string_view dir) {
+  return dir.substr(0, kOwnMountPrefix.size()) == kOwnMountPrefix;
+}
+
+// The tracefs mount points in /proc/mounts, in its order.
+std::vector<std::string> tracefs_mounts() {
+  std::vector<std::string> dirs;
   std::ifstream mounts("/proc/mounts");
   std::string device, dir, type;
   std::string rest;
   while (mounts >> device >> dir >> type) {
     std::getline(mounts, rest);
-    if (type == "tracefs") return dir;
+    if (type == "tracefs") dirs.push_back(dir);
+  }
+  return dirs;
+}
+
+// The system's tracefs, not another sptelab process's private mount: that
+// one is unmounted when its owner ends, perhaps in the middle of our run.
+std::optional<std::string> find_tracefs_mount() {
+  for (const std::string& dir : tracefs_mounts()) {
+    if (!is_own_mount(dir)) return dir;
   }
   return std::nullopt;
+}
+
+bool process_is_gone(int pid) {
+  return pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+// Whether some process has a file or its working directory under `dir`.
+bool in_use(const std::string& dir) {
+  const std::string inside = dir + "/";
+  auto points_inside = [&](const std::string& link) {
+    char target[4096];
+    ssize_t length = readlink(link.c_str(), target, sizeof(target));
+    if (length <= 0) return false;
+    std::string_view text(target, static_cast<size_t>(length));
+    return text == dir || text.substr(0, inside.size()) == inside;
+  };
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return true;  // cannot tell: leave it
+  bool used = false;
+  while (dirent* process = readdir(proc)) {
+    if (!std::isdigit(static_cast<unsigned char>(process->d_name[0]))) continue;
+    const std::string base = fmt::format("/proc/{}", process->d_name);
+    used = points_inside(base + "/cwd");
+    if (DIR* fds = opendir((base + "/fd").c_str())) {
+      while (dirent* fd = readdir(fds)) {
+        if (fd->d_name[0] != '.' && points_inside(base + "/fd/" + fd->d_name)) used = true;
+      }
+      closedir(fds);
+    }
+    if (used) break;
+  }
+  closedir(proc);
+  return used;
+}
+
+// A mount of sptelab's whose owner cannot unmount it any more: the PID in
+// its name is gone, or (a name without one) nothing has a file open in it.
+bool is_stale_own_mount(const std::string& dir) {
+  if (!is_own_mount(dir)) return false;
+  std::string_view rest = std::string_view(dir).substr(kOwnMountPrefix.size());
+  size_t dash = rest.find('-');
+  int pid = 0;
+  if (dash != std::string_view::npos && parse_pid(rest.substr(0, dash), pid)) {
+    return process_is_gone(pid);
+  }
+  return !in_use(dir);
 }
 
 // Writes a tracefs control file; the error text if it fails.
@@ -192,13 +262,26 @@ std::vector<std::string> remove_stale_kernel_instances(const std::string& tracef
     size_t dash = rest.find('-');
     if (dash == std::string_view::npos) continue;
     int pid = 0;
-    auto [end, error] = std::from_chars(rest.data(), rest.data() + dash, pid);
-    if (error != std::errc() || end != rest.data() + dash || pid <= 0) continue;
-    if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;  // its owner lives
+    if (!parse_pid(rest.substr(0, dash), pid) || !process_is_gone(pid)) continue;
     std::string instance = instances + "/" + name;
     write_control(instance + "/tracing_on", "0");
     write_control(instance + "/events/enable", "0");
     if (rmdir(instance.c_str()) == 0) removed.push_back(instance);
+  }
+  return removed;
+}
+
+std::vector<std::string> remove_stale_tracefs_mounts() {
+  std::vector<std::string> removed;
+  for (const std::string& dir : tracefs_mounts()) {
+    if (!is_stale_own_mount(dir)) continue;
+    // Its instances are every tracefs mount's: the stale ones among them
+    // go first, then the mount (lazily: a reader may still hold a file).
+    remove_stale_kernel_instances(dir);
+    if (umount2(dir.c_str(), MNT_DETACH) == 0) {
+      rmdir(dir.c_str());
+      removed.push_back(dir);
+    }
   }
   return removed;
 }
@@ -212,27 +295,30 @@ KernelCapture::~KernelCapture() {
 }
 
 void KernelCapture::start() {
+  // A process killed before it could clean up (SIGKILL, a crash) leaves its
+  // tracefs mount behind: remove those first, as its instances below.
+  remove_stale_tracefs_mounts();
   if (auto mounted = find_tracefs_mount()) {
     tracefs_ = *mounted;
   } else {
-    char dir[] = "/tmp/sptelab-tracefs-XXXXXX";
-    if (mkdtemp(dir) == nullptr) {
+    std::string dir = fmt::format("{}{}-XXXXXX", kOwnMountPrefix, getpid());
+    if (mkdtemp(dir.data()) == nullptr) {
       trace_.problem =
           fmt::format("cannot make a directory to mount tracefs on: {}", std::strerror(errno));
       return;
     }
-    if (mount("nodev", dir, "tracefs", 0, nullptr) != 0) {
+    if (mount("nodev", dir.c_str(), "tracefs", 0, nullptr) != 0) {
       trace_.problem = fmt::format(
           "tracefs is not mounted and mounting it failed: {} (run as root, or mount it: "
           "mount -t tracefs nodev /sys/kernel/tracing)",
           std::strerror(errno));
-      rmdir(dir);
+      rmdir(dir.c_str());
       return;
     }
     mount_dir_ = tracefs_ = dir;
   }
-  // A process killed before it could clean up (SIGKILL, a crash) leaves
-  // its instance tracing into its buffer: remove those first.
+  // Stale instances of killed processes are still tracing into their
+  // buffers: remove them too.
   remove_stale_kernel_instances(tracefs_);
   static std::atomic<int> counter{0};
   instance_ = fmt::format("{}/instances/sptelab-{}-{}", tracefs_, getpid(), counter++);

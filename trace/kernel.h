@@ -104,6 +104,12 @@ void merge_kernel_trace(TraceFile& file, KernelTrace kernel);
 // it makes its own. Returns the removed instances' directories.
 std::vector<std::string> remove_stale_kernel_instances(const std::string& tracefs);
 
+// Unmounts and removes the tracefs mounts sptelab made under /tmp
+// ("/tmp/sptelab-tracefs-PID-XXXXXX") whose process PID is gone, and those
+// of older builds (no PID in the name) that no process has a file open in;
+// KernelCapture does this first. Returns the removed mount points.
+std::vector<std::string> remove_stale_tracefs_mounts();
+
 // For a Kind::kKernel event of a file: "kvmmmu:kvm_mmu_set_spte", the
 // fields text, and "comm-pid" of the task it happened in.
 std::string_view kernel_event_name(const TraceFile& file, const Event& event);

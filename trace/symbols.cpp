@@ -90,6 +90,10 @@ bool is_one_of(std::string_view name, std::initializer_list<std::string_view> na
 
 }  // namespace
 
+std::string_view kvm_exit_name(uint32_t reason) {
+  return reason < kExitReasons.size() ? kExitReasons[reason] : "unknown"sv;
+}
+
 std::span<const std::string_view> value_names(Kind kind, size_t arg) {
   switch (kind) {
     case Kind::kNotifyInvalidateRange:

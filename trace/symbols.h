@@ -31,6 +31,11 @@ ArgStyle arg_style(Kind kind, size_t arg);
 // the argument is not enum-valued.
 std::span<const std::string_view> value_names(Kind kind, size_t arg);
 
+// The name of a KVM_EXIT_* reason of linux/kvm.h without its prefix ("IO",
+// "MMIO"), "unknown" past the table: the one table the trace's kvm_exit
+// events and the hypervisor's messages share.
+std::string_view kvm_exit_name(uint32_t reason);
+
 // "pfn=0x12 P+W+U+A+D" for an x86-64 PTE (Intel SDM vol. 3, 4.5), with the
 // emulator's software bits (MIG: migration entry, PROTNONE).
 std::string describe_pte(uint64_t pte);

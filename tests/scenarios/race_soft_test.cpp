@@ -198,6 +198,7 @@ TEST(RaceOutput, JsonHasTheContractFields) {
                             "\"violations\": 0", "\"first_violation_ms\": null", "\"ops_per_s\""}) {
     EXPECT_NE(json.find(field), std::string::npos) << field << " in " << json;
   }
+  EXPECT_NE(json.find("\"trace_error\": null"), std::string::npos) << json;
   std::string table = format_race_table({result});
   EXPECT_NE(table.find("start-end+seq-count"), std::string::npos);
 }
@@ -230,6 +231,29 @@ TEST(RaceOutput, RowsThatDisagreeWithTheExplorerAreMarked) {
   missed.expected_witnessed = false;
   EXPECT_TRUE(missed.agrees_with_explorer());
   EXPECT_THAT(format_race_table({missed}), ::testing::ContainsRegex("none\\+seq +racy\\? +yes "));
+}
+
+// A trace write that failed after the run (a full disk) threw out of
+// run_race: the race's row was lost with it.
+TEST(RaceOutput, AFailedTraceWriteKeepsTheResult) {
+  RaceConfig config =
+      soft_config(ScenarioKind::kCoherence, *spte::parse_scheme("none+naive"), HostOp::kRemap, 200);
+  config.trace_path = "/nonexistent/race.bin";  // never opened: the writer below fails first
+  std::string written_to;
+  config.write_trace = [&](const std::string& path, const trace::TraceFile& file) {
+    written_to = path;
+    EXPECT_FALSE(file.snapshot.events.empty());
+    throw Error(ExitStatus::kEnvironment,
+                "writing the trace to " + path + " failed: No space left on device");
+  };
+  RaceResult result = run_race(config);
+  EXPECT_EQ(written_to, config.trace_path);
+  EXPECT_EQ(result.operations, 200u);
+  EXPECT_GT(result.guest_work, 0u);
+  EXPECT_EQ(result.detectors.size(), 5u);  // every detector's verdict survives
+  EXPECT_EQ(result.trace_error,
+            "writing the trace to /nonexistent/race.bin failed: No space left on device");
+  EXPECT_NE(race_json({result}).find("\"trace_error\": \"writing the trace"), std::string::npos);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <iterator>
 
@@ -100,6 +101,20 @@ TEST(RunTest, TimeoutIsExitFour) {
   auto result = run_sptelab({"run", hypervisor::testing::test_guest("spin"), "--timeout", "0.3"});
   EXPECT_EQ(result.status, 4);
   EXPECT_THAT(result.err, HasSubstr("did not finish within 0.3 s"));
+}
+
+// The vCPUs were kicked one at a time, each waited for while the others
+// spun on: 31 spinning vCPUs stopped about two seconds past --timeout 2 on
+// a two-core machine. Now about 0.2 s (plus the VM's start, 0.4 s).
+TEST(RunTest, TimeoutHoldsWithManyVcpus) {
+  SPTELAB_REQUIRE_KVM();
+  auto start = std::chrono::steady_clock::now();
+  auto result = run_sptelab(
+      {"run", hypervisor::testing::test_guest("spin"), "--vcpus", "31", "--timeout", "2"});
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(result.status, 4) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("did not finish within 2 s"));
+  EXPECT_LT(seconds, 3.5);  // 3.8 s before, unloaded
 }
 
 TEST(RunTest, CounterWithArgumentsIsExact) {

@@ -4,12 +4,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/core.h>
 
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -160,6 +163,42 @@ TEST(KernelCapture, RemovesStaleInstancesOfDeadProcessesOnly) {
   EXPECT_TRUE(exists(other));                   // not sptelab's
   rmdir(other.c_str());
   capture.stop();
+}
+
+// A run killed while it had tracefs mounted under /tmp left the mount:
+// the next capture unmounts those of dead processes, and only those.
+TEST(KernelCapture, RemovesStaleTracefsMountsOfDeadProcessesOnly) {
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  std::string stale = fmt::format("/tmp/sptelab-tracefs-{}-test00", dead);
+  std::string live = fmt::format("/tmp/sptelab-tracefs-{}-test01", getpid());
+  std::string old_held = "/tmp/sptelab-tracefs-Held00";  // an older build's name: no PID
+  for (const std::string& dir : {stale, live, old_held}) {
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0) << dir << ": " << std::strerror(errno);
+    if (mount("nodev", dir.c_str(), "tracefs", 0, nullptr) != 0) {
+      int error = errno;
+      rmdir(dir.c_str());
+      for (const std::string& made : {stale, live}) {
+        umount(made.c_str());
+        rmdir(made.c_str());
+      }
+      GTEST_SKIP() << "cannot mount tracefs here: " << std::strerror(error);
+    }
+  }
+  int held = open((old_held + "/trace_clock").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0);
+
+  std::vector<std::string> removed = remove_stale_tracefs_mounts();
+  EXPECT_THAT(removed, Contains(stale));
+  EXPECT_THAT(removed, ::testing::Not(Contains(live)));      // this process is alive
+  EXPECT_THAT(removed, ::testing::Not(Contains(old_held)));  // a file is open in it
+  EXPECT_FALSE(exists(stale));
+  close(held);
+  EXPECT_THAT(remove_stale_tracefs_mounts(), Contains(old_held));  // now nothing is
+  EXPECT_FALSE(exists(old_held));
+  umount(live.c_str());
+  rmdir(live.c_str());
 }
 
 TEST(KernelCapture, StampsShareTheTraceClock) {

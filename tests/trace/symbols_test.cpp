@@ -54,6 +54,14 @@ TEST(Symbols, ExitReasonsFollowLinuxKvmH) {
   EXPECT_EQ(names.size(), KVM_EXIT_NOTIFY + 1u);
 }
 
+// The hypervisor names exits from the same table (it had a switch of its own).
+TEST(Symbols, KvmExitNameIsTheTable) {
+  EXPECT_EQ(kvm_exit_name(KVM_EXIT_UNKNOWN), "UNKNOWN");
+  EXPECT_EQ(kvm_exit_name(KVM_EXIT_FAIL_ENTRY), "FAIL_ENTRY");
+  EXPECT_EQ(kvm_exit_name(KVM_EXIT_SYSTEM_EVENT), "SYSTEM_EVENT");
+  EXPECT_EQ(kvm_exit_name(KVM_EXIT_NOTIFY + 1), "unknown");
+}
+
 TEST(Symbols, StylesFollowArgumentNames) {
   EXPECT_EQ(arg_style(Kind::kSpteInstall, 0), ArgStyle::kHex);          // gfn
   EXPECT_EQ(arg_style(Kind::kSpteInstall, 2), ArgStyle::kPte);          // spte
