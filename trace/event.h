@@ -63,7 +63,9 @@ namespace sptelab::trace {
   /* real kernel tracepoints merged from tracefs */                                        \
   X(kKernel, "kernel", "id", "a", "b", "c")                                                \
   /* hypervisor/: up to 16 bytes of the instruction at rip (decoded by the exporters) */   \
-  X(kVcpuInsn, "kvm_vcpu_insn", "rip", "insn_lo", "insn_hi", "len")
+  X(kVcpuInsn, "kvm_vcpu_insn", "rip", "insn_lo", "insn_hi", "len")                        \
+  /* mmu_notifier/, 6.6+ (appended: earlier kinds keep their values) */                    \
+  X(kNotifySecondaryTlbs, "mmu_notifier_arch_invalidate_secondary_tlbs", "start", "end", "", "")
 
 enum class Kind : uint16_t {
 #define SPTELAB_TRACE_ENUM(kind, name, a0, a1, a2, a3) kind,
