@@ -572,7 +572,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   result.config = config;
   Lab lab(LabConfig{.scheme = config.scheme,
                     .guest_pages = guest_pages_for(config),
-                    .backing = backing_for(config.op, is_coherence(config.scenario))});
+                    .backing = backing_for(config.op, is_coherence(config.scenario)),
+                    .era = config.era});
   const RaceLayout layout = layout_for(lab);
   std::optional<trace::Session> tracing;  // PTL hold times come from the trace
   if (config.trace) tracing.emplace();
@@ -792,7 +793,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
       examples += fmt::format("{}{}", examples.empty() ? "" : ", ", json_string(example));
     }
     out += fmt::format(
-        "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
+        "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"kernel\": \"{}\", "
+        "\"backend\": \"{}\", "
         "\"violations\": {}, \"detectors\": {{{}}}, \"first_violation_ms\": {}, "
         "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
         "\"guest_work\": {}, \"vcpu_work\": {}, \"guest_work_per_s\": {:.1f}, \"native\": {}, "
@@ -802,7 +804,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
         "\"counterexample\": {}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
-        r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
+        r.config.scheme.name(), mm::kernel_era_name(r.config.era), backend_name(r.config.backend),
+        r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
                                  : fmt::format("{:.3f}", r.first_violation_ms),
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.vcpu_work,

@@ -17,6 +17,7 @@
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/selection.h"
 #include "tools/signals.h"
 
 namespace sptelab::tools {
@@ -26,7 +27,7 @@ constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme S|all] [--op OP] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--guided]
-                    [--trace FILE] [--kernel] [--json]
+                    [--trace FILE] [--kernel] [--era ERA] [--json]
 
 Runs a race scenario under one scheme or all 20, and prints one row per
 scheme: the violations each detector found, when the first one was seen,
@@ -43,7 +44,7 @@ and what the scheme cost. SCENARIO is one of ('sptelab list scenarios'):
 
 or a seed race, a host-MM bug Linux had, run buggy or fixed:
   sptelab race NAME [--variant buggy|fixed] [--iterations N] [--duration S]
-                    [--seed N] [--json]
+                    [--seed N] [--era ERA] [--json]
   delayed-rmap  (2022) MADV_DONTNEED removes the rmap entry before its TLB
                 flush; writeback cleans the page while a stale dirty TLB entry
                 keeps writing
@@ -92,6 +93,9 @@ options:
   --kernel         with --trace: also capture the real kernel's kvm and
                    kvmmmu tracepoints (tracefs) into the same timeline; where
                    tracefs is unavailable, says why and goes on without them
+  --era ERA        the emulated host's kernel era: 2.6.27, 6.1, 6.2, 6.6 or
+                   6.18 (default 6.18; mm/kernel_era.h); the header and JSON
+                   name it. (--kernel is the real kernel's trace, above.)
   --json           print one JSON document on stdout, nothing else
 
 Under the table, each scheme with violations says what happened; the first
@@ -236,7 +240,8 @@ scenarios::RaceResult run_one(const scenarios::RaceConfig& config,
 // The delays of --guided, from the explorer's counterexample for the cell
 // (bound 2, as docs/schemes.md); none where the explorer finds no violation.
 void guide(scenarios::RaceConfig& config) {
-  const explore::Cell cell{config.scheme, config.op, explore::explorer_scenario(config.scenario)};
+  explore::Cell cell{config.scheme, config.op, explore::explorer_scenario(config.scenario)};
+  cell.era = config.era;
   explore::Guide found = explore::guide_for(cell, explore::kGuideBoundNs);
   config.delays = found.delays;
   config.guide.clear();
@@ -266,6 +271,7 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
   }
   scenarios::SeedRaceConfig config;
   config.race = race;
+  config.era = selected_era(options);
   if (auto text = options.value("variant")) {
     auto variant = scenarios::parse_variant(*text);
     if (!variant) options.fail(fmt::format("--variant '{}': buggy or fixed", *text));
@@ -306,7 +312,8 @@ int race_main(Args args) {
                    {"trace"},
                    {"kernel", false, true},
                    {"json", false, true},
-                   {"variant"}});
+                   {"variant"},
+                   {"era"}});
   if (options.help()) {
     fmt::print("{}", kHelp);
     return 0;
@@ -334,6 +341,7 @@ int race_main(Args args) {
     options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
   }
   config.kernel = options.flag("kernel");
+  config.era = selected_era(options);
   // Every trace path is checked before the first scheme runs: a bad path
   // must not cost a long run its results.
   auto scheme_trace_path = [&](const spte::Scheme& scheme) {
@@ -401,9 +409,10 @@ int race_main(Args args) {
     std::string budget = config.for_duration
                              ? fmt::format("free-running for {} s per scheme", config.max_seconds)
                              : fmt::format("{} operations per scheme", config.operations);
-    fmt::print("race {} --op {} --backend {}{}: {}, seed {}\n\n",
+    fmt::print("race {} --op {} --backend {}{}: {}, seed {}, kernel {}\n\n",
                scenarios::scenario_name(config.scenario), scenarios::host_op_name(config.op),
-               scenarios::backend_name(config.backend), mode, budget, config.seed);
+               scenarios::backend_name(config.backend), mode, budget, config.seed,
+               mm::kernel_era_name(config.era));
     fmt::print("{}", scenarios::format_race_table(results));
     if (signal != 0) {
       fmt::print("\ninterrupted by {}: {} of {} schemes ran; the last row is partial\n",

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "mm/kernel_era.h"
 #include "scenarios/host_ops.h"
 #include "spte/scheme.h"
 #include "tools/options.h"
@@ -47,5 +48,8 @@ std::vector<T> select(const Options& options, const std::string& what, const std
 // The schemes and ops of --scheme LIST and --op LIST (default: all).
 std::vector<spte::Scheme> selected_schemes(const Options& options);
 std::vector<scenarios::HostOp> selected_ops(const Options& options);
+// The kernel era of --era (default mm::kDefaultKernelEra); a bad name fails
+// with the valid ones.
+mm::KernelEra selected_era(const Options& options);
 
 }  // namespace sptelab::tools
