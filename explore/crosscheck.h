@@ -24,6 +24,7 @@ struct CrosscheckOptions {
   double attempt_seconds = 2;             // racy cells: each run's limit
   uint64_t coherent_operations = 100000;  // coherent cells: the run's length
   uint32_t vcpus = 1;
+  mm::KernelEra era = mm::kDefaultKernelEra;  // the emulated host's, explorer and race alike
 };
 
 // One run on a racy cell: free-running first; guided if that found nothing.
