@@ -160,14 +160,19 @@ class Remapper {
   uint64_t misplaced() const { return misplaced_; }
   uint64_t writes_after_wrprotect() const { return writes_after_wrprotect_; }
 
-  // At the moment the new PTE is live (PTL dropped, before any "after"
-  // notifier): the old frame's counters move into the new frame. From here
-  // on no correct scheme lets a vCPU write the old frame.
+  // At the moment the old PTE is gone for good (PTL dropped, before any
+  // "after" notifier): the old frame's counters move into the new frame.
+  // From here on no correct scheme lets a vCPU write the old frame. The
+  // 2.6.27 populate drops that PTL with the new page mapped (the point names
+  // it); since 4.0 remap is munmap's zap (its point names no page) and the
+  // new page is mapped by a later fault.
   PointObserver fold_observer() {
     return {inject::Point::kHostAfterPtlUnlock,
             [this](inject::Point, const inject::Context& context) {
               if (ThreadRole::current() != Role::kRemapper || !fold_armed_) return;
-              if (context.addr != fold_hva_ || context.pfn != fold_to_) return;
+              const bool remap_zaps = mm::era_remap_file_pages_emulated(lab_.mm->era());
+              const mm::Pfn switch_pfn = remap_zaps ? 0 : fold_to_;
+              if (context.addr != fold_hva_ || context.pfn != switch_pfn) return;
               fold_armed_ = false;
               auto* from = counts(fold_from_);
               auto* to = counts(fold_to_);
