@@ -77,6 +77,9 @@ Replayed replay_schedule(const SavedSchedule& saved);
 // One row per scheme, one column per op; a cell is RACY with the property
 // (over the scenarios selected) or ok/K. Fits 100 columns; legend below.
 std::string format_table(const std::vector<CellResult>& results, int bound);
+// The kernel era a campaign's results ran under (all cells share the CLI's
+// --era); the default for no results. JSON and Markdown name it.
+mm::KernelEra campaign_era(const std::vector<CellResult>& results);
 std::string format_json(const std::vector<CellResult>& results, int bound);
 // docs/schemes.md: the table, then one paragraph per racy cell.
 std::string format_markdown(const std::vector<CellResult>& results, int bound);

@@ -31,10 +31,12 @@ CellResult verdict_at(const Cell& cell, int bound) {
 // The explorer's verdict over its two scenarios: the racy one with the
 // fewest preemptions (the coherence scenario first on a tie), else the
 // coherence scenario's clean result.
-CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op, int bound) {
+CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op, int bound, mm::KernelEra era) {
   std::optional<CellResult> best;
   for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
-    CellResult result = verdict_at(Cell{scheme, op, scenario}, bound);
+    Cell cell{scheme, op, scenario};
+    cell.era = era;
+    CellResult result = verdict_at(cell, bound);
     if (!best || (result.violated && (!best->violated || result.preemptions < best->preemptions))) {
       best = std::move(result);
     }
@@ -51,6 +53,7 @@ RaceConfig base_config(const CrosscheckOptions& options, const spte::Scheme& sch
   config.backend = options.backend;
   config.vcpus = options.vcpus;
   config.guest_path = options.guest_path;
+  config.era = options.era;
   config.trace = false;  // the time to the first violation, without tracing's cost
   // Native KVM guests run free, as `race` does; software vCPUs keep the
   // default delays that widen the windows for them.
@@ -252,8 +255,8 @@ ScenarioKind race_scenario_for(const std::string& property, HostOp op) {
   return ScenarioKind::kStaleSpte;
 }
 
-CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op) {
-  return explorer_verdict(scheme, op, kTableBound);
+CellResult explorer_verdict(const spte::Scheme& scheme, HostOp op, mm::KernelEra era) {
+  return explorer_verdict(scheme, op, kTableBound, era);
 }
 
 bool CrosscheckResult::agrees() const {
@@ -267,7 +270,7 @@ CrosscheckResult crosscheck_cell(const spte::Scheme& scheme, HostOp op,
   CrosscheckResult cell;
   cell.scheme = scheme;
   cell.op = op;
-  const CellResult explored = explorer_verdict(scheme, op, kTableBound);
+  const CellResult explored = explorer_verdict(scheme, op, kTableBound, options.era);
   cell.explorer_racy = explored.violated;
   cell.property = explored.property;
   cell.preemptions = explored.preemptions;
@@ -279,7 +282,7 @@ CrosscheckResult crosscheck_cell(const spte::Scheme& scheme, HostOp op,
   } else {
     run_coherent(cell, options);
     if (cell.violations > 0) {
-      const CellResult deeper = explorer_verdict(scheme, op, kDeeperBound);
+      const CellResult deeper = explorer_verdict(scheme, op, kDeeperBound, options.era);
       cell.deeper_searched = true;
       cell.deeper_racy = deeper.violated;
       cell.deeper_property = deeper.property;

@@ -24,6 +24,7 @@ struct CrosscheckOptions {
   double attempt_seconds = 2;             // racy cells: each run's limit
   uint64_t coherent_operations = 100000;  // coherent cells: the run's length
   uint32_t vcpus = 1;
+  mm::KernelEra era = mm::kDefaultKernelEra;  // the emulated host's, explorer and race alike
 };
 
 // One run on a racy cell: free-running first; guided if that found nothing.
@@ -66,8 +67,10 @@ struct CrosscheckResult {
 
 // The explorer's verdict for a (scheme, op) cell as crosscheck asks it:
 // both of its scenarios at the bound of docs/schemes.md (2), the racy one
-// with the fewest preemptions. `race --expect` compares its rows with it.
-CellResult explorer_verdict(const spte::Scheme& scheme, scenarios::HostOp op);
+// with the fewest preemptions, on the host of `era`. `race --expect`
+// compares its rows with it.
+CellResult explorer_verdict(const spte::Scheme& scheme, scenarios::HostOp op,
+                            mm::KernelEra era = mm::kDefaultKernelEra);
 
 // The race scenario in which a real guest shows the explorer's `property`
 // for `op` (lost writes and write-protect violations in

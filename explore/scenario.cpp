@@ -54,7 +54,8 @@ struct Rig {
   explicit Rig(const Cell& cell)
       : lab(LabConfig{.scheme = cell.scheme,
                       .guest_pages = kGuestPages,
-                      .backing = scenarios::backing_for(cell.op)}),
+                      .backing = scenarios::backing_for(cell.op),
+                      .era = cell.era}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         vcpu(machine.vcpu(0)),
         host(*lab.mm, 0),
@@ -261,11 +262,13 @@ std::string Cell::key() const {
                                   scenarios::variant_name(variant),
                                   scenarios::witness_name(witness), scheme.name());
     if (mutant != mutation::Mutant::kNone) key += fmt::format("/{}", mutation::name(mutant));
+    if (era != mm::kDefaultKernelEra) key += fmt::format("/kernel-{}", mm::kernel_era_name(era));
     return key;
   }
   std::string key = fmt::format("{}/{}/{}", scheme.name(), scenarios::host_op_name(op),
                                 scenarios::scenario_name(scenario));
   if (mutant != mutation::Mutant::kNone) key += fmt::format("/{}", mutation::name(mutant));
+  if (era != mm::kDefaultKernelEra) key += fmt::format("/kernel-{}", mm::kernel_era_name(era));
   return key;
 }
 
@@ -287,8 +290,8 @@ namespace {
 Outcome run_seed_cell(const Cell& cell, sched::Chooser& chooser) {
   const mutation::Mutant variant = scenarios::variant_mutant(*cell.race, cell.variant);
   mutation::Scoped mutant(variant != mutation::Mutant::kNone ? variant : cell.mutant);
-  auto owned_rig =
-      std::make_unique<scenarios::SeedRig>(*cell.race, cell.variant, cell.witness, cell.scheme);
+  auto owned_rig = std::make_unique<scenarios::SeedRig>(*cell.race, cell.variant, cell.witness,
+                                                        cell.scheme, cell.era);
   scenarios::SeedRig& rig = *owned_rig;
   rig.prepare();
   sched::Execution execution(chooser, kStepLimit);

@@ -42,6 +42,7 @@
 
 #include "base/mutation.h"
 #include "base/sched.h"
+#include "mm/kernel_era.h"
 #include "scenarios/host_ops.h"
 #include "scenarios/race.h"
 #include "scenarios/seeds.h"
@@ -60,9 +61,11 @@ struct Cell {
   std::optional<scenarios::SeedRace> race;  // a seed race instead of op x scenario
   scenarios::Variant variant = scenarios::Variant::kFixed;
   scenarios::Witness witness = scenarios::Witness::kHost;
+  mm::KernelEra era = mm::kDefaultKernelEra;  // the emulated host's (--era)
 
-  // "start-end+seq-count/remap/coherence" (plus "/MUTANT" when one is set);
-  // for a seed race "delayed-rmap/buggy/host/start-end+seq-count".
+  // "start-end+seq-count/remap/coherence" (plus "/MUTANT" when one is set,
+  // and "/kernel-ERA" for an era other than the default); for a seed race
+  // "delayed-rmap/buggy/host/start-end+seq-count".
   std::string key() const;
 };
 

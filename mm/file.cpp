@@ -57,16 +57,14 @@ void File::read_disk_locked(uint64_t index, Pfn pfn) {
 }
 
 Pfn File::get_page(uint64_t index) {
-  check_index(index);
-  std::lock_guard lock(cache_lock_);
-  Pfn pfn = cache_[index];
-  if (pfn != kNoPfn) {
-    phys_.get(pfn);
-    return pfn;
-  }
-  // Linux adds a locked folio to the cache and reads it outside the lock;
-  // reading under the lock is the same thing seen from outside.
-  pfn = phys_.alloc(0);
+  const Pfn cached = find_page(index);
+  if (cached != kNoPfn) return cached;
+  // filemap_add_folio: a new page is set up locked and only then inserted;
+  // a racing fault that inserted first wins (-EEXIST) and ours is dropped.
+  // The page lock is a scheduling point under `explore` and cache_lock_ is
+  // not, so the page is prepared before cache_lock_ is taken: a thread
+  // switched out at lock_page must not hold it.
+  const Pfn pfn = phys_.alloc(0);
   if (pfn == kNoPfn) return kNoPfn;
   // Set up under the page lock, as Linux adds a locked folio: a migration or
   // reclaim that reaches the frame through a stale pfn reads Page::mapping
@@ -76,10 +74,20 @@ Pfn File::get_page(uint64_t index) {
   page.mapping = this;
   page.index = index;
   read_disk_locked(index, pfn);
-  cache_[index] = pfn;  // the cache keeps alloc()'s reference
-  phys_.get(pfn);       // and the caller gets one
+  Pfn winner = pfn;
+  {
+    std::lock_guard lock(cache_lock_);
+    if (cache_[index] == kNoPfn) {
+      cache_[index] = pfn;  // the cache keeps alloc()'s reference
+    } else {
+      winner = cache_[index];
+    }
+    phys_.get(winner);  // the caller's reference
+  }
+  if (winner != pfn) page.mapping = nullptr;
   phys_.unlock_page(pfn);
-  return pfn;
+  if (winner != pfn) phys_.put(pfn);  // alloc()'s: the lost page is freed
+  return winner;
 }
 
 Pfn File::find_page(uint64_t index) {

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <limits>
+#include <mutex>
 #include <thread>
 
 #include "base/error.h"
@@ -40,6 +42,7 @@ uint64_t load_entry(uint64_t* entry) {
 }  // namespace
 
 Mm::Mm(PhysMem& phys) : phys_(phys) {
+  set_era(process_kernel_era());
   pgd_ = phys_.alloc(kPageTable);
   if (pgd_ == kNoPfn) {
     throw_environment(
@@ -75,6 +78,12 @@ Mm::~Mm() {
     vmas_.clear();
   }
   for (Pfn table : tables_) phys_.put(table);
+}
+
+void Mm::set_era(KernelEra era) {
+  era_ = era;
+  zap_rmap_order_ =
+      era_delays_zap_rmap(era) ? ZapRmapOrder::kDelayUntilFlush : ZapRmapOrder::kImmediate;
 }
 
 // --- mmap_lock ---
@@ -187,10 +196,41 @@ std::vector<Vma> Mm::vmas_in(uint64_t start, uint64_t end) const {
   return out;
 }
 
+bool Mm::has_pmd_table(uint64_t addr) const {
+  if (addr >= kUserAddressEnd) return false;
+  Pfn table = pgd_;
+  for (int level = kLevels - 1; level > 1; --level) {
+    const uint64_t entry = load_entry(entry_in(table, level_index(addr, level)));
+    if (!(entry & Pte::kPresent)) return false;
+    table = Pte(entry).pfn();
+  }
+  return true;
+}
+
+// __split_vma -> vma_adjust_trans_huge -> split_huge_pmd_if_needed: a cut
+// that is not 2 MiB aligned, inside a 2 MiB block lying wholly in the VMA
+// being cut, goes through __split_huge_pmd whenever the block's PMD table
+// exists (mm_find_pmd), huge PMD or not. That brackets the whole block with
+// MMU_NOTIFY_CLEAR around pmd_lock, which finds nothing to split here (the
+// emulated host has no THP: every VMA is MADV_NOHUGEPAGE), so secondary
+// MMUs drop the block's mappings although no PTE changed.
+void Mm::split_huge_pmd_if_needed(const Vma& vma, uint64_t cut) {
+  if (!era_splits_huge_pmd_on_vma_split(era_)) return;
+  const uint64_t block = cut & ~(kPteTableSpan - 1);
+  if (block == cut || block < vma.start || block + kPteTableSpan > vma.end) return;
+  if (!has_pmd_table(cut)) return;
+  const InvalidateRange range{this, block, block + kPteTableSpan, InvalidateEvent::kClear, true};
+  detail::notify_before(*this, range);
+  { std::lock_guard pmd_lock(page_table_lock_); }
+  detail::notify_after_unlock(*this, range);
+  detail::notify_after_release(*this, range);
+}
+
 bool Mm::split_vmas(uint64_t start, uint64_t end) {
   for (uint64_t cut : {start, end}) {
     const Vma* vma = find_vma(cut);
     if (!vma || vma->start == cut) continue;
+    split_huge_pmd_if_needed(*vma, cut);
     Vma tail = *vma;
     tail.pgoff = vma->pgoff + ((cut - vma->start) >> kPageShift);
     tail.start = cut;
@@ -205,11 +245,44 @@ bool Mm::split_vmas(uint64_t start, uint64_t end) {
   return covered == end;
 }
 
+// vma_merge_existing_range after mprotect_fixup: neighbours that agree on
+// protection and backing (and, for a file, continue its page offsets)
+// become one VMA again, so later operations see the kernel's VMA layout.
+// No notifier: nothing is split, the block checks find no cut to make.
+void Mm::merge_vmas(uint64_t start, uint64_t end) {
+  auto it = vmas_.upper_bound(start);
+  if (it != vmas_.begin()) --it;
+  if (it != vmas_.begin() && it->second.start == start) --it;  // the neighbour below
+  while (it != vmas_.end() && it->second.start < end) {
+    auto next = std::next(it);
+    if (next == vmas_.end()) break;
+    Vma& vma = it->second;
+    const Vma& following = next->second;
+    const bool mergeable =
+        vma.end == following.start && vma.prot == following.prot && vma.file == following.file &&
+        vma.shared == following.shared &&
+        (vma.anon() || following.pgoff == vma.pgoff + ((vma.end - vma.start) >> kPageShift));
+    if (mergeable) {
+      vma.end = following.end;
+      vmas_.erase(next);
+    } else {
+      it = next;
+    }
+  }
+}
+
 void Mm::remove_vmas(uint64_t start, uint64_t end) {
   split_vmas(start, end);
   std::erase_if(vmas_, [&](const auto& item) {
     return item.second.start >= start && item.second.end <= end;
   });
+}
+
+void Mm::add_vma(const Vma& vma) {
+  if (vma.start >= vma.end || !vmas_in(vma.start, vma.end).empty()) {
+    throw_internal(fmt::format("add_vma [{:#x}, {:#x}) overlaps a mapping", vma.start, vma.end));
+  }
+  vmas_.emplace(vma.start, vma);
 }
 
 void Mm::set_prot(uint64_t start, uint64_t end, uint32_t prot) {
@@ -381,18 +454,25 @@ bool Mm::test_and_clear_young(PteSlot slot, uint64_t addr) {
 void Mm::flush_tlb_range(uint64_t start, uint64_t end) {
   inject::at(inject::Point::kTlbBeforeFlush, inject::Context{.addr = start});
   tlb_flushes_.fetch_add(1, std::memory_order_relaxed);
-  // Holding cpus_lock_ keeps every CPU alive (~HostCpu removes itself under
-  // it) until it has acknowledged.
-  std::lock_guard lock(cpus_lock_);
-  trace::emit(Kind::kTlbFlush, start, end, cpus_.size());
-  const bool no_ack = mutation::active(mutation::Mutant::kShootdownNoAck);
-  for (HostCpu* cpu : cpus_) {
-    if (no_ack) {
-      cpu->shootdown_later(start, end);
-      continue;
+  {
+    // Holding cpus_lock_ keeps every CPU alive (~HostCpu removes itself under
+    // it) until it has acknowledged.
+    std::lock_guard lock(cpus_lock_);
+    trace::emit(Kind::kTlbFlush, start, end, cpus_.size());
+    const bool no_ack = mutation::active(mutation::Mutant::kShootdownNoAck);
+    for (HostCpu* cpu : cpus_) {
+      if (no_ack) {
+        cpu->shootdown_later(start, end);
+        continue;
+      }
+      cpu->shootdown(start, end);
+      trace::emit(Kind::kTlbFlushAck, static_cast<uint64_t>(cpu->id()), start, end);
     }
-    cpu->shootdown(start, end);
-    trace::emit(Kind::kTlbFlushAck, static_cast<uint64_t>(cpu->id()), start, end);
+  }
+  // flush_tlb_mm_range ends with mmu_notifier_arch_invalidate_secondary_tlbs
+  // (6.6+), still inside the caller's PTL where there is one.
+  if (hooks_ && era_has_arch_invalidate_secondary_tlbs(era_)) {
+    hooks_->arch_invalidate_secondary_tlbs(this, start, end);
   }
 }
 
@@ -429,6 +509,7 @@ MmStats Mm::stats() const {
 std::unique_ptr<Mm> Mm::fork() {
   detail::OpTrace op(MmOp::kFork, 0, kUserAddressEnd);
   auto child = std::make_unique<Mm>(phys_);
+  child->era_ = era_;
   child->zap_rmap_order_ = zap_rmap_order_;
   MmapWriteGuard lock(*this);
   MmapWriteGuard child_lock(*child);

@@ -18,6 +18,7 @@
 
 #include "base/rwlock.h"
 #include "base/spinlock.h"
+#include "mm/kernel_era.h"
 #include "mm/notifier_hooks.h"
 #include "mm/phys_mem.h"
 #include "mm/types.h"
@@ -112,6 +113,11 @@ class Mm {
   // Attach once, before the mm is used (nullptr: no notifier).
   void set_notifier_hooks(NotifierHooks* hooks) { hooks_ = hooks; }
   NotifierHooks* notifier_hooks() const { return hooks_; }
+  // The kernel era this address space behaves like (mm/kernel_era.h; a new
+  // Mm starts with process_kernel_era()); also resets the zap's rmap order
+  // to that era's. Set before the mm is used.
+  void set_era(KernelEra era);
+  KernelEra era() const { return era_; }
   void set_zap_rmap_order(ZapRmapOrder order) { zap_rmap_order_ = order; }
   ZapRmapOrder zap_rmap_order() const { return zap_rmap_order_; }
   void set_dontneed_flush(DontneedFlush flush) { dontneed_flush_ = flush; }
@@ -196,18 +202,30 @@ class Mm {
   // VMA surgery for munmap/mprotect (caller holds mmap_lock for write).
   // Splits VMAs at start and end; returns whether [start, end) is fully
   // covered by VMAs.
+  // A cut inside a 2 MiB block brackets that block first (Linux's
+  // __split_huge_pmd, era 2.6.38 on).
   bool split_vmas(uint64_t start, uint64_t end);
+  // Merges the VMAs of [start, end) with each other and with the neighbours
+  // at either end where protection and backing agree (vma_merge).
+  void merge_vmas(uint64_t start, uint64_t end);
   void remove_vmas(uint64_t start, uint64_t end);
+  // Maps `vma` over a range with no VMA (the new VMA of a MAP_FIXED mmap once
+  // the old one is unmapped); an overlap throws Error(kInternal).
+  void add_vma(const Vma& vma);
   void set_prot(uint64_t start, uint64_t end, uint32_t prot);
   std::vector<Vma> vmas_in(uint64_t start, uint64_t end) const;  // clipped to the range
 
  private:
   uint64_t* entry_in(Pfn table, size_t index) const;
   uint64_t insert_vma(Vma vma, uint64_t size, uint64_t fixed_addr);
+  // The PMD table of addr exists (mm_find_pmd would return it).
+  bool has_pmd_table(uint64_t addr) const;
+  void split_huge_pmd_if_needed(const Vma& vma, uint64_t cut);
   void copy_private_ptes(Mm& child, const Vma& vma);
 
   PhysMem& phys_;
   NotifierHooks* hooks_ = nullptr;
+  KernelEra era_ = kDefaultKernelEra;
   ZapRmapOrder zap_rmap_order_ = ZapRmapOrder::kDelayUntilFlush;
   DontneedFlush dontneed_flush_ = DontneedFlush::kBatched;
   WalkPteLock walk_pte_lock_ = WalkPteLock::kLocked;

@@ -28,6 +28,10 @@ class NotifierHooks {
 
   // set_pte_at_notify(): inside the PTL, after the new PTE is set.
   virtual void change_pte(Mm* mm, uint64_t addr, Pte pte) = 0;
+  // The end of every host TLB flush of [start, end) (x86 flush_tlb_mm_range
+  // -> mmu_notifier_arch_invalidate_secondary_tlbs, era 6.6 on), wherever the
+  // flush is: inside the PTL for ptep_clear_flush.
+  virtual void arch_invalidate_secondary_tlbs(Mm* mm, uint64_t start, uint64_t end) = 0;
   // Aging, called where Linux calls the *_young notifiers; the result is ORed
   // with the primary PTE's accessed bit.
   virtual bool clear_flush_young(Mm* mm, uint64_t start, uint64_t end) = 0;

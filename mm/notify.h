@@ -34,8 +34,10 @@ inline void notify_after_release(Mm& mm, const InvalidateRange& range) {
   if (NotifierHooks* hooks = mm.notifier_hooks()) hooks->after_release(range);
 }
 
-// set_pte_at_notify(): inside the PTL, after the new PTE is set.
+// set_pte_at_notify(): inside the PTL, after the new PTE is set; from 6.10
+// on a plain set_pte_at (the caller's bracket alone invalidates).
 inline void notify_change_pte(Mm& mm, uint64_t addr, Pte pte) {
+  if (!era_has_change_pte(mm.era())) return;
   if (NotifierHooks* hooks = mm.notifier_hooks()) hooks->change_pte(&mm, addr, pte);
 }
 

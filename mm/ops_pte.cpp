@@ -57,20 +57,52 @@ void for_each_table(Mm& mm, uint64_t start, uint64_t end, Fn&& fn) {
   }
 }
 
-}  // namespace
-
-// 2.6.2x install_file_pte / populate_range over a present PTE, with the
-// notifier points of ptep_clear_flush_notify (linux-mm, January 2008,
-// Andrea Arcangeli, "[PATCH] mmu notifiers").
-bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
-  check_page_aligned(addr, "remap_file_page");
-  detail::OpTrace op(MmOp::kRemap, addr, addr + kPageSize);
-  PhysMem& phys = mm.phys();
-  MmapReadGuard lock(mm);
+const Vma& shared_file_vma(const Mm& mm, uint64_t addr) {
   const Vma* vma = mm.find_vma(addr);
   if (!vma || vma->anon() || !vma->shared) {
     throw_bad_input(fmt::format("remap_file_page: {:#x} is not in a shared file mapping", addr));
   }
+  return *vma;
+}
+
+// remap_file_pages since 4.0 (mm/mmap.c): under mmap_lock for write, do_mmap
+// of the same file at new_index with MAP_FIXED over the page. __mmap_region
+// cuts the old VMA around it (vms_gather_munmap_vmas, with the
+// __split_huge_pmd brackets), zaps its PTE under one MMU_NOTIFY_UNMAP range
+// (vms_clean_up_area -> unmap_vmas), and maps the new VMA, merged with its
+// neighbours where the file offsets continue. After mmap_write_unlock,
+// MAP_POPULATE faults the page in (mm_populate: a read fault in a shared
+// mapping, so the new PTE is read-only).
+bool remap_emulated(Mm& mm, uint64_t addr, uint64_t new_index) {
+  const uint64_t end = addr + kPageSize;
+  {
+    MmapWriteGuard lock(mm);
+    Vma remapped = shared_file_vma(mm, addr);
+    if (new_index >= remapped.file->size_pages()) {
+      throw_bad_input(fmt::format("remap_file_page: file page {} is beyond the file's {} pages",
+                                  new_index, remapped.file->size_pages()));
+    }
+    mm.remove_vmas(addr, end);
+    detail::zap_range(mm, addr, end, InvalidateEvent::kUnmap, true);
+    remapped.start = addr;
+    remapped.end = end;
+    remapped.pgoff = new_index;
+    mm.add_vma(remapped);
+    mm.merge_vmas(addr, end);
+  }
+  MmapReadGuard lock(mm);
+  while (handle_mm_fault(mm, addr, false) == FaultResult::kRetry) {
+  }
+  return true;
+}
+
+// 2.6.2x install_file_pte / populate_range over a present PTE, with the
+// notifier points of ptep_clear_flush_notify (linux-mm, January 2008,
+// Andrea Arcangeli, "[PATCH] mmu notifiers").
+bool remap_nonlinear(Mm& mm, uint64_t addr, uint64_t new_index) {
+  PhysMem& phys = mm.phys();
+  MmapReadGuard lock(mm);
+  const Vma* vma = &shared_file_vma(mm, addr);
   const PteSlot slot = mm.walk_alloc(addr);
   if (!slot) return false;
   const Pfn fresh = vma->file->get_page(new_index);  // throws for an index beyond the file
@@ -105,6 +137,17 @@ bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
   }
 }
 
+}  // namespace
+
+// remap_file_pages: the era decides between the 2.6.27 populate over the
+// present PTE and the 4.0+ emulation with mmap (mm/kernel_era.h).
+bool remap_file_page(Mm& mm, uint64_t addr, uint64_t new_index) {
+  check_page_aligned(addr, "remap_file_page");
+  detail::OpTrace op(MmOp::kRemap, addr, addr + kPageSize);
+  if (era_remap_file_pages_emulated(mm.era())) return remap_emulated(mm, addr, new_index);
+  return remap_nonlinear(mm, addr, new_index);
+}
+
 FaultResult break_cow(Mm& mm, uint64_t addr) {
   check_page_aligned(page_align_down(addr), "break_cow");
   addr = page_align_down(addr);
@@ -117,8 +160,11 @@ FaultResult break_cow(Mm& mm, uint64_t addr) {
 }
 
 // change_protection -> change_pte_range: ptep_modify_prot_start (clear),
-// commit the new PTE, one flush_tlb_range after the walk, before
-// invalidate_range_end.
+// commit the new PTE, and the range's flush owed to the mmu_gather. Since
+// 3.16 that flush is tlb_finish_mmu in do_mprotect_pkey, after
+// change_pud_range's invalidate_range_end: a host CPU may write through a
+// stale writable TLB entry after the secondary MMU was told "end". Before
+// (2.6.27) change_protection flushed inside the bracket.
 bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot) {
   const uint64_t end = detail::checked_end(start, len, "mprotect");
   if (prot & ~(kProtRead | kProtWrite)) {
@@ -130,8 +176,12 @@ bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot) {
   uint64_t covered = 0;
   for (const Vma& vma : mm.vmas_in(start, end)) covered += vma.end - vma.start;
   if (covered != end - start) return false;  // -ENOMEM
+  // mprotect_fixup -> vma_modify_flags: split at the ends (with their
+  // __split_huge_pmd brackets), new flags, merge with agreeing neighbours;
+  // then change_protection.
   mm.split_vmas(start, end);
   mm.set_prot(start, end, prot);
+  mm.merge_vmas(start, end);
 
   const InvalidateRange range{&mm, start, end, InvalidateEvent::kProtectionVma, true};
   detail::notify_before(mm, range);
@@ -164,8 +214,10 @@ bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot) {
     }
     detail::inject_at(Point::kHostAfterPtlUnlock, table_start);
   });
-  if (flush_end > flush_start) mm.flush_tlb_range(flush_start, flush_end);
+  const bool flush_after_end = era_mprotect_flushes_after_range_end(mm.era());
+  if (!flush_after_end && flush_end > flush_start) mm.flush_tlb_range(flush_start, flush_end);
   detail::notify_after_unlock(mm, range);
+  if (flush_after_end && flush_end > flush_start) mm.flush_tlb_range(flush_start, flush_end);
   detail::notify_after_release(mm, range);
   return true;
 }

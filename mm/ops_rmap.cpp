@@ -11,6 +11,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <utility>
+#include <vector>
 
 #include "base/error.h"
 #include "mm/notify.h"
@@ -36,15 +37,43 @@ const char* reclaim_result_name(ReclaimResult result) {
 
 namespace {
 
+// The TLB flushes that try_to_unmap_one / try_to_migrate_one defer with
+// TTU_BATCH_FLUSH (set_tlb_ubc_flush_pending): owed before the page is
+// written back, moved or freed (try_to_unmap_flush, try_to_unmap_flush_dirty).
+// Whatever is still owed when the batch goes is flushed then, like the
+// try_to_unmap_flush at the end of shrink_folio_list. The caller holds
+// rmap_walk_lock for the batch's lifetime, which keeps each Mm alive.
+class UnmapFlushBatch {
+ public:
+  UnmapFlushBatch() = default;
+  ~UnmapFlushBatch() { flush(); }
+  UnmapFlushBatch(const UnmapFlushBatch&) = delete;
+  UnmapFlushBatch& operator=(const UnmapFlushBatch&) = delete;
+
+  void defer(Mm& mm, uint64_t addr) { pending_.emplace_back(&mm, addr); }
+  void flush() {
+    for (const auto& [mm, addr] : pending_) mm->flush_tlb_range(addr, addr + kPageSize);
+    pending_.clear();
+  }
+
+ private:
+  std::vector<std::pair<Mm*, uint64_t>> pending_;
+};
+
 // try_to_unmap_one / try_to_migrate_one for one mapping: notifier points
-// around a ptep_clear_flush under the PTL; the dirty bit goes to the page;
-// the PTE becomes none or (migration) a migration entry; the mapping's
-// reference is dropped after the PTL (it is never the last one: the caller
-// holds its own). Returns whether the mapping was still there.
-bool unmap_one(PhysMem& phys, Pfn pfn, const RmapEntry& mapping, InvalidateEvent event,
-               bool leave_migration_entry) {
+// around the PTE clear under the PTL; the dirty bit goes to the page; the PTE
+// becomes none or (migration) a migration entry; rmap entry and the mapping's
+// reference go inside the PTL (folio_remove_rmap_pte, folio_put: never the
+// last reference, the caller holds its own). With a `batch` the flush is
+// deferred to it (TTU_BATCH_FLUSH), otherwise ptep_clear_flush flushes inside
+// the PTL. Returns whether the mapping was still there.
+bool unmap_one(PhysMem& phys, Pfn pfn, const RmapEntry& mapping, bool leave_migration_entry,
+               UnmapFlushBatch* batch) {
   Mm& mm = *mapping.mm;
   const uint64_t addr = mapping.addr;
+  // Both use MMU_NOTIFY_CLEAR; MMU_NOTIFY_MIGRATE is migrate_vma's (device
+  // memory, with an owner), not try_to_migrate_one's.
+  const InvalidateEvent event = InvalidateEvent::kClear;
   const InvalidateRange range = detail::page_range(mm, addr, event);
   detail::notify_before(mm, range);
   detail::inject_at(Point::kHostBeforePtl, addr, pfn);
@@ -53,14 +82,20 @@ bool unmap_one(PhysMem& phys, Pfn pfn, const RmapEntry& mapping, InvalidateEvent
     PtlGuard ptl(phys, slot.table);
     const Pte pte = Mm::load_pte(slot);
     if (pte.maps_page() && pte.pfn() == pfn) {
-      const Pte old = detail::clear_flush_notify(mm, slot, addr, pfn, event);
+      const Pte old = batch ? mm.clear_pte(slot, addr) : mm.clear_pte_flush(slot, addr);
+      if (batch && old.present()) batch->defer(mm, addr);
+      detail::inject_at(Point::kHostAfterPteClear, addr, pfn);
+      detail::notify_in_ptl(mm, addr, event);
       if (old.dirty()) phys.mark_dirty(pfn);
       if (leave_migration_entry) mm.install_pte(slot, addr, old.to_migration());
       rmap_remove(phys, pfn, &mm, addr);
+      // No release inject points: this put never frees, and nothing may
+      // wait or delay inside the PTL.
+      phys.put(pfn);
       unmapped = true;
     }
   }
-  detail::unlock_release_notify(mm, range, pfn, unmapped ? pfn : kNoPfn);
+  detail::unlock_release_notify(mm, range, pfn, kNoPfn);  // the put was inside the PTL
   return unmapped;
 }
 
@@ -92,8 +127,17 @@ bool migrate_referenced(PhysMem& phys, Pfn pfn) {
   phys.lock_page(pfn);
   std::shared_lock walkers(phys.rmap_walk_lock());
   std::vector<RmapEntry> unmapped;
-  for (const RmapEntry& mapping : rmap_snapshot(phys, pfn)) {
-    if (unmap_one(phys, pfn, mapping, InvalidateEvent::kMigrate, true)) unmapped.push_back(mapping);
+  {
+    // migrate_pages_batch: the first, asynchronous pass unmaps the batch with
+    // TTU_BATCH_FLUSH and calls try_to_unmap_flush before moving (6.3+).
+    UnmapFlushBatch batch;
+    for (const RmapEntry& mapping : rmap_snapshot(phys, pfn)) {
+      const bool batched = era_migration_batches_flush(mapping.mm->era());
+      if (unmap_one(phys, pfn, mapping, true, batched ? &batch : nullptr)) {
+        unmapped.push_back(mapping);
+      }
+    }
+    batch.flush();
   }
   File* file = page.mapping;
   bool moved = false;
@@ -175,24 +219,28 @@ ReclaimResult reclaim_referenced(PhysMem& phys, Pfn pfn, bool honor_references) 
     return ReclaimResult::kNotReclaimable;
   }
   const uint64_t index = page.index;
-  {
-    std::shared_lock walkers(phys.rmap_walk_lock());
-    if (honor_references && page_referenced(phys, pfn)) {
-      page.set(kPageAccessed);  // folio_activate
-      walkers.unlock();
-      phys.unlock_page(pfn);
-      return ReclaimResult::kReferenced;
-    }
-    for (const RmapEntry& mapping : rmap_snapshot(phys, pfn)) {
-      unmap_one(phys, pfn, mapping, InvalidateEvent::kClear, false);
-    }
+  std::shared_lock walkers(phys.rmap_walk_lock());
+  if (honor_references && page_referenced(phys, pfn)) {
+    page.set(kPageAccessed);  // folio_activate
+    walkers.unlock();
+    phys.unlock_page(pfn);
+    return ReclaimResult::kReferenced;
+  }
+  // Declared after `walkers`: its destructor's flush runs while they keep
+  // every Mm of the batch alive.
+  UnmapFlushBatch batch;
+  for (const RmapEntry& mapping : rmap_snapshot(phys, pfn)) {
+    const bool batched = era_reclaim_batches_flush(mapping.mm->era());
+    unmap_one(phys, pfn, mapping, false, batched ? &batch : nullptr);
   }
   if (page.mapcount.load(std::memory_order_acquire) != 0) {
     phys.unlock_page(pfn);  // mapped again meanwhile
     return ReclaimResult::kBusy;
   }
   if (page.test(kPageDirty)) {
-    // pageout(): written synchronously here.
+    // try_to_unmap_flush_dirty: no CPU may write through a stale dirty entry
+    // while pageout() (synchronous here) reads the page.
+    batch.flush();
     page.clear(kPageDirty);
     page.set(kPageWriteback);
     file->write_disk(index, pfn);
@@ -204,6 +252,10 @@ ReclaimResult reclaim_referenced(PhysMem& phys, Pfn pfn, bool honor_references) 
   }
   page.mapping = nullptr;
   phys.unlock_page(pfn);
+  // try_to_unmap_flush before free_unref_folios: the frame is reused only
+  // once no CPU can reach it.
+  batch.flush();
+  walkers.unlock();
   detail::inject_at(Point::kHostBeforeRelease, 0, pfn);
   phys.free_frozen(pfn);
   detail::inject_at(Point::kHostAfterRelease, 0, pfn);
@@ -227,10 +279,12 @@ Pfn get_mergeable_page(Mm& mm, uint64_t addr) {
 
 // ksm.c write_protect_page: ptep_clear_flush, then refuse if a pin could
 // write behind our back (refcount != mapcount + our reference), else set
-// the read-only clean PTE with set_pte_at_notify. `orig` gets the result.
+// the read-only clean PTE (set_pte_at_notify until 6.9). `orig` gets the
+// result. The bracket is MMU_NOTIFY_CLEAR, not a protection event: the PTE
+// is cleared and flushed on the way.
 bool write_protect_page(Mm& mm, uint64_t addr, Pfn pfn, Pte& orig) {
   PhysMem& phys = mm.phys();
-  const InvalidateRange range = detail::page_range(mm, addr, InvalidateEvent::kProtectionPage);
+  const InvalidateRange range = detail::page_range(mm, addr, InvalidateEvent::kClear);
   detail::notify_before(mm, range);
   detail::inject_at(Point::kHostBeforePtl, addr, pfn);
   bool protected_ok = false;
@@ -246,7 +300,7 @@ bool write_protect_page(Mm& mm, uint64_t addr, Pfn pfn, Pte& orig) {
             page.refcount.load(std::memory_order_acquire)) {
           mm.install_pte(slot, addr, old);
         } else {
-          detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionPage);
+          detail::notify_in_ptl(mm, addr, InvalidateEvent::kClear);
           if (old.dirty()) phys.mark_dirty(pfn);
           const Pte entry = old.without(Pte::kWritable | Pte::kDirty);
           mm.install_pte(slot, addr, entry);
@@ -264,7 +318,9 @@ bool write_protect_page(Mm& mm, uint64_t addr, Pfn pfn, Pte& orig) {
   return protected_ok;
 }
 
-// ksm.c replace_page: b's PTE (still `orig`) now maps kpage read-only.
+// ksm.c replace_page: b's PTE (still `orig`) now maps kpage read-only; the
+// old page's rmap entry and its reference go inside the PTL
+// (folio_remove_rmap_pte, folio_put before pte_unmap_unlock).
 bool replace_page(Mm& mm, uint64_t addr, Pfn page_pfn, Pfn kpage, Pte orig) {
   PhysMem& phys = mm.phys();
   const InvalidateRange range = detail::page_range(mm, addr, InvalidateEvent::kClear);
@@ -281,10 +337,11 @@ bool replace_page(Mm& mm, uint64_t addr, Pfn page_pfn, Pfn kpage, Pte orig) {
       mm.install_pte(slot, addr, entry);
       detail::notify_change_pte(mm, addr, entry);
       rmap_remove(phys, page_pfn, &mm, addr);
+      phys.put(page_pfn);  // never the last: ksm_merge holds its own
       replaced = true;
     }
   }
-  detail::unlock_release_notify(mm, range, page_pfn, replaced ? page_pfn : kNoPfn);
+  detail::unlock_release_notify(mm, range, page_pfn, kNoPfn);  // the put was inside the PTL
   return replaced;
 }
 

@@ -549,6 +549,24 @@ void Chain::change_pte(mm::Mm* mm, uint64_t addr, mm::Pte pte) {
   finish(dispatch);
 }
 
+void Chain::arch_invalidate_secondary_tlbs(mm::Mm* mm, uint64_t start, uint64_t end) {
+  if (!forwards_other_callbacks(placement_)) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  Dispatch dispatch;
+  count_notification(Callback::kArchInvalidateSecondaryTlbs);
+  trace::emit(Kind::kNotifySecondaryTlbs, start, end);
+  Target target{mm, start, end};
+  for_each_subscription([&](Subscription& subscription) {
+    check_sleep(dispatch, Callback::kArchInvalidateSecondaryTlbs, subscription.name(),
+                subscription.may_sleep(), target, false);
+    count_call(Callback::kArchInvalidateSecondaryTlbs);
+    subscription.arch_invalidate_secondary_tlbs(mm, start, end);
+  });
+  finish(dispatch);
+}
+
 bool Chain::clear_flush_young(mm::Mm* mm, uint64_t start, uint64_t end) {
   if (!forwards_other_callbacks(placement_)) {
     dropped_.fetch_add(1, std::memory_order_relaxed);

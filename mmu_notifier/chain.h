@@ -64,7 +64,7 @@ struct ChainStats {
   std::array<uint64_t, static_cast<size_t>(Callback::kCount)> notifications{};
   // Subscription callbacks actually made (notifications x subscriptions).
   std::array<uint64_t, static_cast<size_t>(Callback::kCount)> calls{};
-  uint64_t dropped = 0;  // change_pte / aging / release swallowed by placement none
+  uint64_t dropped = 0;  // change_pte / secondary TLBs / aging / release under placement none
   uint64_t violations = 0;
   uint64_t sleep_in_atomic = 0;
   uint64_t sleep_in_nonblockable = 0;
@@ -134,6 +134,7 @@ class Chain final : public mm::NotifierHooks {
   void after_unlock(const mm::InvalidateRange& range) override;
   void after_release(const mm::InvalidateRange& range) override;
   void change_pte(mm::Mm* mm, uint64_t addr, mm::Pte pte) override;
+  void arch_invalidate_secondary_tlbs(mm::Mm* mm, uint64_t start, uint64_t end) override;
   bool clear_flush_young(mm::Mm* mm, uint64_t start, uint64_t end) override;
   bool clear_young(mm::Mm* mm, uint64_t start, uint64_t end) override;
   bool test_young(mm::Mm* mm, uint64_t addr) override;

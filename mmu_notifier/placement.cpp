@@ -83,6 +83,8 @@ const char* callback_name(Callback callback) {
       return "release";
     case Callback::kIntervalInvalidate:
       return "interval_invalidate";
+    case Callback::kArchInvalidateSecondaryTlbs:
+      return "arch_invalidate_secondary_tlbs";
     case Callback::kCount:
       break;
   }

@@ -54,6 +54,9 @@ enum class Callback : uint8_t {
   kChangePte,
   kRelease,
   kIntervalInvalidate,  // mmu_interval_notifier_ops::invalidate
+  // From the host's TLB flush (6.6+), for secondary TLBs that share the host
+  // page table (IOMMU SVA).
+  kArchInvalidateSecondaryTlbs,
   kCount
 };
 const char* callback_name(Callback callback);
@@ -67,9 +70,9 @@ const char* callback_name(Callback callback);
 //   start-end     range_start       -                range_end       -
 std::optional<Callback> invalidation_at(Placement placement, HookPoint point);
 
-// change_pte, the *_young callbacks and release reach subscriptions under
-// every placement except none, which drops them like a kernel built without
-// MMU notifiers does (aging then sees only the primary PTE's accessed bit).
+// change_pte, arch_invalidate_secondary_tlbs, the *_young callbacks and
+// release reach subscriptions under every placement except none, which drops them like a kernel
+// built without MMU notifiers does (aging then sees only the primary PTE's accessed bit).
 constexpr bool forwards_other_callbacks(Placement placement) {
   return placement != Placement::kNone;
 }

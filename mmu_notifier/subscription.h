@@ -51,6 +51,11 @@ class Subscription {
   virtual bool test_young(mm::Mm* /*mm*/, uint64_t /*addr*/) { return false; }
   // set_pte_at_notify(): the PTE at addr now is pte (historical, removed in 6.10).
   virtual void change_pte(mm::Mm* /*mm*/, uint64_t /*addr*/, mm::Pte /*pte*/) {}
+  // mmu_notifier_arch_invalidate_secondary_tlbs (6.6+): the host flushed its
+  // TLBs for [start, end), maybe inside the PTL. For a secondary TLB that
+  // walks the host page table itself (IOMMU SVA); a shadow MMU ignores it.
+  virtual void arch_invalidate_secondary_tlbs(mm::Mm* /*mm*/, uint64_t /*start*/,
+                                              uint64_t /*end*/) {}
   // The address space is going away; no callback follows.
   virtual void release(mm::Mm* /*mm*/) {}
 };

@@ -33,7 +33,7 @@ constexpr std::array<OpInfo, 7> kOps = {{
     {HostOp::kMkclean, "mkclean", Backing::kSharedFile,
      "writeback: page_mkclean write-protects and cleans every mapping"},
     {HostOp::kKsm, "ksm", Backing::kAnon,
-     "KSM merge with an identical twin (change_pte), then a write breaks it"},
+     "KSM merge with an identical twin (change_pte until 6.9), then a write breaks it"},
 }};
 
 const OpInfo& info(HostOp op) {

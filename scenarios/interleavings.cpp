@@ -27,10 +27,17 @@ constexpr std::array<std::pair<Interleaving, const char*>, 3> kNames = {{
 }};
 
 // Everything one interleaving needs: the lab, one software vCPU, and a host
-// CPU for the "third thread" that writes through the host page table.
+// CPU for the "third thread" that writes through the host page table. The
+// interleavings are the 2008 thread's, parked at that host's points: they
+// run on a 2.6.27 host (remap populates over the present PTE under
+// mmap_lock for read; since 4.0 it holds mmap_lock for write, which the
+// third thread's fault would wait for forever while the remapper is parked).
 struct Rig {
   explicit Rig(const spte::Scheme& scheme, HostOp op)
-      : lab(LabConfig{.scheme = scheme, .guest_pages = 16, .backing = backing_for(op)}),
+      : lab(LabConfig{.scheme = scheme,
+                      .guest_pages = 16,
+                      .backing = backing_for(op),
+                      .era = mm::KernelEra::k2_6_27}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         vcpu(machine.vcpu(0)),
         host(*lab.mm, 0) {}

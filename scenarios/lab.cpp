@@ -14,6 +14,7 @@ Lab::Lab(const LabConfig& config)
   // The file is larger than guest RAM so remaps have other pages to install.
   file = std::make_unique<mm::File>(phys, "guest-ram", config.guest_pages * 2 + 16);
   mm = std::make_unique<mm::Mm>(phys);
+  mm->set_era(config.era);
   mm->set_notifier_hooks(&chain);
   const uint64_t size = config.guest_pages * mm::kPageSize;
   const uint32_t prot = mm::kProtRead | mm::kProtWrite;

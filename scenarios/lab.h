@@ -28,6 +28,9 @@ struct LabConfig {
   Backing backing = Backing::kSharedFile;
   uint64_t host_frames = 0;  // 0: guest_pages * 3 + 512 (page tables, copies, spare file pages)
   uint32_t fault_around = 0;
+  // The host's kernel era (mm/kernel_era.h): the CLI's --era unless a
+  // caller (an explore cell) names one.
+  mm::KernelEra era = mm::process_kernel_era();
 };
 
 class Lab {

@@ -161,14 +161,19 @@ class Remapper {
   uint64_t misplaced() const { return misplaced_; }
   uint64_t writes_after_wrprotect() const { return writes_after_wrprotect_; }
 
-  // At the moment the new PTE is live (PTL dropped, before any "after"
-  // notifier): the old frame's counters move into the new frame. From here
-  // on no correct scheme lets a vCPU write the old frame.
+  // At the moment the old PTE is gone for good (PTL dropped, before any
+  // "after" notifier): the old frame's counters move into the new frame.
+  // From here on no correct scheme lets a vCPU write the old frame. The
+  // 2.6.27 populate drops that PTL with the new page mapped (the point names
+  // it); since 4.0 remap is munmap's zap (its point names no page) and the
+  // new page is mapped by a later fault.
   PointObserver fold_observer() {
     return {inject::Point::kHostAfterPtlUnlock,
             [this](inject::Point, const inject::Context& context) {
               if (ThreadRole::current() != Role::kRemapper || !fold_armed_) return;
-              if (context.addr != fold_hva_ || context.pfn != fold_to_) return;
+              const bool remap_zaps = mm::era_remap_file_pages_emulated(lab_.mm->era());
+              const mm::Pfn switch_pfn = remap_zaps ? 0 : fold_to_;
+              if (context.addr != fold_hva_ || context.pfn != switch_pfn) return;
               fold_armed_ = false;
               auto* from = counts(fold_from_);
               auto* to = counts(fold_to_);
@@ -587,7 +592,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   result.config = config;
   Lab lab(LabConfig{.scheme = config.scheme,
                     .guest_pages = guest_pages_for(config),
-                    .backing = backing_for(config.op, is_coherence(config.scenario))});
+                    .backing = backing_for(config.op, is_coherence(config.scenario)),
+                    .era = config.era});
   const RaceLayout layout = layout_for(lab);
   std::optional<trace::Session> tracing;  // PTL hold times come from the trace
   if (config.trace) tracing.emplace();
@@ -897,7 +903,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
       examples += fmt::format("{}{}", examples.empty() ? "" : ", ", json_string(example));
     }
     out += fmt::format(
-        "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"backend\": \"{}\", "
+        "{}{{\"scenario\": \"{}\", \"op\": \"{}\", \"scheme\": \"{}\", \"kernel\": \"{}\", "
+        "\"backend\": \"{}\", "
         "\"violations\": {}, \"detectors\": {{{}}}, \"first_violation_ms\": {}, "
         "\"ops_per_s\": {:.1f}, \"operations\": {}, \"operations_applied\": {}, "
         "\"guest_work\": {}, \"vcpu_work\": {}, \"guest_work_per_s\": {:.1f}, \"native\": {}, "
@@ -907,7 +914,8 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
         "\"counterexample\": {}, \"trace_error\": {}{}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
-        r.config.scheme.name(), backend_name(r.config.backend), r.violations, detectors,
+        r.config.scheme.name(), mm::kernel_era_name(r.config.era), backend_name(r.config.backend),
+        r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")
                                  : fmt::format("{:.3f}", r.first_violation_ms),
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.vcpu_work,

@@ -35,6 +35,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mm/kernel_era.h"
 #include "scenarios/delays.h"
 #include "scenarios/host_ops.h"
 #include "spte/scheme.h"
@@ -68,6 +69,7 @@ struct RaceConfig {
   double max_seconds = 30;     // safety limit; a run that hits it says so
   uint32_t vcpus = 1;
   uint64_t seed = 1;
+  mm::KernelEra era = mm::kDefaultKernelEra;  // the emulated host's (--era)
   std::vector<DelayPoint> delays = default_delays();
   bool host_thread = true;  // coherence: a host thread takes part too
   // Record every event (needed for PTL hold times and counterexample

@@ -110,11 +110,13 @@ spte::Scheme default_seed_scheme() {
 // ---- the rig ----------------------------------------------------------------
 
 struct SeedRig::State {
-  State(SeedRace race_, Variant variant_, Witness witness_, const spte::Scheme& scheme)
+  State(SeedRace race_, Variant variant_, Witness witness_, const spte::Scheme& scheme,
+        mm::KernelEra era)
       : race(race_),
         variant(variant_),
         witness(witness_),
-        lab(LabConfig{.scheme = scheme, .guest_pages = kGuestPages, .backing = backing(race_)}),
+        lab(LabConfig{
+            .scheme = scheme, .guest_pages = kGuestPages, .backing = backing(race_), .era = era}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         writer(*lab.mm, 0),
         faulter(*lab.mm, 1) {
@@ -324,8 +326,9 @@ void SeedRig::State::drop_unaccounted_pte() {
   lab.mm->flush_tlb_range(hva(), hva() + mm::kPageSize);
 }
 
-SeedRig::SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme)
-    : state_(std::make_unique<State>(race, variant, witness, scheme)) {}
+SeedRig::SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme,
+                 mm::KernelEra era)
+    : state_(std::make_unique<State>(race, variant, witness, scheme, era)) {}
 
 SeedRig::~SeedRig() {
   if (state_->race == SeedRace::kPagewalkPtl) state_->drop_unaccounted_pte();
@@ -569,7 +572,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
   SeedRaceResult result;
   result.config = config;
   mutation::Scoped mutant(variant_mutant(config.race, config.variant));
-  SeedRig rig(config.race, config.variant, Witness::kHost, config.scheme);
+  SeedRig rig(config.race, config.variant, Witness::kHost, config.scheme, config.era);
   rig.set_writes_per_round(kRaceWrites);
   const std::vector<std::string> names = rig.role_names();
   const size_t roles = names.size();
@@ -669,10 +672,10 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
 }
 
 std::string format_seed_race(const SeedRaceResult& r) {
-  std::string out =
-      fmt::format("race {} --variant {} (scheme {}): {} round(s) in {:.2f} s, seed {}\n",
-                  seed_race_name(r.config.race), variant_name(r.config.variant),
-                  r.config.scheme.name(), r.rounds, r.seconds, r.config.seed);
+  std::string out = fmt::format(
+      "race {} --variant {} (scheme {}, kernel {}): {} round(s) in {:.2f} s, seed {}\n",
+      seed_race_name(r.config.race), variant_name(r.config.variant), r.config.scheme.name(),
+      mm::kernel_era_name(r.config.era), r.rounds, r.seconds, r.config.seed);
   if (r.violations == 0) {
     out += fmt::format("no violation{}\n", r.timed_out ? " (time limit hit)" : "");
     return out;
@@ -685,11 +688,13 @@ std::string format_seed_race(const SeedRaceResult& r) {
 std::string seed_race_json(const SeedRaceResult& r) {
   return fmt::format(
       "{{\"results\": [{{\"scenario\": \"{}\", \"variant\": \"{}\", \"scheme\": \"{}\", "
+      "\"kernel\": \"{}\", "
       "\"backend\": \"soft\", \"violations\": {}, \"property\": {}, \"detail\": {}, "
       "\"first_violation_ms\": {}, \"operations\": {}, \"seconds\": {:.3f}, \"timed_out\": {}, "
       "\"seed\": {}, \"counterexample\": {}}}]}}\n",
       seed_race_name(r.config.race), variant_name(r.config.variant), r.config.scheme.name(),
-      r.violations, json_string(r.property), json_string(r.detail),
+      mm::kernel_era_name(r.config.era), r.violations, json_string(r.property),
+      json_string(r.detail),
       r.first_violation_ms < 0 ? std::string("null") : fmt::format("{:.3f}", r.first_violation_ms),
       r.rounds, r.seconds, r.timed_out, r.config.seed, json_string(r.counterexample));
 }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "base/mutation.h"
+#include "mm/kernel_era.h"
 #include "spte/scheme.h"
 
 namespace sptelab::scenarios {
@@ -66,7 +67,8 @@ struct SeedViolation {
 // which each role's thread calls once per round.
 class SeedRig {
  public:
-  SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme);
+  SeedRig(SeedRace race, Variant variant, Witness witness, const spte::Scheme& scheme,
+          mm::KernelEra era = mm::process_kernel_era());
   ~SeedRig();
   SeedRig(const SeedRig&) = delete;
   SeedRig& operator=(const SeedRig&) = delete;
@@ -110,6 +112,7 @@ struct SeedRaceConfig {
   double max_seconds = 600;   // a safety limit; a fixed run of 100,000 rounds takes minutes
   bool for_duration = false;  // free-running for max_seconds
   uint64_t seed = 1;          // the delay's coin
+  mm::KernelEra era = mm::kDefaultKernelEra;
   bool stop_at_first_violation = true;
 };
 

@@ -21,7 +21,7 @@ namespace {
 constexpr const char* kHelp =
     R"(usage: sptelab crosscheck [--scheme LIST] [--op LIST] [--backend kvm|soft]
                           [--seeds N] [--attempt S] [--coherent-ops N] [--vcpus N]
-                          [--json | --markdown]
+                          [--era ERA] [--json | --markdown]
 
 For every (scheme, op) cell, asks the explorer for its verdict (both of its
 scenarios, bound 2, as docs/schemes.md) and checks it on real guests:
@@ -43,6 +43,8 @@ A disagreement is a bug in the explorer or in the real-guest path.
   --op LIST           comma list of ops, or all (default)
   --backend B         kvm (default: the race guest in native mode) or soft
   --seeds N           runs per racy cell, 1 to 100 (default 5)
+  --era ERA           the emulated host's kernel era, for the explorer and the
+                      races alike: 2.6.27, 6.1, 6.2, 6.6 or 6.18 (default)
   --attempt S         limit of each racy run in seconds (default 2)
   --coherent-ops N    operations of a coherent cell's run (default 100000)
   --vcpus N           guest vCPUs (default 1)
@@ -66,6 +68,7 @@ explore::CrosscheckOptions crosscheck_options(const Options& options) {
   if (!parsed) options.fail(fmt::format("unknown backend '{}'; choose kvm or soft", backend));
   result.backend = *parsed;
   result.seeds = static_cast<uint32_t>(unsigned_option(options, "seeds", 5, 1, 100));
+  result.era = selected_era(options);
   result.coherent_operations = unsigned_option(options, "coherent-ops", 100000, 1, 100000000);
   result.vcpus =
       static_cast<uint32_t>(unsigned_option(options, "vcpus", 1, 1, scenarios::kMaxRaceVcpus));
@@ -104,6 +107,7 @@ int crosscheck_main(Args args) {
                    {"op"},
                    {"backend"},
                    {"seeds"},
+                   {"era"},
                    {"attempt"},
                    {"coherent-ops"},
                    {"vcpus"},

@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kHelp =
     R"(usage: sptelab explore [--scheme LIST] [--op LIST] [--scenario LIST] [--mutant NAME]
                        [--bound K] [--pct N [--pct-depth D] [--seed S]] [--no-reduction]
-                       [--save FILE] [--json | --markdown] [--shard I/N]
+                       [--save FILE] [--json | --markdown] [--shard I/N] [--era ERA]
        sptelab explore --race NAME [--variant buggy|fixed|both] [--witness host|guest]
                        [--scheme LIST] [--bound K] [--save FILE] [--json]
        sptelab explore --race NAME --scheme-table
@@ -53,6 +53,10 @@ with the fewest preemptions. --pct N runs N random PCT schedules instead.
   --scheme-table   with --race: every scheme, both variants, the vCPU as the
                    witness; prints the Markdown table of docs/seeds.md (does
                    the host bug reach the secondary MMU under each scheme)
+  --era ERA        the emulated host's kernel era: 2.6.27, 6.1, 6.2, 6.6 or
+                   6.18 (default 6.18): change_pte until 6.9, the TLB flush of
+                   mprotect, reclaim and migration, VMA-split brackets,
+                   remap_file_pages (mm/kernel_era.h); JSON and Markdown name it
   --bound K        preemption bound, 0 to 6 (default 2)
   --no-reduction   no sleep sets (to measure what the reduction saves)
   --save FILE      write the counterexample of the racy cell to FILE (several racy
@@ -62,7 +66,7 @@ with the fewest preemptions. --pct N runs N random PCT schedules instead.
   --trace OUT      with --replay: write the replay's trace (sptelab trace OUT)
   --shard I/N      run only the I-th (1-based) of N disjoint slices of the cells;
                    print --json and merge the outputs with --merge
-  --json           {"bound": K, "results": [{"scheme", "op", "scenario", "mutant",
+  --json           {"bound": K, "kernel": ERA, "results": [{"scheme", "op", "scenario", "mutant",
                    "verdict", "property", "detail", "preemptions", "schedules",
                    "pruned", "complete", "seconds", "counterexample"}]}
   --markdown       the table and one line per racy cell (docs/schemes.md)
@@ -281,6 +285,7 @@ int explore_main(Args args) {
                    {"witness"},
                    {"scheme-table", false, true},
                    {"bound"},
+                   {"era"},
                    {"pct"},
                    {"pct-depth"},
                    {"seed"},
@@ -300,9 +305,14 @@ int explore_main(Args args) {
     options.fail("--json or --markdown, not both");
   if (options.value("replay")) {
     if (!options.positionals().empty()) options.fail("--replay takes one file");
+    if (options.value("era"))
+      options.fail("--replay runs under the era its file names: drop --era");
     return replay_main(options);
   }
   if (options.value("trace")) options.fail("--trace goes with --replay");
+  if (options.value("era") && options.flag("merge")) {
+    options.fail("--merge takes the era the shards ran under: drop --era");
+  }
   if (options.flag("merge")) {
     if (options.positionals().empty()) options.fail("--merge takes the shard outputs (JSON files)");
     std::vector<std::string> docs;
@@ -333,8 +343,10 @@ int explore_main(Args args) {
   } else if (options.value("variant") || options.value("witness") || options.flag("scheme-table")) {
     options.fail("--variant, --witness and --scheme-table go with --race NAME");
   }
-  const std::vector<explore::Cell> cells =
-      race ? race_cells(options, *race) : selected_cells(options);
+  std::vector<explore::Cell> cells = race ? race_cells(options, *race) : selected_cells(options);
+  const mm::KernelEra era = selected_era(options);
+  for (explore::Cell& cell : cells) cell.era = era;
+  fmt::print(stderr, "explore: kernel {} ({} cells)\n", mm::kernel_era_name(era), cells.size());
   auto progress = [](size_t done, size_t total, const explore::CellResult& last) {
     fmt::print(stderr, "explore: [{}/{}] {}: {} ({} schedules, {} pruned, {:.2f} s)\n", done, total,
                last.cell.key(),

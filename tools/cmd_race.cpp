@@ -31,7 +31,7 @@ constexpr const char* kHelp =
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--guided]
                     [--expect] [--wide] [--trace FILE] [--trace-events N]
-                    [--kernel] [--json]
+                    [--kernel] [--era ERA] [--json]
 
 Runs a race scenario under the schemes and ops chosen, and prints one row
 per scheme and op: the violations each detector found, when the first one
@@ -49,7 +49,7 @@ scenarios'):
 
 or a seed race, a host-MM bug Linux had, run buggy or fixed:
   sptelab race NAME [--variant buggy|fixed] [--iterations N] [--duration S]
-                    [--seed N] [--json]
+                    [--seed N] [--era ERA] [--json]
   delayed-rmap  (2022) MADV_DONTNEED removes the rmap entry before its TLB
                 flush; writeback cleans the page while a stale dirty TLB entry
                 keeps writing
@@ -122,6 +122,9 @@ options:
   --kernel         with --trace: also capture the real kernel's kvm and
                    kvmmmu tracepoints (tracefs) into the same timeline; where
                    tracefs is unavailable, says why and goes on without them
+  --era ERA        the emulated host's kernel era: 2.6.27, 6.1, 6.2, 6.6 or
+                   6.18 (default 6.18; mm/kernel_era.h); the header and JSON
+                   name it. (--kernel is the real kernel's trace, above.)
   --json           print one JSON document on stdout, nothing else
 
 Under the table, each scheme with violations says what happened; the first
@@ -230,7 +233,8 @@ scenarios::RaceResult run_one(const scenarios::RaceConfig& config,
 // The delays of --guided, from the explorer's counterexample for the cell
 // (bound 2, as docs/schemes.md); none where the explorer finds no violation.
 void guide(scenarios::RaceConfig& config) {
-  const explore::Cell cell{config.scheme, config.op, explore::explorer_scenario(config.scenario)};
+  explore::Cell cell{config.scheme, config.op, explore::explorer_scenario(config.scenario)};
+  cell.era = config.era;
   explore::Guide found = explore::guide_for(cell, explore::kGuideBoundNs);
   config.delays = found.delays;
   config.guide.clear();
@@ -260,6 +264,7 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
   }
   scenarios::SeedRaceConfig config;
   config.race = race;
+  config.era = selected_era(options);
   if (auto text = options.value("variant")) {
     auto variant = scenarios::parse_variant(*text);
     if (!variant) options.fail(fmt::format("--variant '{}': buggy or fixed", *text));
@@ -318,7 +323,8 @@ void expect_verdicts(std::vector<scenarios::RaceResult>& results, bool quiet) {
     if (interrupt::requested() != 0) return;
     const scenarios::RaceConfig& config = result.config;
     if (progress) progress->start(Row{config.scheme, config.op}.name());
-    const explore::CellResult verdict = explore::explorer_verdict(config.scheme, config.op);
+    const explore::CellResult verdict =
+        explore::explorer_verdict(config.scheme, config.op, config.era);
     result.expected_racy = verdict.violated;
     result.expected_property = verdict.property;
     result.expected_witnessed =
@@ -363,9 +369,10 @@ void print_report(const scenarios::RaceConfig& config,
     return several_ops ? Row{result.config.scheme, result.config.op}.name()
                        : result.config.scheme.name();
   };
-  fmt::print("race {} --op {} --backend {}{}: {}, seed {}\n\n",
+  fmt::print("race {} --op {} --backend {}{}: {}, seed {}, kernel {}\n\n",
              scenarios::scenario_name(config.scenario), ops.empty() ? "-" : ops,
-             scenarios::backend_name(config.backend), mode, budget, config.seed);
+             scenarios::backend_name(config.backend), mode, budget, config.seed,
+             mm::kernel_era_name(config.era));
   fmt::print("{}", scenarios::format_race_table(results, wide));
   if (signal != 0) {
     fmt::print("\ninterrupted by {}: {} of {} rows ran; the last row is partial\n",
@@ -410,7 +417,8 @@ int race_main(Args args) {
                    {"trace-events"},
                    {"kernel", false, true},
                    {"json", false, true},
-                   {"variant"}});
+                   {"variant"},
+                   {"era"}});
   if (options.help()) {
     fmt::print("{}", kHelp);
     return 0;
@@ -441,6 +449,7 @@ int race_main(Args args) {
     options.fail("--kernel needs --trace FILE: it adds the real kernel's events to that trace");
   }
   config.kernel = options.flag("kernel");
+  config.era = selected_era(options);
   // Every trace path is checked before the first scheme runs: a bad path
   // must not cost a long run its results.
   auto row_trace_path = [&](const Row& row) {

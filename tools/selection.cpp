@@ -15,4 +15,15 @@ std::vector<scenarios::HostOp> selected_ops(const Options& options, const std::s
       "migrate, remap, cow, dontneed, mprotect, mkclean, ksm, or all");
 }
 
+mm::KernelEra selected_era(const Options& options) {
+  const std::optional<std::string> name = options.value("era");
+  if (!name) return mm::kDefaultKernelEra;
+  const std::optional<mm::KernelEra> era = mm::parse_kernel_era(*name);
+  if (!era) {
+    options.fail(fmt::format("--era '{}': choose one of {} (default {})", *name,
+                             mm::kernel_era_list(), mm::kernel_era_name(mm::kDefaultKernelEra)));
+  }
+  return *era;
+}
+
 }  // namespace sptelab::tools

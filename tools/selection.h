@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "mm/kernel_era.h"
 #include "scenarios/host_ops.h"
 #include "spte/scheme.h"
 #include "tools/options.h"
@@ -50,5 +51,8 @@ std::vector<spte::Scheme> selected_schemes(const Options& options,
                                            const std::string& fallback = "all");
 std::vector<scenarios::HostOp> selected_ops(const Options& options,
                                             const std::string& fallback = "all");
+// The kernel era of --era (default mm::kDefaultKernelEra); a bad name fails
+// with the valid ones.
+mm::KernelEra selected_era(const Options& options);
 
 }  // namespace sptelab::tools

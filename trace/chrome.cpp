@@ -48,6 +48,7 @@ const char* category(Kind kind) {
     case Kind::kNotifyClearYoung:
     case Kind::kNotifyTestYoung:
     case Kind::kNotifyChangePte:
+    case Kind::kNotifySecondaryTlbs:
     case Kind::kNotifyRelease:
     case Kind::kIntervalInvalidate:
     case Kind::kSleepInAtomic:

@@ -66,7 +66,9 @@ namespace sptelab::trace {
   X(kVcpuInsn, "kvm_vcpu_insn", "rip", "insn_lo", "insn_hi", "len")                        \
   /* hypervisor/: the vCPU re-enters the guest after handling an exit (the kernel's */     \
   /* kvm_entry); kvm_exit to kvm_entry is the exit's handling time */                      \
-  X(kVcpuEntry, "kvm_entry", "vcpu", "", "", "")
+  X(kVcpuEntry, "kvm_entry", "vcpu", "", "", "")                                           \
+  /* mmu_notifier/, 6.6+ (appended: earlier kinds keep their values) */                    \
+  X(kNotifySecondaryTlbs, "mmu_notifier_arch_invalidate_secondary_tlbs", "start", "end", "", "")
 
 enum class Kind : uint16_t {
 #define SPTELAB_TRACE_ENUM(kind, name, a0, a1, a2, a3) kind,

@@ -28,10 +28,17 @@ constexpr std::array kFaultResults = {"ok"sv, "sigsegv"sv, "oom"sv, "retry"sv};
 
 // mmu_notifier::Callback, in value order.
 constexpr std::array kCallbacks = {
-    "invalidate_page"sv,      "invalidate_range"sv,  "invalidate_range_start"sv,
-    "invalidate_range_end"sv, "clear_flush_young"sv, "clear_young"sv,
-    "test_young"sv,           "change_pte"sv,        "release"sv,
+    "invalidate_page"sv,
+    "invalidate_range"sv,
+    "invalidate_range_start"sv,
+    "invalidate_range_end"sv,
+    "clear_flush_young"sv,
+    "clear_young"sv,
+    "test_young"sv,
+    "change_pte"sv,
+    "release"sv,
     "interval_invalidate"sv,
+    "arch_invalidate_secondary_tlbs"sv,
 };
 
 // spte::ViolationKind, in value order.

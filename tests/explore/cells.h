@@ -11,6 +11,15 @@ inline Cell cell(const char* scheme, scenarios::HostOp op,
   return Cell{*spte::parse_scheme(scheme), op, scenario};
 }
 
+// The same cell on a host of another kernel era (the 2008 thread's remap is
+// 2.6.27's populate over a present PTE).
+inline Cell cell_in(mm::KernelEra era, const char* scheme, scenarios::HostOp op,
+                    ScenarioKind scenario = ScenarioKind::kCoherence) {
+  Cell c = cell(scheme, op, scenario);
+  c.era = era;
+  return c;
+}
+
 inline CellResult explore(const Cell& c, bool reduction = true) {
   CampaignOptions options;
   options.search.reduction = reduction;

@@ -13,17 +13,18 @@ namespace sptelab::explore {
 namespace {
 
 using testing::cell;
+using testing::cell_in;
 using testing::explore;
 
 using scenarios::HostOp;
 using scenarios::ScenarioKind;
 using ::testing::HasSubstr;
 
-// The 2008 thread's verdicts for remap (populate_range over a present PTE),
-// found by a search that is not told the interleaving.
+// The 2008 thread's verdicts for remap (populate_range over a present PTE:
+// era 2.6.27), found by a search that is not told the interleaving.
 TEST(Explore, RangeAfterLosesTheThirdThreadsWriteOnRemap) {
   for (const char* scheme : {"range-after+seq", "range-after+seq-count", "range-after+interval"}) {
-    CellResult result = explore(cell(scheme, HostOp::kRemap));
+    CellResult result = explore(cell_in(mm::KernelEra::k2_6_27, scheme, HostOp::kRemap));
     EXPECT_TRUE(result.violated) << scheme;
     EXPECT_EQ(result.property, "lost-write") << scheme;
     EXPECT_LE(result.preemptions, 3) << scheme;
@@ -32,10 +33,36 @@ TEST(Explore, RangeAfterLosesTheThirdThreadsWriteOnRemap) {
 
 TEST(Explore, RangeBeforeAndStartEndWithoutCountLeaveAStaleSpte) {
   for (const char* scheme : {"range-before+seq", "start-end+seq", "ptl-page+naive"}) {
-    CellResult result = explore(cell(scheme, HostOp::kRemap));
+    CellResult result = explore(cell_in(mm::KernelEra::k2_6_27, scheme, HostOp::kRemap));
     EXPECT_TRUE(result.violated) << scheme;
     EXPECT_EQ(result.property, "stale-spte") << scheme;
     EXPECT_LE(result.preemptions, 3) << scheme;
+  }
+}
+
+// Since 4.0 remap_file_pages is mmap(MAP_FIXED) under mmap_lock for write
+// plus a populate fault: the old PTE is zapped (range-after invalidates at
+// the end of that zap) before any fault can map the new page, so no write
+// can land on the old page while the host maps the new one. start-end
+// without the open-range check still leaves a stale spte.
+TEST(Explore, RemapAsMmapSince40) {
+  for (const char* scheme : {"range-after+seq", "range-after+interval"}) {
+    EXPECT_FALSE(explore(cell(scheme, HostOp::kRemap)).violated) << scheme;
+  }
+  CellResult result = explore(cell("start-end+seq", HostOp::kRemap));
+  EXPECT_TRUE(result.violated);
+  EXPECT_EQ(result.property, "stale-spte");
+}
+
+// change_pte went in 6.10: start-end+seq kept cow and ksm coherent only
+// through it (docs/schemes.md), and loses both without it.
+TEST(Explore, StartEndSeqNeededChangePteOnCowAndKsm) {
+  for (HostOp op : {HostOp::kCow, HostOp::kKsm}) {
+    EXPECT_FALSE(explore(cell_in(mm::KernelEra::k6_6, "start-end+seq", op)).violated)
+        << scenarios::host_op_name(op);
+    CellResult result = explore(cell("start-end+seq", op));
+    EXPECT_TRUE(result.violated) << scenarios::host_op_name(op);
+    EXPECT_EQ(result.preemptions, 1) << scenarios::host_op_name(op);
   }
 }
 
@@ -71,10 +98,10 @@ TEST(Explore, TheSameSearchGivesTheSameCounterexample) {
 }
 
 TEST(Explore, EverySavedCounterexampleReplaysItsViolation) {
-  for (const Cell& racy :
-       {cell("range-after+seq", HostOp::kRemap), cell("start-end+seq", HostOp::kMigrate),
-        cell("range-before+interval", HostOp::kRemap, ScenarioKind::kStaleSpte),
-        cell("none+naive", HostOp::kMkclean)}) {
+  for (const Cell& racy : {cell_in(mm::KernelEra::k2_6_27, "range-after+seq", HostOp::kRemap),
+                           cell("start-end+seq", HostOp::kMigrate),
+                           cell("range-before+interval", HostOp::kRemap, ScenarioKind::kStaleSpte),
+                           cell("none+naive", HostOp::kMkclean)}) {
     CellResult result = explore(racy);
     ASSERT_TRUE(result.violated) << racy.key();
     SavedSchedule saved = parse_schedule(result.counterexample);
@@ -139,7 +166,8 @@ TEST(Explore, MalformedSchedulesAreBadInput) {
 TEST(Explore, PctFindsTheThirdThreadRace) {
   CampaignOptions options;
   options.pct = PctOptions{.runs = 2000, .depth = 3, .seed = 1};
-  CellResult result = explore_cell(cell("range-after+seq", HostOp::kRemap), options);
+  CellResult result =
+      explore_cell(cell_in(mm::KernelEra::k2_6_27, "range-after+seq", HostOp::kRemap), options);
   EXPECT_TRUE(result.violated);
   CellResult correct = explore_cell(cell("start-end+seq-count", HostOp::kRemap), options);
   EXPECT_FALSE(correct.violated) << correct.detail;

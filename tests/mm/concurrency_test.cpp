@@ -41,6 +41,7 @@ class BalancedHooks : public NotifierHooks {
     after.fetch_add(1, std::memory_order_relaxed);
   }
   void change_pte(Mm*, uint64_t, Pte) override {}
+  void arch_invalidate_secondary_tlbs(Mm*, uint64_t, uint64_t) override {}
   bool clear_flush_young(Mm*, uint64_t, uint64_t) override { return false; }
   bool clear_young(Mm*, uint64_t, uint64_t) override { return false; }
   bool test_young(Mm*, uint64_t) override { return false; }

@@ -26,6 +26,7 @@ enum class HookPoint : uint64_t {
   kClearYoung,
   kTestYoung,
   kRelease,
+  kSecondaryTlbs,
 };
 
 inline const char* hook_point_name(HookPoint point) {
@@ -48,6 +49,8 @@ inline const char* hook_point_name(HookPoint point) {
       return "test_young";
     case HookPoint::kRelease:
       return "release";
+    case HookPoint::kSecondaryTlbs:
+      return "secondary_tlbs";
   }
   return "?";
 }
@@ -78,6 +81,9 @@ class RecordingHooks : public NotifierHooks {
   }
   void change_pte(Mm* mm, uint64_t addr, Pte pte) override {
     record(HookPoint::kChangePte, mm, addr, addr, InvalidateEvent::kClear, pte.raw());
+  }
+  void arch_invalidate_secondary_tlbs(Mm* mm, uint64_t start, uint64_t end) override {
+    record(HookPoint::kSecondaryTlbs, mm, start, end, InvalidateEvent::kClear);
   }
   bool clear_flush_young(Mm* mm, uint64_t start, uint64_t end) override {
     record(HookPoint::kClearFlushYoung, mm, start, end, InvalidateEvent::kClear);

@@ -61,6 +61,9 @@ class Tap final : public mm::NotifierHooks {
   void change_pte(mm::Mm* m, uint64_t addr, mm::Pte pte) override {
     chain_.change_pte(m, addr, pte);
   }
+  void arch_invalidate_secondary_tlbs(mm::Mm* m, uint64_t start, uint64_t end) override {
+    chain_.arch_invalidate_secondary_tlbs(m, start, end);
+  }
   bool clear_flush_young(mm::Mm* m, uint64_t start, uint64_t end) override {
     return chain_.clear_flush_young(m, start, end);
   }
@@ -137,19 +140,21 @@ struct Operation {
   const char* name;
   // True if the PTE is cleared with ptep_clear_flush (flush inside the PTL,
   // before in_ptl_cleared); false for the batched flushes of zap and
-  // mprotect, which come after the PTL is dropped.
+  // mprotect (after the PTL is dropped, or a forced flush at the end of the
+  // table), and of 6.18's reclaim and migration (TTU_BATCH_FLUSH) and
+  // remap (since 4.0 a munmap-style zap).
   bool flush_inside_ptl;
   std::function<std::function<void()>(Host&)> prepare;
 };
 
 const std::vector<Operation>& operations() {
   static const std::vector<Operation> ops = {
-      {"migrate", true,
+      {"migrate", false,
        [](Host& h) {
          uint64_t addr = h.anon_written(1, 9);
          return std::function<void()>([&h, addr] { ASSERT_TRUE(mm::migrate_page(h.mm, addr)); });
        }},
-      {"remap", true,
+      {"remap", false,
        [](Host& h) {
          uint64_t addr = h.file_mapped(/*write=*/true);
          return std::function<void()>(
@@ -199,7 +204,7 @@ const std::vector<Operation>& operations() {
          return std::function<void()>(
              [&h, a] { ASSERT_TRUE(mm::ksm_merge(h.mm, a, a + kPageSize)); });
        }},
-      {"reclaim", true,
+      {"reclaim", false,
        [](Host& h) {
          uint64_t addr = h.file_mapped(/*write=*/false);
          mm::Pfn pfn = h.pfn_at(addr);
@@ -489,9 +494,13 @@ TEST_P(Ordering, SleepingSubscriberIsInAtomicContextOnlyUnderPtlPage) {
   size_t in_atomic = 0;
   for (const Violation& violation : host.chain.violations()) {
     EXPECT_EQ(violation.kind, ViolationKind::kSleepInAtomic);
-    // change_pte (COW, KSM) is called inside the PTL under every placement
-    // that forwards it; only invalidations count here.
-    if (violation.callback == Callback::kChangePte) continue;
+    // change_pte (COW, KSM, before 6.10) and arch_invalidate_secondary_tlbs
+    // (from a flush inside the PTL) reach every placement that forwards
+    // them; only invalidations count here.
+    if (violation.callback == Callback::kChangePte ||
+        violation.callback == Callback::kArchInvalidateSecondaryTlbs) {
+      continue;
+    }
     EXPECT_EQ(violation.callback, Callback::kInvalidatePage);
     ++in_atomic;
   }
