@@ -498,7 +498,7 @@ int race_main(Args args) {
                  results.back().kernel_problem);
     }
     if (!results.back().trace_error.empty()) {
-      fmt::print(stderr, "sptelab: race: {}: {}; its row is printed all the same\n", scheme.name(),
+      fmt::print(stderr, "sptelab: race: {}: {}; its row is printed all the same\n", row.name(),
                  results.back().trace_error);
     }
   }
