@@ -405,6 +405,13 @@ void Mm::install_pte(PteSlot slot, uint64_t addr, Pte pte) {
   trace::emit(Kind::kPteSet, addr, old, pte.raw());
 }
 
+void Mm::set_pte_unlocked(PteSlot slot, uint64_t addr, Pte pte) {
+  pte_point(sched::Kind::kWrite, slot, "set_pte", addr);
+  uint64_t old =
+      std::atomic_ref<uint64_t>(*slot.entry).exchange(pte.raw(), std::memory_order_acq_rel);
+  trace::emit(Kind::kPteSet, addr, old, pte.raw());
+}
+
 Pte Mm::clear_pte(PteSlot slot, uint64_t addr) {
   phys_.page(slot.table).ptl.assert_held();
   pte_point(sched::Kind::kWrite, slot, "clear_pte", addr);

@@ -168,6 +168,10 @@ class Mm {
   // set_pte_at over an entry no hardware can be using (none, migration or
   // PROT_NONE, or one just cleared).
   void install_pte(PteSlot slot, uint64_t addr, Pte pte);
+  // set_pte_at through an unlocked mapping of the table, as page-table
+  // walkers did before walk_pte_range took the PTL (the pagewalk-ptl seed
+  // race's bug): install_pte without its "callers hold the PTL" check.
+  void set_pte_unlocked(PteSlot slot, uint64_t addr, Pte pte);
   // ptep_get_and_clear: atomic, so A/D bits a CPU sets concurrently are in
   // the returned value.
   Pte clear_pte(PteSlot slot, uint64_t addr);

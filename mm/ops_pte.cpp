@@ -288,7 +288,7 @@ size_t wp_clean_unlocked(Mm& mm, PteSlot slot, uint64_t addr, FlushRange& flush)
   const Pte copy = Mm::load_pte(slot);
   if (!needs_wp_clean(copy)) return 0;
   detail::inject_at(Point::kWalkAfterPteRead, addr);
-  mm.install_pte(slot, addr, copy.without(kWpCleanBits));
+  mm.set_pte_unlocked(slot, addr, copy.without(kWpCleanBits));
   detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionPage);
   flush.track(addr);
   return record_dirty(mm.phys(), copy);

@@ -161,26 +161,21 @@ class Remapper {
   uint64_t misplaced() const { return misplaced_; }
   uint64_t writes_after_wrprotect() const { return writes_after_wrprotect_; }
 
-  // At the moment the old PTE is gone for good (PTL dropped, before any
-  // "after" notifier): the old frame's counters move into the new frame.
-  // From here on no correct scheme lets a vCPU write the old frame. The
-  // 2.6.27 populate drops that PTL with the new page mapped (the point names
-  // it); since 4.0 remap is munmap's zap (its point names no page) and the
-  // new page is mapped by a later fault.
+  // At the moment the new page becomes the mapping's: the old frame's
+  // counters move into the new frame. From here on no correct scheme lets a
+  // vCPU write the old frame. The 2.6.27 populate switches the PTE under
+  // one PTL and drops it with the new page mapped (the after-unlock point
+  // names it). Since 4.0 remap is munmap's zap with all its notifiers under
+  // the mmap write lock, then a populate fault: a vCPU write to the old frame
+  // before the zap's last notifier has run is a write from before the remap
+  // (range-after invalidates only after the zap's unlock), so the fold waits
+  // for remap to return (lockfree_step) and this observer stays unarmed.
   PointObserver fold_observer() {
     return {inject::Point::kHostAfterPtlUnlock,
             [this](inject::Point, const inject::Context& context) {
               if (ThreadRole::current() != Role::kRemapper || !fold_armed_) return;
-              const bool remap_zaps = mm::era_remap_file_pages_emulated(lab_.mm->era());
-              const mm::Pfn switch_pfn = remap_zaps ? 0 : fold_to_;
-              if (context.addr != fold_hva_ || context.pfn != switch_pfn) return;
-              fold_armed_ = false;
-              auto* from = counts(fold_from_);
-              auto* to = counts(fold_to_);
-              for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) {
-                uint64_t moved = __atomic_exchange_n(from + w, 0, __ATOMIC_SEQ_CST);
-                if (moved) __atomic_fetch_add(to + w, moved, __ATOMIC_SEQ_CST);
-              }
+              if (context.addr != fold_hva_ || context.pfn != fold_to_) return;
+              fold_counters();
             }};
   }
   void note(const std::string& example) {
@@ -191,6 +186,17 @@ class Remapper {
   }
 
  private:
+  // Moves the old frame's counters into the new one (once per operation).
+  void fold_counters() {
+    fold_armed_ = false;
+    auto* from = counts(fold_from_);
+    auto* to = counts(fold_to_);
+    for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) {
+      uint64_t moved = __atomic_exchange_n(from + w, 0, __ATOMIC_SEQ_CST);
+      if (moved) __atomic_fetch_add(to + w, moved, __ATOMIC_SEQ_CST);
+    }
+  }
+
   uint32_t workers() const {
     return config_.vcpus + (is_coherence(config_.scenario) && config_.host_thread ? 1 : 0);
   }
@@ -357,8 +363,11 @@ class Remapper {
       fold_hva_ = hva;
       fold_from_ = old_pte.pfn();
       fold_to_ = fresh;
-      fold_armed_ = true;
-      if (mm::remap_file_page(*lab_.mm, hva, new_index)) ++result_.operations_applied;
+      const bool remap_zaps = mm::era_remap_file_pages_emulated(lab_.mm->era());
+      fold_armed_ = !remap_zaps;
+      const bool applied = mm::remap_file_page(*lab_.mm, hva, new_index);
+      if (applied) ++result_.operations_applied;
+      if (applied && remap_zaps) fold_counters();
       fold_armed_ = false;
     }
     lab_.phys.put(fresh);

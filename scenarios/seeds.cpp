@@ -322,6 +322,7 @@ void SeedRig::State::drop_unaccounted_pte() {
     return entry.mm == lab.mm.get() && entry.addr == hva();
   });
   if (accounted) return;
+  mm::PtlGuard ptl(lab.phys, slot.table);
   lab.mm->clear_pte(slot, hva());
   lab.mm->flush_tlb_range(hva(), hva() + mm::kPageSize);
 }

@@ -369,10 +369,10 @@ void print_report(const scenarios::RaceConfig& config,
     return several_ops ? Row{result.config.scheme, result.config.op}.name()
                        : result.config.scheme.name();
   };
-  fmt::print("race {} --op {} --backend {}{}: {}, seed {}, kernel {}\n\n",
+  fmt::print("race {} --op {} --backend {} --era {}{}\n{}, seed {}\n\n",
              scenarios::scenario_name(config.scenario), ops.empty() ? "-" : ops,
-             scenarios::backend_name(config.backend), mode, budget, config.seed,
-             mm::kernel_era_name(config.era));
+             scenarios::backend_name(config.backend), mm::kernel_era_name(config.era), mode, budget,
+             config.seed);
   fmt::print("{}", scenarios::format_race_table(results, wide));
   if (signal != 0) {
     fmt::print("\ninterrupted by {}: {} of {} rows ran; the last row is partial\n",
@@ -492,7 +492,9 @@ int race_main(Args args) {
     }
     if (failure) break;
     if (progress) progress->finish(row_outcome(results.back()));
-    if (trace_path) fmt::print(stderr, "sptelab: wrote the trace {}\n", config.trace_path);
+    if (trace_path && results.back().trace_error.empty()) {
+      fmt::print(stderr, "sptelab: wrote the trace {}\n", config.trace_path);
+    }
     if (!results.back().kernel_problem.empty()) {
       fmt::print(stderr, "sptelab: --kernel: {}; the run went on without the kernel's events\n",
                  results.back().kernel_problem);

@@ -273,9 +273,10 @@ TEST_F(OrderTest, WpCleanRewritesEachPteUnderThePtlThenFlushes) {
   hooks.clear();
   trace::Session session;
   EXPECT_EQ(wp_clean_range(mm, addr, kPageSize), 1u);
-  Steps expected = {"before_change", "ptl_lock",     "pte_clear",    "in_ptl_cleared",
-                    "pte_set",       "page_dirty",   "ptl_unlock",   "tlb_flush",
-                    "tlb_ack",       "after_unlock", "after_release"};
+  // Since 6.6 every host TLB flush ends with arch_invalidate_secondary_tlbs.
+  Steps expected = {"before_change", "ptl_lock",       "pte_clear",    "in_ptl_cleared",
+                    "pte_set",       "page_dirty",     "ptl_unlock",   "tlb_flush",
+                    "tlb_ack",       "secondary_tlbs", "after_unlock", "after_release"};
   EXPECT_EQ(steps(with(ordering_kinds(), {Kind::kPageDirty})), expected);
   EXPECT_EQ(events(), std::vector<InvalidateEvent>{InvalidateEvent::kProtectionPage});
   const Pte pte = mm.read_pte_lockless(addr);
@@ -296,8 +297,9 @@ TEST_F(OrderTest, WpCleanWithoutThePtlWritesItsCopyBack) {
   hooks.clear();
   trace::Session session;
   EXPECT_EQ(wp_clean_range(mm, addr, kPageSize), 1u);
-  Steps expected = {"before_change", "pte_set", "in_ptl_cleared", "page_dirty",
-                    "tlb_flush",     "tlb_ack", "after_unlock",   "after_release"};
+  Steps expected = {"before_change",  "pte_set",      "in_ptl_cleared",
+                    "page_dirty",     "tlb_flush",    "tlb_ack",
+                    "secondary_tlbs", "after_unlock", "after_release"};
   EXPECT_EQ(steps(with(ordering_kinds(), {Kind::kPageDirty})), expected);
   for (const HookCall& call : hooks.calls()) {
     EXPECT_EQ(call.atomic_depth, 0) << hook_point_name(call.point);

@@ -387,7 +387,11 @@ TEST_P(WalkerPtlTest, ZapBetweenTheWalkersReadAndWriteIsUndoneOnlyWithoutThePtl)
   EXPECT_TRUE(phys.is_free(pfn));
   EXPECT_EQ(mm.read_pte_lockless(addr).pfn(), pfn);
   // Out of the page table again before the teardown, which would zap it.
-  mm.clear_pte(mm.walk(addr), addr);
+  {
+    const PteSlot slot = mm.walk(addr);
+    PtlGuard ptl(phys, slot.table);
+    mm.clear_pte(slot, addr);
+  }
   mm.flush_tlb_range(addr, addr + kPageSize);
   EXPECT_TRUE(audit_all().empty());
 }

@@ -84,6 +84,7 @@ struct CoherenceCase {
   const char* scheme;
   HostOp op;
   bool racy;
+  mm::KernelEra era = mm::kDefaultKernelEra;
 };
 
 class CoherenceRace : public testing::TestWithParam<CoherenceCase> {};
@@ -133,8 +134,10 @@ class LockfreeRace : public testing::TestWithParam<CoherenceCase> {};
 // remap), and only an increment through a stale spte can go missing.
 TEST_P(LockfreeRace, LostIncrementsOnlyWhereTheSchemeIsRacy) {
   const CoherenceCase& c = GetParam();
-  RaceResult result =
-      run_race(soft_config(ScenarioKind::kLockfree, *spte::parse_scheme(c.scheme), c.op, 300));
+  RaceConfig config =
+      soft_config(ScenarioKind::kLockfree, *spte::parse_scheme(c.scheme), c.op, 300);
+  config.era = c.era;
+  RaceResult result = run_race(config);
   ASSERT_FALSE(result.timed_out) << describe(result);
   EXPECT_GT(result.guest_work, 0u);
   ASSERT_EQ(result.detectors.front().name, "lost_increments");
@@ -147,8 +150,16 @@ TEST_P(LockfreeRace, LostIncrementsOnlyWhereTheSchemeIsRacy) {
 
 INSTANTIATE_TEST_SUITE_P(
     Representative, LockfreeRace,
-    testing::Values(CoherenceCase{"range-after+seq", HostOp::kRemap, true},
-                    CoherenceCase{"range-after+seq-count", HostOp::kRemap, true},
+    // The third-thread race of 2008: remap_file_pages switched the PTE under
+    // the PTL, and range-after told the secondary MMU only after a host
+    // thread could use the new page. Since 4.0 remap is a zap then a
+    // populate fault under the mmap write lock: no host thread reaches the
+    // page until every notifier of the zap has run (explorer: ok at bound 2).
+    testing::Values(CoherenceCase{"range-after+seq", HostOp::kRemap, true, mm::KernelEra::k2_6_27},
+                    CoherenceCase{"range-after+seq-count", HostOp::kRemap, true,
+                                  mm::KernelEra::k2_6_27},
+                    CoherenceCase{"range-after+seq", HostOp::kRemap, false},
+                    CoherenceCase{"range-after+seq-count", HostOp::kRemap, false},
                     CoherenceCase{"none+seq", HostOp::kRemap, true},
                     CoherenceCase{"start-end+seq-count", HostOp::kRemap, false},
                     CoherenceCase{"ptl-page+seq", HostOp::kRemap, false},
@@ -162,6 +173,8 @@ INSTANTIATE_TEST_SUITE_P(
                     CoherenceCase{"start-end+seq-count", HostOp::kMkclean, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
       std::string name = std::string(param.param.scheme) + "_" + host_op_name(param.param.op);
+      if (param.param.era != mm::kDefaultKernelEra)
+        name += std::string("_") + mm::kernel_era_name(param.param.era);
       for (char& c : name) {
         if (!isalnum(static_cast<unsigned char>(c))) c = '_';
       }

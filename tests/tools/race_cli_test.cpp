@@ -169,7 +169,7 @@ TEST(RaceCli, AFullDiskCostsTheTraceButNotTheRow) {
   umount(dir.c_str());
   EXPECT_EQ(result.status, 3) << result.err;
   EXPECT_THAT(result.out, HasSubstr("start-end+seq-count"));
-  EXPECT_THAT(result.err, HasSubstr("start-end+seq-count: writing the trace to " + dir +
+  EXPECT_THAT(result.err, HasSubstr("start-end+seq-count/remap: writing the trace to " + dir +
                                     "/race.bin failed: No space left on device"));
   EXPECT_THAT(result.err, HasSubstr("its row is printed all the same"));
   EXPECT_FALSE(left_a_file);
