@@ -118,6 +118,24 @@ class Chooser {
 enum class EndReason : uint8_t { kCompleted, kDeadlock, kStepLimit };
 const char* end_reason_name(EndReason reason);
 
+// Pins the calling thread to the CPU it runs on until destroyed, then gives
+// it back its affinity. A search holds one while it runs executions: their
+// workers follow the caller's CPU (Execution::run), and the caller, woken at
+// each execution's end, then stays with them instead of being woken across
+// CPUs (see WorkerPool in base/sched.cpp). Best effort: where the affinity
+// cannot be read or set, nothing changes.
+class StayOnOneCpu {
+ public:
+  StayOnOneCpu();
+  ~StayOnOneCpu();
+  StayOnOneCpu(const StayOnOneCpu&) = delete;
+  StayOnOneCpu& operator=(const StayOnOneCpu&) = delete;
+
+ private:
+  struct Saved;
+  std::unique_ptr<Saved> saved_;  // null: nothing was changed
+};
+
 class Execution {
  public:
   Execution(Chooser& chooser, uint64_t max_steps);

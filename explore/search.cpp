@@ -209,6 +209,7 @@ Schedule schedule_of(const std::vector<Node>& stack) {
 SearchResult search_bounded(const RunFn& run, const SearchOptions& options) {
   if (options.bound < 0) throw_bad_input("explore: the preemption bound must be 0 or more");
   const auto start = std::chrono::steady_clock::now();
+  sched::StayOnOneCpu one_cpu;  // the executions' threads hand over on one CPU
   SearchResult result;
   for (int bound = 0; bound <= options.bound; ++bound) {
     std::vector<Node> stack;
@@ -282,6 +283,7 @@ class PctChooser final : public sched::Chooser {
 
 SearchResult search_pct(const RunFn& run, const PctOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  sched::StayOnOneCpu one_cpu;  // the executions' threads hand over on one CPU
   std::mt19937_64 random(options.seed);
   SearchResult result;
   // The first run (no change point) measures how many steps a run takes.
@@ -372,6 +374,7 @@ class ReplayChooser final : public sched::Chooser {
 
 Outcome replay(const RunFn& run, const Schedule& schedule, std::vector<ReplayStep>* steps,
                int* preemptions) {
+  sched::StayOnOneCpu one_cpu;  // as in the search
   ReplayChooser chooser(schedule, steps);
   Outcome outcome = run(chooser);
   if (!chooser.mismatch().empty()) throw_bad_input("explore --replay: " + chooser.mismatch());

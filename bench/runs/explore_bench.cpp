@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "base/sched.h"
 #include "bench/runs/catalog.h"
 #include "bench/runs/cpu_clock.h"
 #include "explore/scenario.h"
@@ -86,6 +87,7 @@ Timed search(const explore::Cell& cell, int bound, bool reduction) {
 // schedule is the non-preempting policy from the first step.
 Timed default_runs(const explore::Cell& cell, uint64_t count) {
   return timed(cell, [&](const explore::RunFn& run, Timed& out) {
+    sched::StayOnOneCpu one_cpu;  // where the search runs its executions, all of them
     for (uint64_t i = 0; i < count; ++i) explore::replay(run, {});
     out.executions = count;
   });

@@ -1,6 +1,7 @@
 // The cooperative scheduler: one thread at a time, the chooser's order,
 // locks that disable a thread, failed waits, and deadlock detection.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <vector>
 
@@ -134,6 +135,40 @@ TEST(Sched, DependenceOfSteps) {
   EXPECT_TRUE(dependent(read_x, write_x));
   EXPECT_FALSE(dependent(write_x, write_y));
   EXPECT_TRUE(dependent(anything, write_y));
+}
+
+cpu_set_t affinity_now() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  EXPECT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  return set;
+}
+
+TEST(Sched, AnExecutionsThreadsRunOnTheCPUItsCallerStaysOn) {
+  const cpu_set_t before = affinity_now();
+  std::vector<int> cpus;
+  {
+    StayOnOneCpu one_cpu;
+    const cpu_set_t pinned = affinity_now();
+    if (CPU_COUNT(&pinned) != 1) GTEST_SKIP() << "this process may not change its CPU affinity";
+    const int caller_cpu = sched_getcpu();
+    EXPECT_TRUE(CPU_ISSET(caller_cpu, &pinned));
+    // Two executions: the workers of the second are the first's, reused.
+    for (int run = 0; run < 2; ++run) {
+      ListChooser chooser({0, 1, 0, 1});
+      Execution execution(chooser, 100);
+      for (const char* name : {"a", "b"}) {
+        execution.add_thread(name, [&cpus] {
+          mark("before");
+          cpus.push_back(sched_getcpu());
+        });
+      }
+      EXPECT_EQ(execution.run(), EndReason::kCompleted);
+    }
+    EXPECT_EQ(cpus, std::vector<int>(4, caller_cpu));
+  }
+  const cpu_set_t after = affinity_now();
+  EXPECT_TRUE(CPU_EQUAL(&before, &after)) << "the caller's affinity was not given back";
 }
 
 TEST(Sched, HooksDoNothingOutsideAnExecution) {
