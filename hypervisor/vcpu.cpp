@@ -287,11 +287,10 @@ void Vcpu::thread_main() {
     run_loop();
   } catch (const Error& error) {
     // A layer below gave up (e.g. the window ran out of mappings).
-    vm_.finish(RunEnd::kInternal, static_cast<int>(error.status()),
-               fmt::format("vcpu{}: {}", index_, error.what()));
+    vm_.finish_with_status(RunEnd::kInternal, static_cast<int>(error.status()),
+                           fmt::format("vcpu{}: {}", index_, error.what()));
   } catch (const std::exception& error) {
-    vm_.finish(RunEnd::kInternal, 4,
-               fmt::format("vcpu{}: internal error: {}", index_, error.what()));
+    vm_.finish(RunEnd::kInternal, fmt::format("vcpu{}: internal error: {}", index_, error.what()));
   }
   flush_console();
   const GuestPhysicalStats& memory = memory_.stats();
@@ -317,7 +316,7 @@ void Vcpu::run_loop() {
         trace::emit(trace::Kind::kVcpuEntry, index_);
         continue;
       }
-      crash(RunEnd::kInternal, 4, fmt::format("KVM_RUN failed: {}", std::strerror(errno)));
+      crash(RunEnd::kInternal, fmt::format("KVM_RUN failed: {}", std::strerror(errno)));
       return;
     }
     ++stats_.exits;
@@ -355,17 +354,16 @@ Vcpu::Next Vcpu::handle_exit() {
           "KVM_EXIT_SHUTDOWN: an exception could not be delivered (the guest's IDT, GDT, stack "
           "or page tables are broken, or the guest loaded its own empty IDT)"};
       for (std::string& page : inaccessible_system_pages()) details.push_back(std::move(page));
-      return crash(RunEnd::kGuestError, 2, "the guest triple-faulted", std::move(details));
+      return crash(RunEnd::kGuestError, "the guest triple-faulted", std::move(details));
     }
     case KVM_EXIT_FAIL_ENTRY:
       return crash(
-          RunEnd::kInternal, 4, "KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY)",
+          RunEnd::kInternal, "KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY)",
           {fmt::format("hardware entry failure reason {:#x}, cpu {}",
                        run_->fail_entry.hardware_entry_failure_reason, run_->fail_entry.cpu)});
     default:
-      return crash(RunEnd::kInternal, 4,
-                   fmt::format("unexpected KVM exit {} ({})", run_->exit_reason,
-                               trace::kvm_exit_name(run_->exit_reason)));
+      return crash(RunEnd::kInternal, fmt::format("unexpected KVM exit {} ({})", run_->exit_reason,
+                                                  trace::kvm_exit_name(run_->exit_reason)));
   }
 }
 
@@ -381,7 +379,7 @@ Vcpu::Next Vcpu::handle_mmio() {
   bool write = run_->mmio.is_write;
   uint64_t rip = current_rip();
   if (gpa >= vm_.ram_bytes_ || len > vm_.ram_bytes_ - gpa) {
-    return crash(RunEnd::kGuestError, 2,
+    return crash(RunEnd::kGuestError,
                  fmt::format("guest touched memory it has not got: gpa={:#x}, rip={:#x}", gpa, rip),
                  {fmt::format("{}-byte {} beyond the {:#x} bytes of guest RAM", len,
                               write ? "write" : "read", vm_.ram_bytes_)});
@@ -400,16 +398,16 @@ Vcpu::Next Vcpu::memory_failure(const MemoryFailure& failure, const char* doing)
     case spte::FaultOutcome::kRetry:
       return Next::kEnd;  // the run is ending while the fault kept being retried
     case spte::FaultOutcome::kNoMemory:
-      return crash(RunEnd::kNoMemory, 3,
+      return crash(RunEnd::kNoMemory,
                    fmt::format("the host ran out of memory for {} at gpa={:#x}, rip={:#x}; give "
                                "the emulated host more frames",
                                doing, failure.gpa, rip));
     case spte::FaultOutcome::kBadAccess:
       return crash(
-          RunEnd::kGuestError, 2,
+          RunEnd::kGuestError,
           fmt::format("guest wrote read-only memory: gpa={:#x}, rip={:#x}", failure.gpa, rip));
     default:
-      return crash(RunEnd::kGuestError, 2,
+      return crash(RunEnd::kGuestError,
                    fmt::format("guest touched memory it has not got: gpa={:#x}, rip={:#x}",
                                failure.gpa, rip),
                    {failure.describe()});
@@ -428,68 +426,102 @@ Vcpu::Next Vcpu::handle_io() {
   return Next::kContinue;
 }
 
-Vcpu::Next Vcpu::handle_port(uint16_t port, uint8_t size, bool write, uint8_t* data) {
-  uint32_t value = 0;
-  std::memcpy(&value, data, std::min<size_t>(size, sizeof(value)));
-  auto reply = [&](uint32_t answer) { std::memcpy(data, &answer, std::min<size_t>(size, 4)); };
+// The ports of the guest ABI, in the order they are looked up.
+const Vcpu::AbiPort Vcpu::kAbiPorts[] = {
+    {SPTELAB_PORT_CONSOLE, &Vcpu::port_console},
+    {SPTELAB_PORT_EXIT, &Vcpu::port_exit},
+    {SPTELAB_PORT_EXCEPTION, &Vcpu::port_exception},
+    {SPTELAB_PORT_ARG, &Vcpu::port_arg},
+    {SPTELAB_PORT_REPORT_KEY, &Vcpu::port_report_key},
+    {SPTELAB_PORT_REPORT_VALUE, &Vcpu::port_report_value},
+};
 
-  if (port == SPTELAB_PORT_CONSOLE) {
-    if (!write) {
-      reply(SPTELAB_PORT_CONSOLE);
-      return Next::kContinue;
-    }
-    for (uint8_t i = 0; i < size; ++i) {
-      char c = static_cast<char>(data[i]);
-      console_line_.push_back(c);
-      if (c == '\n') flush_console();
-    }
-    stats_.console_bytes += size;
-    return Next::kContinue;
+Vcpu::Next Vcpu::handle_port(uint16_t port, uint8_t size, bool write, uint8_t* data) {
+  const size_t bytes = std::min<size_t>(size, 4);
+  PortIo io{port, size, write, 0};
+  std::memcpy(&io.value, data, bytes);
+  std::optional<Next> next;
+  for (const AbiPort& abi : kAbiPorts) {
+    if (abi.port == port) next = (this->*abi.handle)(io);
   }
-  if (port == SPTELAB_PORT_EXIT && write) {
-    uint32_t status = std::min<uint32_t>(value, 255);
-    std::string message = fmt::format("guest exited with value {}", value);
-    if (value > 255) message += " (exit status capped at 255)";
-    vm_.finish(RunEnd::kGuestExit, static_cast<int>(status), std::move(message), {}, value);
-    return Next::kEnd;
-  }
-  if (port == SPTELAB_PORT_EXCEPTION && write) {
-    int vector = vm_.layout_.stub_vector_at(current_rip());
-    if (vector >= 0 && static_cast<uint32_t>(vector) == value) {
-      return handle_exception_report(value);
-    }
-  }
-  if (port == SPTELAB_PORT_ARG) {
-    if (write) {
-      arg_index_ = value;
-    } else {
-      const auto& args = vm_.config_.guest_args;
-      reply(arg_index_ < args.size() ? args[arg_index_] : 0);
-    }
-    return Next::kContinue;
-  }
-  if (port == SPTELAB_PORT_REPORT_KEY && write) {
-    report_key_ = value;
-    return Next::kContinue;
-  }
-  if (port == SPTELAB_PORT_REPORT_VALUE && write) {
-    vm_.report({index_, report_key_, value});
-    return Next::kContinue;
-  }
-  if (port >= SPTELAB_PORT_SCENARIO_BASE && vm_.config_.scenario_ports) {
-    PortAccess access{index_, port, size, write, value};
-    if (vm_.config_.scenario_ports(access) == PortResult::kHandled) {
-      if (!write) reply(access.value);
-      return Next::kContinue;
-    }
+  if (!next && port >= SPTELAB_PORT_SCENARIO_BASE) next = port_of_scenario(io);
+  if (next) {
+    if (!write) std::memcpy(data, &io.value, bytes);
+    return *next;
   }
   std::string what =
       fmt::format("{} port {:#x} ({} bytes)", write ? "out to" : "in from", port, size);
   std::string why = port >= SPTELAB_PORT_SCENARIO_BASE
                         ? "scenario ports need the scenario that defines them, and none handled it"
                         : "sptelab does not provide it (guest/README.md lists the ports)";
-  return crash(RunEnd::kGuestError, 2,
-               fmt::format("guest used an I/O port it has not got: {}", what), {why});
+  return crash(RunEnd::kGuestError, fmt::format("guest used an I/O port it has not got: {}", what),
+               {why});
+}
+
+// Out: the bytes go to the console, a line at a time. In: the port's number
+// (a guest can probe for the console this way).
+std::optional<Vcpu::Next> Vcpu::port_console(PortIo& io) {
+  if (!io.write) {
+    io.value = SPTELAB_PORT_CONSOLE;
+    return Next::kContinue;
+  }
+  for (uint8_t i = 0; i < io.size && i < sizeof(io.value); ++i) {
+    char c = static_cast<char>(io.value >> (8 * i));
+    console_line_.push_back(c);
+    if (c == '\n') flush_console();
+  }
+  stats_.console_bytes += io.size;
+  return Next::kContinue;
+}
+
+std::optional<Vcpu::Next> Vcpu::port_exit(PortIo& io) {
+  if (!io.write) return std::nullopt;
+  const uint32_t status = std::min<uint32_t>(io.value, 255);
+  std::string message = fmt::format("guest exited with value {}", io.value);
+  if (io.value > 255) message += " (exit status capped at 255)";
+  vm_.finish_with_status(RunEnd::kGuestExit, static_cast<int>(status), std::move(message), {},
+                         io.value);
+  return Next::kEnd;
+}
+
+// Only the system area's exception stubs report here (the vector they were
+// built for); anything else on this port is a guest's stray access.
+std::optional<Vcpu::Next> Vcpu::port_exception(PortIo& io) {
+  if (!io.write) return std::nullopt;
+  const int vector = vm_.layout_.stub_vector_at(current_rip());
+  if (vector < 0 || static_cast<uint32_t>(vector) != io.value) return std::nullopt;
+  return handle_exception_report(io.value);
+}
+
+// Out selects an argument, in reads it (0 past the last).
+std::optional<Vcpu::Next> Vcpu::port_arg(PortIo& io) {
+  if (io.write) {
+    arg_index_ = io.value;
+  } else {
+    const auto& args = vm_.config_.guest_args;
+    io.value = arg_index_ < args.size() ? args[arg_index_] : 0;
+  }
+  return Next::kContinue;
+}
+
+std::optional<Vcpu::Next> Vcpu::port_report_key(PortIo& io) {
+  if (!io.write) return std::nullopt;
+  report_key_ = io.value;
+  return Next::kContinue;
+}
+
+std::optional<Vcpu::Next> Vcpu::port_report_value(PortIo& io) {
+  if (!io.write) return std::nullopt;
+  vm_.report({index_, report_key_, io.value});
+  return Next::kContinue;
+}
+
+std::optional<Vcpu::Next> Vcpu::port_of_scenario(PortIo& io) {
+  if (!vm_.config_.scenario_ports) return std::nullopt;
+  PortAccess access{index_, io.port, io.size, io.write, io.value};
+  if (vm_.config_.scenario_ports(access) != PortResult::kHandled) return std::nullopt;
+  io.value = access.value;
+  return Next::kContinue;
 }
 
 // The stub left rsp at: saved rax, [error code], rip, cs, rflags, rsp, ss.
@@ -498,7 +530,7 @@ Vcpu::Next Vcpu::handle_exception_report(uint32_t vector) {
   kvm_sregs s = sregs();
   std::vector<uint8_t> raw = read_guest_virtual(memory_, s, stub_regs.rsp, 7 * 8);
   if (raw.size() != 7 * 8) {
-    return crash(RunEnd::kGuestError, 2,
+    return crash(RunEnd::kGuestError,
                  fmt::format("guest exception {} ({}); its exception frame is unreadable", vector,
                              exception_name(vector)));
   }
@@ -535,7 +567,7 @@ Vcpu::Next Vcpu::handle_exception_report(uint32_t vector) {
       // it. The walk above faulted those pages back in; retry the access.
       ++stats_.spurious_page_faults;
       if (!making_progress(faulting)) {
-        return crash(RunEnd::kGuestError, 2,
+        return crash(RunEnd::kGuestError,
                      fmt::format("KVM keeps injecting page faults for cr2={:#x} although the "
                                  "guest page tables map it",
                                  s.cr2),
@@ -556,11 +588,11 @@ Vcpu::Next Vcpu::handle_exception_report(uint32_t vector) {
                     "guest touched an address its page tables do not map: linear address "
                     "{:#x}",
                     s.cr2);
-      return crash(RunEnd::kGuestError, 2, fmt::format("{}, rip={:#x}", what, faulting.rip),
+      return crash(RunEnd::kGuestError, fmt::format("{}, rip={:#x}", what, faulting.rip),
                    std::move(details), &faulting);
     }
   }
-  return crash(RunEnd::kGuestError, 2,
+  return crash(RunEnd::kGuestError,
                fmt::format("guest exception {} ({}) at rip={:#x}", vector, exception_name(vector),
                            faulting.rip),
                std::move(details), &faulting);
@@ -586,7 +618,7 @@ void Vcpu::resume_at(const kvm_regs& target, bool user) {
   __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
   kvm_regs r = target;
   if (ioctl(fd_.get(), KVM_SET_REGS, &r) != 0) {
-    crash(RunEnd::kInternal, 4, fmt::format("KVM_SET_REGS failed: {}", std::strerror(errno)));
+    crash(RunEnd::kInternal, fmt::format("KVM_SET_REGS failed: {}", std::strerror(errno)));
   }
   if (user) {  // back to CPL3 (native mode): the exception entered CPL0
     kvm_sregs s = sregs();
@@ -595,7 +627,7 @@ void Vcpu::resume_at(const kvm_regs& target, bool user) {
     s.ss = flat_segment(kUserDataSelector | 3, false);
     s.ss.dpl = 3;
     if (ioctl(fd_.get(), KVM_SET_SREGS, &s) != 0) {
-      crash(RunEnd::kInternal, 4, fmt::format("KVM_SET_SREGS failed: {}", std::strerror(errno)));
+      crash(RunEnd::kInternal, fmt::format("KVM_SET_SREGS failed: {}", std::strerror(errno)));
     }
   }
 }
@@ -646,7 +678,7 @@ Vcpu::Next Vcpu::handle_native_fault() {
                                                    : "read",
                                     access.size, access.address));
     }
-    return crash(RunEnd::kInternal, 4,
+    return crash(RunEnd::kInternal,
                  fmt::format("KVM_RUN failed with EFAULT {} times in a row at rip={:#x}, but the "
                              "instruction touches no page the guest window denies",
                              unmatched_in_a_row_, r.rip),
@@ -675,12 +707,12 @@ Vcpu::Next Vcpu::handle_internal_error() {
     details.push_back(fmt::format("data[{}] = {:#x}", i, internal.data[i]));
   }
   if (internal.suberror != KVM_INTERNAL_ERROR_EMULATION) {
-    return crash(RunEnd::kInternal, 4, "KVM internal error (KVM_EXIT_INTERNAL_ERROR)",
+    return crash(RunEnd::kInternal, "KVM internal error (KVM_EXIT_INTERNAL_ERROR)",
                  std::move(details));
   }
   kvm_regs r = regs();
   if (!making_progress(r)) {
-    return crash(RunEnd::kGuestError, 2,
+    return crash(RunEnd::kGuestError,
                  fmt::format("KVM cannot emulate the instruction at rip={:#x}, even with its "
                              "pages mapped",
                              r.rip),
@@ -705,7 +737,7 @@ Vcpu::Next Vcpu::handle_internal_error() {
   }
   if (read_guest_virtual(memory_, s, r.rip, 15).empty()) {
     details.push_back(format_page_walk(walk_guest_page_tables(memory_, s, r.rip), r.rip));
-    return crash(RunEnd::kGuestError, 2,
+    return crash(RunEnd::kGuestError,
                  fmt::format("the guest executes from memory it has not got: rip={:#x}", r.rip),
                  std::move(details));
   }
@@ -714,7 +746,7 @@ Vcpu::Next Vcpu::handle_internal_error() {
   // emulate at all (int $0x80 past sptelab's IDT) must fail now, not after
   // kMaxRecoveries rounds: with many vCPUs those outlast --timeout.
   if (!page_named && recoveries_in_place_ > kMaxBlindRecoveries) {
-    return crash(RunEnd::kGuestError, 2,
+    return crash(RunEnd::kGuestError,
                  fmt::format("KVM cannot emulate the instruction at rip={:#x} (it touches no "
                              "guest page that could be missing; an int, a far jump or a "
                              "privileged instruction sptelab's guest setup does not support?)",
@@ -750,12 +782,12 @@ std::vector<std::string> Vcpu::inaccessible_system_pages() {
   return out;
 }
 
-Vcpu::Next Vcpu::crash(RunEnd end, int status, std::string headline,
-                       std::vector<std::string> details, const kvm_regs* regs_override) {
+Vcpu::Next Vcpu::crash(RunEnd end, std::string headline, std::vector<std::string> details,
+                       const kvm_regs* regs_override) {
   kvm_regs r = regs_override != nullptr ? *regs_override : regs();
   kvm_sregs s = sregs();
   std::string dump = format_crash_dump(index_, {headline, std::move(details)}, r, s, memory_);
-  vm_.finish(end, status, fmt::format("vcpu{}: {}", index_, headline), std::move(dump));
+  vm_.finish(end, fmt::format("vcpu{}: {}", index_, headline), std::move(dump));
   return Next::kEnd;
 }
 

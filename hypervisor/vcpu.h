@@ -53,12 +53,36 @@ class Vcpu {
   Next handle_exit();
   Next handle_mmio();
   Next handle_io();
+  // One port access of an `in`/`out` exit; `value` holds the bytes written
+  // (out) and takes the answer (in).
+  struct PortIo {
+    uint16_t port;
+    uint8_t size;
+    bool write;
+    uint32_t value;
+  };
+  // The handler of one ABI port (guest/sptelab_abi.h), from the table
+  // kAbiPorts in vcpu.cpp; nullopt: not an access this port takes.
+  using PortHandler = std::optional<Next> (Vcpu::*)(PortIo& io);
+  struct AbiPort {
+    uint16_t port;
+    PortHandler handle;
+  };
+  static const AbiPort kAbiPorts[];
   Next handle_port(uint16_t port, uint8_t size, bool write, uint8_t* data);
+  std::optional<Next> port_console(PortIo& io);
+  std::optional<Next> port_exit(PortIo& io);
+  std::optional<Next> port_exception(PortIo& io);
+  std::optional<Next> port_arg(PortIo& io);
+  std::optional<Next> port_report_key(PortIo& io);
+  std::optional<Next> port_report_value(PortIo& io);
+  std::optional<Next> port_of_scenario(PortIo& io);
   Next handle_exception_report(uint32_t vector);
   Next handle_internal_error();
   Next handle_native_fault();
   Next memory_failure(const MemoryFailure& failure, const char* doing);
-  Next crash(RunEnd end, int status, std::string headline, std::vector<std::string> details = {},
+  // Ends the run with a crash dump; the status is the end's (exit_status_of).
+  Next crash(RunEnd end, std::string headline, std::vector<std::string> details = {},
              const kvm_regs* regs_override = nullptr);
   bool making_progress(const kvm_regs& state);
   // The page of the current instruction's memory operand, if it decodes.

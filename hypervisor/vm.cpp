@@ -39,6 +39,25 @@ const char* run_end_name(RunEnd end) {
   return "unknown";
 }
 
+ExitStatus exit_status_of(RunEnd end) {
+  switch (end) {
+    case RunEnd::kAllHalted:
+      return ExitStatus::kOk;
+    case RunEnd::kGuestError:
+      return ExitStatus::kBadInput;
+    case RunEnd::kNoMemory:
+      return ExitStatus::kEnvironment;
+    case RunEnd::kTimeout:
+    case RunEnd::kInternal:
+      return ExitStatus::kInternal;
+    case RunEnd::kGuestExit:
+    case RunEnd::kStopped:
+      break;
+  }
+  throw_internal(fmt::format("a run that ended by '{}' has no status of its own: it is given",
+                             run_end_name(end)));
+}
+
 VmStats& VmStats::operator+=(const VmStats& other) {
   exits += other.exits;
   io_exits += other.io_exits;
@@ -186,7 +205,7 @@ RunResult Vm::run() {
   }
   stop_all_vcpus();
   if (timed_out) {
-    finish(RunEnd::kTimeout, 4,
+    finish(RunEnd::kTimeout,
            fmt::format("the guest did not finish within {} s ({}); raise --timeout if it needs "
                        "longer",
                        config_.timeout_seconds, vcpu_positions()));
@@ -198,7 +217,7 @@ RunResult Vm::run() {
     result = std::move(*end_);
   } else {
     result.end = RunEnd::kAllHalted;
-    result.exit_status = 0;
+    result.exit_status = static_cast<int>(exit_status_of(RunEnd::kAllHalted));
     result.message = "every vCPU halted";
   }
   result.reports = reports_;
@@ -210,11 +229,16 @@ RunResult Vm::run() {
 }
 
 void Vm::request_stop(int exit_status, std::string message) {
-  finish(RunEnd::kStopped, exit_status, std::move(message));
+  finish_with_status(RunEnd::kStopped, exit_status, std::move(message));
 }
 
-bool Vm::finish(RunEnd end, int exit_status, std::string message, std::string dump,
-                std::optional<uint32_t> guest_exit_value) {
+bool Vm::finish(RunEnd end, std::string message, std::string dump) {
+  return finish_with_status(end, static_cast<int>(exit_status_of(end)), std::move(message),
+                            std::move(dump));
+}
+
+bool Vm::finish_with_status(RunEnd end, int exit_status, std::string message, std::string dump,
+                            std::optional<uint32_t> guest_exit_value) {
   {
     std::lock_guard lock(mutex_);
     if (end_) return false;

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/error.h"
 #include "hypervisor/kvm_device.h"
 #include "hypervisor/system_area.h"
 #include "spte/mirror.h"
@@ -84,6 +85,9 @@ enum class RunEnd : uint8_t {
   kInternal,    // KVM refused or failed in a way sptelab cannot explain: status 4
 };
 const char* run_end_name(RunEnd end);
+// The exit status of a run that ended so, for every end that decides it
+// (all but kGuestExit and kStopped, whose status is given).
+ExitStatus exit_status_of(RunEnd end);
 
 struct VmStats {
   uint64_t exits = 0;
@@ -154,11 +158,15 @@ class Vm {
  private:
   friend class Vcpu;
 
-  // Records how the run ends; returns false if an end was already recorded.
   void set_memory_region(uint32_t slot, uint64_t gpa, uint64_t bytes, uint8_t* host,
                          const char* what);
-  bool finish(RunEnd end, int exit_status, std::string message, std::string dump = {},
-              std::optional<uint32_t> guest_exit_value = std::nullopt);
+  // Records how the run ends, with the status its end maps to
+  // (exit_status_of); returns false if an end was already recorded.
+  bool finish(RunEnd end, std::string message, std::string dump = {});
+  // The same with the status given: a guest's exit value, a stop request's
+  // status, the status of the error a layer below threw.
+  bool finish_with_status(RunEnd end, int exit_status, std::string message, std::string dump = {},
+                          std::optional<uint32_t> guest_exit_value = std::nullopt);
   bool stopping() const { return stopping_.load(std::memory_order_seq_cst); }
   void vcpu_done();
   void console(uint32_t vcpu, std::string_view text);
