@@ -40,6 +40,8 @@ const char* rank_name(LockRank rank) {
       return "PTL";
     case LockRank::kMmuLock:
       return "mmu_lock";
+    case LockRank::kMirror:
+      return "mirror";
   }
   return "?";
 }
@@ -75,7 +77,7 @@ void before_acquire(LockRank rank, const char* name) {
     if (outer.rank > rank) {
       violation(
           fmt::format("{} ({}) taken while holding {} ({}); the order is mmap_lock -> "
-                      "PTL -> mmu_lock",
+                      "PTL -> mmu_lock -> mirror",
                       name, rank_name(rank), outer.name, rank_name(outer.rank)));
       return;
     }

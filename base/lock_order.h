@@ -3,8 +3,8 @@
 // A thread that holds a ranked lock takes only locks of the same or a later
 // rank (two page-table locks may nest, as fork's source and child tables do):
 //
-//   mmap_lock -> PTL -> mmu_lock -> (the mirror update: the guest window's
-//   lock and its mmap, hypervisor/guest_window.h)
+//   mmap_lock -> PTL -> mmu_lock -> mirror (the mirror update: the guest
+//   window's lock and its mmap, hypervisor/guest_window.h)
 //
 // PTL before mmu_lock: under the ptl-page placement the notifier runs inside
 // the PTL and the secondary MMU takes mmu_lock there (the 2008 placement of
@@ -32,6 +32,7 @@ enum class LockRank : uint8_t {
   kMmapLock,
   kPtl,
   kMmuLock,
+  kMirror,  // the guest window's lock: an spte change reaches it under mmu_lock
 };
 
 namespace lock_order {

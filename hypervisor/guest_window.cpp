@@ -92,6 +92,7 @@ void GuestWindow::update(const spte::MirrorUpdate& update) {
 }
 
 bool GuestWindow::already(const spte::MirrorUpdate& update) const {
+  mutex_.assert_held();
   for (uint64_t i = 0; i < update.count; ++i) {
     if (access_[update.gfn + i] != update.access) return false;
   }
@@ -99,6 +100,7 @@ bool GuestWindow::already(const spte::MirrorUpdate& update) const {
 }
 
 bool GuestWindow::backed_by(const spte::MirrorUpdate& update) const {
+  mutex_.assert_held();
   for (uint64_t i = 0; i < update.count; ++i) {
     if (backing_[update.gfn + i] != update.pfn + i) return false;
   }
@@ -106,6 +108,7 @@ bool GuestWindow::backed_by(const spte::MirrorUpdate& update) const {
 }
 
 void GuestWindow::protect(uint64_t gfn, uint64_t count, int prot) {
+  mutex_.assert_held();
   // mprotect over a run that is partly never-mapped reservation is fine: the
   // reservation is an anonymous PROT_NONE mapping, and stays inaccessible
   // only if prot is PROT_NONE (callers never upgrade such a page this way:
@@ -121,6 +124,7 @@ void GuestWindow::set_populate(bool on) {
 }
 
 void GuestWindow::map(const spte::MirrorUpdate& update, int prot) {
+  mutex_.assert_held();
   void* want = base_ + (update.gfn << mm::kPageShift);
   // A PROT_NONE run has nothing to populate.
   int flags = MAP_SHARED | MAP_FIXED | (populate_ && prot != PROT_NONE ? MAP_POPULATE : 0);

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "base/mutex.h"
 #include "mm/phys_mem.h"
 #include "spte/mirror.h"
 
@@ -66,6 +67,7 @@ class GuestWindow final : public spte::Mirror {
   bool read_mapped(uint64_t gpa, void* out, size_t len) const;
 
  private:
+  // Callers hold mutex_.
   bool already(const spte::MirrorUpdate& update) const;
   bool backed_by(const spte::MirrorUpdate& update) const;
   void protect(uint64_t gfn, uint64_t count, int prot);
@@ -77,7 +79,8 @@ class GuestWindow final : public spte::Mirror {
 
   // Both arrays under mutex_. A page made inaccessible keeps its frame
   // mapped with PROT_NONE, so mapping the same frame again is an mprotect.
-  mutable std::mutex mutex_;
+  // Last in the lock order: updates arrive under mmu_lock.
+  mutable Mutex mutex_{"guest_window", LockRank::kMirror};
   std::vector<mm::Pfn> backing_;
   std::vector<spte::Access> access_;
   bool populate_ = false;

@@ -2,6 +2,7 @@
 // checks them: an inversion and a missing lock are reported, the order and
 // nesting of equal ranks are not.
 #include "base/lock_order.h"
+#include "base/mutex.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -75,6 +76,27 @@ TEST_F(LockOrderTest, PtlInsideMmuLockIsReported) {
   mmu_lock.unlock();
   ASSERT_EQ(reports_.size(), 1u);
   EXPECT_THAT(reports_[0], HasSubstr("ptl (PTL) taken while holding mmu_lock"));
+}
+
+TEST_F(LockOrderTest, TheMirrorComesAfterMmuLock) {
+  SpinLock mmu_lock("mmu_lock", LockRank::kMmuLock);
+  Mutex window("guest_window", LockRank::kMirror);
+  {
+    std::lock_guard outer(mmu_lock);
+    std::lock_guard inner(window);  // an spte change reaching the window
+    window.assert_held();
+  }
+  EXPECT_TRUE(reports_.empty()) << reports_.front();
+  {
+    std::lock_guard outer(window);
+    std::lock_guard inner(mmu_lock);
+  }
+  ASSERT_EQ(reports_.size(), 1u);
+  EXPECT_THAT(reports_[0], HasSubstr("mmu_lock (mmu_lock) taken while holding guest_window"));
+  EXPECT_THAT(reports_[0], HasSubstr("mmu_lock -> mirror"));
+  window.assert_held();
+  ASSERT_EQ(reports_.size(), 2u);
+  EXPECT_THAT(reports_[1], HasSubstr("guest_window is not held"));
 }
 
 TEST_F(LockOrderTest, ATryIsNotAnInversion) {
