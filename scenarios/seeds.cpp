@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <utility>
 
 #include "base/error.h"
 #include "base/inject.h"
@@ -184,7 +185,12 @@ struct SeedRig::State {
     last_start_pfn = start_pfn;
     last_start_generation = start_generation;
     last_value = value;
+    if (race == SeedRace::kDontneedTlb && !lost_store) {
+      lost_store = store_lost(start_pfn, start_generation, value);
+    }
   }
+  std::optional<SeedViolation> store_lost(mm::Pfn start_pfn, uint64_t start_generation,
+                                          uint64_t value) const;
 
   std::optional<SeedViolation> check_writeback();
   std::optional<SeedViolation> check_write_landed();
@@ -208,11 +214,18 @@ struct SeedRig::State {
   bool keep_storing(uint32_t done) const {
     if (done == 0) return true;
     if (done >= writes || zapper_done.load(std::memory_order_acquire)) return false;
+    // Two storing roles and the zapper share two CPUs: a storing role that
+    // never gave its CPU up kept the zapper waiting for one for
+    // milliseconds, and a round lasted that long (100 rounds/s).
+    if (done % kStoresPerYield == 0) std::this_thread::yield();
     return true;
   }
+  static constexpr uint32_t kStoresPerYield = 32;
   mm::Pfn last_start_pfn = mm::kNoPfn;  // of the witness's last completed store
   uint64_t last_start_generation = 0;
   uint64_t last_value = 0;
+  // dontneed-tlb: the first store of the round that missed its frame.
+  std::optional<SeedViolation> lost_store;
   std::vector<mm::Pfn> pinned;  // gup-fast-revalidate: the pinner's pages, held until check
   size_t log_reported = 0;      // violations of the lab's log already returned
 };
@@ -238,25 +251,33 @@ std::optional<SeedViolation> SeedRig::State::check_writeback() {
                   pfn, held, disk, witness == Witness::kHost ? "host CPU" : "vCPU")};
 }
 
-// dontneed-tlb: a store that began when the host already mapped the frame
-// it maps at the end must be in that frame. The frame was installed by a
-// fault after the zap, so a correct host had flushed every older
-// translation before; a store that is not there went to the old frame.
-std::optional<SeedViolation> SeedRig::State::check_write_landed() {
-  const mm::Pfn pfn = host_pfn();
-  if (pfn == mm::kNoPfn || last_start_pfn != pfn ||
-      last_start_generation != lab.phys.generation(pfn)) {
-    return std::nullopt;
-  }
-  const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(pfn));
-  const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_relaxed);
-  if (held == last_value) return std::nullopt;
+// dontneed-tlb: a store that began and ended with the host mapping the same
+// frame must be in that frame. A frame the host maps after the zap was installed
+// by a fault after it, so a correct host had flushed every older translation
+// before; a store that is not there went to the old frame through a
+// translation the zap had not flushed yet. Checked right after each store
+// (only the witness writes word 0, and the generation says the frame was
+// neither freed nor reused meanwhile): a later store that lands does not
+// hide an earlier one that was lost.
+std::optional<SeedViolation> SeedRig::State::store_lost(mm::Pfn start_pfn,
+                                                        uint64_t start_generation,
+                                                        uint64_t value) const {
+  // The host must map the frame after the store too: a store that began
+  // before the zap may fault and land in the frame the fault installs.
+  if (start_pfn == mm::kNoPfn || host_pfn() != start_pfn) return std::nullopt;
+  const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(start_pfn));
+  const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_acquire);
+  if (held == value || lab.phys.generation(start_pfn) != start_generation) return std::nullopt;
   return SeedViolation{
       "lost-write",
-      fmt::format("the {}'s store of {:#x} began with the host mapping frame {:#x} (installed by "
-                  "a fault after the zap), but that frame holds {:#x}: the store went to the old "
-                  "frame through a translation the zap had not flushed yet",
-                  witness == Witness::kHost ? "host CPU" : "vCPU", last_value, pfn, held)};
+      fmt::format("the {}'s store of {:#x} began and ended with the host mapping frame {:#x} "
+                  "(installed by a fault after the zap), but that frame holds {:#x}: the store "
+                  "went to the old frame through a translation the zap had not flushed yet",
+                  witness == Witness::kHost ? "host CPU" : "vCPU", value, start_pfn, held)};
+}
+
+std::optional<SeedViolation> SeedRig::State::check_write_landed() {
+  return std::exchange(lost_store, std::nullopt);
 }
 
 // gup-fast-revalidate: the pin the pinner holds must be of a page that was
@@ -619,7 +640,9 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
       zapper_thread = i == 0;
       uint64_t seen = 0;
       for (;;) {
-        while (generation.load() == seen && !stop.load()) relax();
+        // Asleep between rounds (futex), so that the round's roles and the
+        // coordinator do not share the two CPUs with threads that only wait.
+        generation.wait(seen);
         if (stop.load()) return;
         seen = generation.load();
         try {
@@ -629,6 +652,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
           stop.store(true);
         }
         finished.fetch_add(1);
+        finished.notify_all();
       }
     });
   }
@@ -649,7 +673,8 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
     const uint64_t round_start = trace::detail::now_ns();
     finished.store(0);
     generation.fetch_add(1);
-    while (finished.load() < roles) relax();
+    generation.notify_all();
+    for (size_t done = 0; (done = finished.load()) < roles;) finished.wait(done);
     ++result.rounds;
     if (stop.load()) break;
     if (std::optional<SeedViolation> found = rig.check()) {
@@ -665,6 +690,8 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
   }
   result.seconds = ms_since(start) / 1000.0;
   stop.store(true);
+  generation.fetch_add(1);
+  generation.notify_all();
   for (std::thread& thread : threads) thread.join();
   for (const std::exception_ptr& error : errors) {
     if (error) std::rethrow_exception(error);
