@@ -1,4 +1,4 @@
-// sptelab trace FILE [--gfn N] [--event NAME[,NAME]] [--thread NAME]
+// sptelab trace FILE [--gfn N] [--pfn N] [--where F=V] [--event NAME[,NAME]] [--thread NAME]
 //                    [--from T] [--to T] [--around-violation [N]] [--summary
 //                    [--per-gfn]] [--format text|chrome] [--output FILE]
 #include <fnmatch.h>
@@ -35,6 +35,12 @@ options:
   --gfn N          only events about guest page N (decimal or 0x hex): spte
                    events, faults, MMIO exits on it, and host events on its
                    host address
+  --pfn N          only events about host frame N (decimal or 0x hex): a
+                   pfn or table_pfn argument equal to N, or a present PTE
+                   or spte argument that maps it
+  --where F=V,...  only events with an argument F whose value is V: a
+                   number (decimal or 0x hex) or the name the text shows,
+                   e.g. --where detector=lost-write or --where cpu=1
   --event NAMES    only these events: a comma list of names or globs, e.g.
                    kvm_mmu_zap_spte,mmu_notifier_* (real-kernel events also
                    answer to 'kernel' and to 'system:name')
@@ -139,6 +145,27 @@ trace::Filter filter_options(const Options& options) {
       options.fail(fmt::format("--gfn '{}' is not a page number (decimal or 0x hex)", *text));
     }
   }
+  if (std::optional<std::string> text = options.value("pfn")) {
+    filter.pfn = parse_gfn(*text);
+    if (!filter.pfn) {
+      options.fail(fmt::format("--pfn '{}' is not a frame number (decimal or 0x hex)", *text));
+    }
+  }
+  for (const std::string& condition : list_option(options, "where")) {
+    const size_t equals = condition.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == condition.size()) {
+      options.fail(
+          fmt::format("--where '{}' is not FIELD=VALUE (e.g. detector=lost-write)", condition));
+    }
+    std::string name = condition.substr(0, equals);
+    if (!trace::is_argument_name(name)) {
+      options.fail(
+          fmt::format("--where: no event has a field '{}' (docs/tracing.md lists each "
+                      "event's fields)",
+                      name));
+    }
+    filter.fields.emplace_back(std::move(name), condition.substr(equals + 1));
+  }
   filter.events = list_option(options, "event");
   filter.threads = list_option(options, "thread");
   filter.from_ns = time_option(options, "from");
@@ -239,6 +266,8 @@ int trace_main(Args given) {
   const std::vector<std::string> args = with_around_default(given);
   Options options("trace", args,
                   {{"gfn"},
+                   {"pfn"},
+                   {"where", true},
                    {"event", true},
                    {"thread", true},
                    {"from"},

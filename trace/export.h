@@ -25,6 +25,13 @@ struct Filter {
   // it, real-kernel events naming it, and host events whose addr (or
   // start..end) covers its host address when the AddressMap knows it.
   std::optional<uint64_t> gfn;
+  // Events about this host frame: a pfn or table_pfn argument equal to it,
+  // or a present PTE argument (old_pte, new_pte, spte) that maps it.
+  std::optional<uint64_t> pfn;
+  // Field conditions (`--where detector=lost-write,cpu=1`): the event has an
+  // argument of that name whose value is the number given (decimal or 0x
+  // hex) or prints as the text given (a symbol such as lost-write).
+  std::vector<std::pair<std::string, std::string>> fields;
   // Globs on the event name ("kvm_mmu_*"); a real-kernel event also answers
   // to "kernel" and to its own "system:name" ("kvmmmu:kvm_mmu_set_spte").
   std::vector<std::string> events;
@@ -33,6 +40,9 @@ struct Filter {
   std::optional<uint64_t> from_ns;
   std::optional<uint64_t> to_ns;
 };
+
+// Whether some event kind has an argument of this name (for --where).
+bool is_argument_name(std::string_view name);
 
 // "a,b,c" -> {"a", "b", "c"}; empty items are dropped.
 std::vector<std::string> split_list(std::string_view list);

@@ -1,11 +1,14 @@
-// Filters of export.h: which events `sptelab trace --gfn/--event/--thread/
-// --from/--to` keeps.
+// Filters of export.h: which events `sptelab trace --gfn/--pfn/--where/
+// --event/--thread/--from/--to` keeps.
 #include <fnmatch.h>
 
+#include <charconv>
 #include <optional>
 
+#include "base/x86_pte.h"
 #include "trace/export.h"
 #include "trace/kernel.h"
+#include "trace/symbols.h"
 
 namespace sptelab::trace {
 namespace {
@@ -59,7 +62,64 @@ bool gfn_matches(const Event& event, uint64_t gfn, std::optional<uint64_t> hva) 
   return hva && host_event_covers(event, *hva);
 }
 
+bool pfn_matches(const Event& event, uint64_t pfn) {
+  const KindInfo& kind_info = info(event.kind);
+  for (size_t i = 0; i < kind_info.args.size(); ++i) {
+    const uint64_t value = event.args[i];
+    switch (arg_style(event.kind, i)) {
+      case ArgStyle::kFrame:
+        if (value == pfn) return true;
+        break;
+      case ArgStyle::kPte:
+        if ((value & x86::kPtePresent) && (value & x86::kPteAddressMask) >> 12 == pfn) return true;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+std::optional<uint64_t> parse_number(std::string_view text) {
+  int base = 10;
+  if (text.substr(0, 2) == "0x" || text.substr(0, 2) == "0X") {
+    text.remove_prefix(2);
+    base = 16;
+  }
+  if (text.empty()) return std::nullopt;
+  uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, base);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// `name=text`: an argument called name whose value is the number text reads
+// as, or whose printed form (up to its first space: "pfn=0x12 P+W" prints
+// "0x12") is text.
+bool field_matches(const Event& event, const std::string& name, const std::string& text) {
+  std::optional<size_t> index = arg_index(event.kind, name);
+  if (!index) return false;
+  const uint64_t value = event.args[*index];
+  if (std::optional<uint64_t> number = parse_number(text); number && *number == value) return true;
+  const std::string shown = format_arg(event.kind, *index, value);
+  return shown == text || shown.substr(0, shown.find(' ')) == text;
+}
+
+bool fields_match(const Event& event, const Filter& filter) {
+  for (const auto& [name, text] : filter.fields) {
+    if (!field_matches(event, name, text)) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+bool is_argument_name(std::string_view name) {
+  for (size_t i = 0; i < static_cast<size_t>(Kind::kCount); ++i) {
+    if (arg_index(static_cast<Kind>(i), name)) return true;
+  }
+  return false;
+}
 
 std::vector<std::string> split_list(std::string_view list) {
   std::vector<std::string> items;
@@ -87,6 +147,8 @@ std::vector<size_t> select_events(const TraceFile& file, const Filter& filter) {
     if (!filter.events.empty() && !event_name_matches(file, event, filter.events)) continue;
     if (!filter.threads.empty() && !thread_matches(file, event, filter.threads)) continue;
     if (filter.gfn && !gfn_matches(event, *filter.gfn, hva)) continue;
+    if (filter.pfn && !pfn_matches(event, *filter.pfn)) continue;
+    if (!fields_match(event, filter)) continue;
     selected.push_back(i);
   }
   return selected;

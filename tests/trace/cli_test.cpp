@@ -63,6 +63,9 @@ TEST_F(TraceCli, FiltersCombine) {
   auto result = run_sptelab({"trace", path_, "--gfn", "0x5", "--thread", "vcpu*"});
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("(2 shown)"));
+  result = run_sptelab({"trace", path_, "--where", "gfn=9", "--event", "kvm_mmu_*"});
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("kvm_mmu_set_spte: gfn=0x9"));
   result = run_sptelab({"trace", path_, "--event", "kvm_mmu_*", "--from", "0.15us", "--to", "1us"});
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("(1 shown)"));
@@ -258,6 +261,15 @@ TEST_F(TraceCli, BadOptionsAreExit2WithAReason) {
   result = run_sptelab({"trace", path_, "--gfn", "five"});
   EXPECT_EQ(result.status, 2);
   EXPECT_THAT(result.err, HasSubstr("--gfn 'five' is not a page number"));
+  result = run_sptelab({"trace", path_, "--pfn", "0xzz"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("--pfn '0xzz' is not a frame number"));
+  result = run_sptelab({"trace", path_, "--where", "nosuch=1"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("no event has a field 'nosuch'"));
+  result = run_sptelab({"trace", path_, "--where", "gfn"});
+  EXPECT_EQ(result.status, 2);
+  EXPECT_THAT(result.err, HasSubstr("--where 'gfn' is not FIELD=VALUE"));
   result = run_sptelab({"trace", path_, "--from", "-3"});
   EXPECT_EQ(result.status, 2);
   EXPECT_THAT(result.err, HasSubstr("--from '-3' is not a time: seconds like the text's"));

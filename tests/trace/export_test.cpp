@@ -248,6 +248,39 @@ TEST(Filters, ThreadsAndTimeWindow) {
   EXPECT_THAT(kinds_of(file, select_events(file, both)), ElementsAre(Kind::kFaultRetry));
 }
 
+TEST(Filters, PfnKeepsFrameArgumentsAndPresentEntriesThatMapIt) {
+  TraceFile file = race_trace().file();
+  Filter filter;
+  filter.pfn = 0x42;  // GUP's pfn, then the zapped spte and the cleared PTE that mapped it
+  EXPECT_THAT(kinds_of(file, select_events(file, filter)),
+              ElementsAre(Kind::kGupFast, Kind::kSpteZap, Kind::kPteClear));
+  filter.pfn = 0x10;  // the page-table frame whose lock was taken
+  EXPECT_THAT(kinds_of(file, select_events(file, filter)),
+              ElementsAre(Kind::kPtlLock, Kind::kPtlUnlock));
+  filter.pfn = 0x99;
+  EXPECT_TRUE(select_events(file, filter).empty());
+}
+
+TEST(Filters, WhereComparesNumbersAndTheNamesTheTextShows) {
+  TraceFile file = race_trace().file();
+  Filter filter;
+  filter.fields = {{"reason", "MMIO"}};
+  EXPECT_THAT(kinds_of(file, select_events(file, filter)), ElementsAre(Kind::kVcpuExit));
+  filter.fields = {{"reason", "6"}};  // the same exit by number
+  EXPECT_THAT(kinds_of(file, select_events(file, filter)), ElementsAre(Kind::kVcpuExit));
+  filter.fields = {{"pfn", "0x43"}};  // hex as the text shows it, or decimal
+  EXPECT_THAT(kinds_of(file, select_events(file, filter)),
+              ElementsAre(Kind::kGupFast, Kind::kFaultFixed));
+  filter.fields = {{"pfn", "67"}};
+  EXPECT_EQ(select_events(file, filter).size(), 2u);
+  filter.fields = {{"pfn", "0x43"}, {"ok", "1"}};  // every condition holds
+  EXPECT_THAT(kinds_of(file, select_events(file, filter)), ElementsAre(Kind::kGupFast));
+  filter.fields = {{"reason", "IO"}};
+  EXPECT_TRUE(select_events(file, filter).empty());
+  EXPECT_TRUE(is_argument_name("detector"));
+  EXPECT_FALSE(is_argument_name("nosuch"));
+}
+
 TEST(Filters, TextHeaderCountsWhatIsShown) {
   TraceFile file = race_trace().file();
   Filter filter;
