@@ -131,6 +131,7 @@ struct SeedRig::State {
       case SeedRace::kDontneedTlb:
         lab.mm->set_dontneed_flush(buggy ? mm::DontneedFlush::kBatched
                                          : mm::DontneedFlush::kBeforePtlUnlock);
+        stores_per_yield = 32;
         break;
       case SeedRace::kGupFastRevalidate:
         break;  // a process-wide mutant (variant_mutant), scoped by the caller
@@ -214,13 +215,17 @@ struct SeedRig::State {
   bool keep_storing(uint32_t done) const {
     if (done == 0) return true;
     if (done >= writes || zapper_done.load(std::memory_order_acquire)) return false;
-    // Two storing roles and the zapper share two CPUs: a storing role that
-    // never gave its CPU up kept the zapper waiting for one for
-    // milliseconds, and a round lasted that long (100 rounds/s).
-    if (done % kStoresPerYield == 0) std::this_thread::yield();
+    if (stores_per_yield != 0 && done % stores_per_yield == 0) std::this_thread::yield();
     return true;
   }
-  static constexpr uint32_t kStoresPerYield = 32;
+  // dontneed-tlb: its two storing roles and the zapper share two CPUs, and a
+  // storing role that never gave its CPU up kept the zapper waiting for one
+  // for milliseconds: a round lasted that long (100 rounds/s; yielding every
+  // 32 stores, 2,800 rounds/s, and the buggy variant is caught in a few
+  // rounds). The other races need their storing roles on the CPU through
+  // the zapper's and the cleaner's work: delayed-rmap, yielding so, went
+  // from a violation in tens of ms to none in 20 s.
+  uint32_t stores_per_yield = 0;
   mm::Pfn last_start_pfn = mm::kNoPfn;  // of the witness's last completed store
   uint64_t last_start_generation = 0;
   uint64_t last_value = 0;
@@ -640,9 +645,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
       zapper_thread = i == 0;
       uint64_t seen = 0;
       for (;;) {
-        // Asleep between rounds (futex), so that the round's roles and the
-        // coordinator do not share the two CPUs with threads that only wait.
-        generation.wait(seen);
+        while (generation.load() == seen && !stop.load()) relax();
         if (stop.load()) return;
         seen = generation.load();
         try {
@@ -652,7 +655,6 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
           stop.store(true);
         }
         finished.fetch_add(1);
-        finished.notify_all();
       }
     });
   }
@@ -673,8 +675,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
     const uint64_t round_start = trace::detail::now_ns();
     finished.store(0);
     generation.fetch_add(1);
-    generation.notify_all();
-    for (size_t done = 0; (done = finished.load()) < roles;) finished.wait(done);
+    while (finished.load() < roles) relax();
     ++result.rounds;
     if (stop.load()) break;
     if (std::optional<SeedViolation> found = rig.check()) {
@@ -690,8 +691,6 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
   }
   result.seconds = ms_since(start) / 1000.0;
   stop.store(true);
-  generation.fetch_add(1);
-  generation.notify_all();
   for (std::thread& thread : threads) thread.join();
   for (const std::exception_ptr& error : errors) {
     if (error) std::rethrow_exception(error);
