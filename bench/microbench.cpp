@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "host/lab.h"
 #include "mm/fault.h"
 #include "mm/gup.h"
 #include "mm/host_cpu.h"
@@ -16,7 +17,6 @@
 #include "mm/ops.h"
 #include "mm/phys_mem.h"
 #include "mmu_notifier/chain.h"
-#include "scenarios/lab.h"
 #include "spte/mmu.h"
 #include "trace/trace.h"
 
@@ -129,9 +129,9 @@ BENCHMARK(BM_NotifierDispatch)
 void BM_SpteFault(benchmark::State& state) {
   constexpr uint64_t kPages = 4096;
   const auto protocol = spte::all_protocols()[static_cast<size_t>(state.range(0))];
-  scenarios::Lab lab(scenarios::LabConfig{.scheme = {mmu_notifier::Placement::kStartEnd, protocol},
-                                          .guest_pages = kPages,
-                                          .backing = scenarios::Backing::kAnon});
+  host::Lab lab(host::LabConfig{.scheme = {mmu_notifier::Placement::kStartEnd, protocol},
+                                .guest_pages = kPages,
+                                .backing = host::Backing::kAnon});
   {
     mm::MmapReadGuard guard(*lab.mm);
     for (spte::Gfn gfn = 0; gfn < kPages; ++gfn) {

@@ -192,7 +192,7 @@ std::string format_schedule(const Cell& cell, const Schedule& schedule, const st
     return out + "\n";
   }
   out += fmt::format("scheme {}\nop {}\nscenario {}\nmutant {}\nschedule", cell.scheme.name(),
-                     scenarios::host_op_name(cell.op), scenarios::scenario_name(cell.scenario),
+                     host::host_op_name(cell.op), scenarios::scenario_name(cell.scenario),
                      mutation::name(cell.mutant));
   for (uint32_t choice : schedule) out += fmt::format(" {}", choice);
   return out + "\n";
@@ -230,7 +230,7 @@ SavedSchedule parse_schedule(const std::string& text) {
             "schedule line {}: unknown scheme '{}'; see 'sptelab list schemes'", number, value));
       saved.cell.scheme = *scheme;
     } else if (key == "op") {
-      auto op = scenarios::parse_host_op(value);
+      auto op = host::parse_host_op(value);
       if (!op)
         throw_bad_input(fmt::format("schedule line {}: unknown op '{}'; see 'sptelab list ops'",
                                     number, value));
@@ -337,7 +337,7 @@ std::string cell_text(const std::vector<const CellResult*>& results, int bound) 
 std::string format_table(const std::vector<CellResult>& results, int bound) {
   const Table table = tabulate(results);
   std::string out = fmt::format("{:<23}", "scheme");
-  for (HostOp op : table.ops) out += fmt::format(" {:<9}", scenarios::host_op_name(op));
+  for (HostOp op : table.ops) out += fmt::format(" {:<9}", host::host_op_name(op));
   out += "\n";
   for (const std::string& scheme : table.schemes) {
     std::string row = fmt::format("{:<23}", scheme);
@@ -384,7 +384,7 @@ std::string format_json(const std::vector<CellResult>& results, int bound) {
         "\"property\": {}, \"detail\": {}, \"preemptions\": {}, \"schedules\": {}, "
         "\"pruned\": {}, \"complete\": {}, \"seconds\": {:.3f}, \"counterexample\": {}}}",
         i ? "," : "", race, json_string(r.cell.scheme.name()),
-        json_string(scenarios::host_op_name(r.cell.op)),
+        json_string(host::host_op_name(r.cell.op)),
         json_string(scenarios::scenario_name(r.cell.scenario)),
         json_string(mutation::name(r.cell.mutant)), json_string(verdict(r)),
         r.violated ? json_string(r.property) : "null", r.violated ? json_string(r.detail) : "null",
@@ -422,8 +422,8 @@ std::string format_markdown(const std::vector<CellResult>& results, int bound) {
   for (const CellResult& r : ordered) {
     if (!r.violated) continue;
     out += fmt::format("- **{}** `{}` ({} scenario, {} preemption(s)): {}\n", r.cell.scheme.name(),
-                       scenarios::host_op_name(r.cell.op),
-                       scenarios::scenario_name(r.cell.scenario), r.preemptions, r.detail);
+                       host::host_op_name(r.cell.op), scenarios::scenario_name(r.cell.scenario),
+                       r.preemptions, r.detail);
   }
   return out;
 }
@@ -449,7 +449,7 @@ std::pair<int, std::vector<CellResult>> parse_json_results(const std::vector<std
     for (const json::Value& item : root.at("results").as_array("results")) {
       CellResult r;
       auto scheme = spte::parse_scheme(item.at("scheme").as_string("scheme"));
-      auto op = scenarios::parse_host_op(item.at("op").as_string("op"));
+      auto op = host::parse_host_op(item.at("op").as_string("op"));
       auto scenario = scenarios::parse_scenario(item.at("scenario").as_string("scenario"));
       auto mutant = mutation::parse(item.at("mutant").as_string("mutant"));
       if (!scheme || !op || !scenario || !mutant)

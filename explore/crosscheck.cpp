@@ -12,8 +12,8 @@
 namespace sptelab::explore {
 namespace {
 
+using host::HostOp;
 using scenarios::Backend;
-using scenarios::HostOp;
 using scenarios::RaceConfig;
 using scenarios::RaceResult;
 
@@ -158,7 +158,7 @@ std::string header_line(const CrosscheckOptions& options) {
 std::string table_body(const std::vector<CrosscheckResult>& results) {
   const std::vector<HostOp> ops = column_order(results);
   std::string out = fmt::format("{:<24}", "scheme");
-  for (HostOp op : ops) out += fmt::format("{:<10}", scenarios::host_op_name(op));
+  for (HostOp op : ops) out += fmt::format("{:<10}", host::host_op_name(op));
   out += "\n";
   for (const std::string& scheme : row_order(results)) {
     std::string line = fmt::format("{:<24}", scheme);
@@ -215,7 +215,7 @@ std::string cell_line(const CrosscheckResult& cell) {
     }
   }
   std::string line =
-      fmt::format("- **{}** `{}`: {}; {}{}", cell.scheme.name(), scenarios::host_op_name(cell.op),
+      fmt::format("- **{}** `{}`: {}; {}{}", cell.scheme.name(), host::host_op_name(cell.op),
                   explorer, real, cell.agrees() ? "" : " **DISAGREES**");
   if (!cell.agrees() && !cell.example.empty()) line += fmt::format(" ({})", cell.example);
   return line + "\n";
@@ -349,7 +349,7 @@ std::string format_crosscheck_json(const std::vector<CrosscheckResult>& results,
         "\"preemptions\": {}, \"scenario\": \"{}\"}}, \"race_scenario\": \"{}\", \"attempts\": "
         "[{}], \"median_ms\": {}, \"operations\": {}, \"violations\": {}, \"agrees\": {}, "
         "\"seconds\": {:.3f}}}",
-        cells.empty() ? "" : ", ", cell.scheme.name(), scenarios::host_op_name(cell.op),
+        cells.empty() ? "" : ", ", cell.scheme.name(), host::host_op_name(cell.op),
         cell.explorer_racy, json_string(cell.property), cell.preemptions,
         scenarios::scenario_name(cell.explorer_scenario),
         scenarios::scenario_name(cell.race_scenario), attempts,

@@ -38,7 +38,7 @@ struct Attempt {
 
 struct CrosscheckResult {
   spte::Scheme scheme;
-  scenarios::HostOp op = scenarios::HostOp::kRemap;
+  host::HostOp op = host::HostOp::kRemap;
   // The explorer (both of its scenarios, bound 2).
   bool explorer_racy = false;
   std::string property;
@@ -69,21 +69,21 @@ struct CrosscheckResult {
 // both of its scenarios at the bound of docs/schemes.md (2), the racy one
 // with the fewest preemptions, on the host of `era`. `race --expect`
 // compares its rows with it.
-CellResult explorer_verdict(const spte::Scheme& scheme, scenarios::HostOp op,
+CellResult explorer_verdict(const spte::Scheme& scheme, host::HostOp op,
                             mm::KernelEra era = mm::kDefaultKernelEra);
 
 // The race scenario in which a real guest shows the explorer's `property`
 // for `op` (lost writes and write-protect violations in
 // coherence-lockfree, stale sptes and reads in stale-spte).
-ScenarioKind race_scenario_for(const std::string& property, scenarios::HostOp op);
+ScenarioKind race_scenario_for(const std::string& property, host::HostOp op);
 
 using CrosscheckProgress =
     std::function<void(const CrosscheckResult& done, size_t index, size_t total)>;
 
-CrosscheckResult crosscheck_cell(const spte::Scheme& scheme, scenarios::HostOp op,
+CrosscheckResult crosscheck_cell(const spte::Scheme& scheme, host::HostOp op,
                                  const CrosscheckOptions& options);
 std::vector<CrosscheckResult> crosscheck(const std::vector<spte::Scheme>& schemes,
-                                         const std::vector<scenarios::HostOp>& ops,
+                                         const std::vector<host::HostOp>& ops,
                                          const CrosscheckOptions& options,
                                          const CrosscheckProgress& progress = {});
 

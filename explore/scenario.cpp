@@ -7,17 +7,17 @@
 #include <memory>
 
 #include "base/error.h"
+#include "host/lab.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
-#include "scenarios/lab.h"
 #include "spte/soft_vcpu.h"
 #include "trace/trace.h"
 
 namespace sptelab::explore {
 namespace {
 
-using scenarios::Lab;
-using scenarios::LabConfig;
+using host::Lab;
+using host::LabConfig;
 
 constexpr spte::Gfn kGfn = 1;
 constexpr uint64_t kGuestPages = 4;
@@ -54,7 +54,7 @@ struct Rig {
   explicit Rig(const Cell& cell)
       : lab(LabConfig{.scheme = cell.scheme,
                       .guest_pages = kGuestPages,
-                      .backing = scenarios::backing_for(cell.op),
+                      .backing = host::backing_for(cell.op),
                       .era = cell.era}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         vcpu(machine.vcpu(0)),
@@ -101,7 +101,7 @@ std::optional<uint64_t> guest_load(Rig& rig) {
 
 void apply_op(Rig& rig, HostOp op, Record& record) {
   if (op != HostOp::kMprotect) {
-    scenarios::apply_host_op(rig.lab, op, kGfn, 0);
+    host::apply_host_op(rig.lab, op, kGfn, 0);
     return;
   }
   // Spelled out so that the window in which writes are forbidden is known:
@@ -265,7 +265,7 @@ std::string Cell::key() const {
     if (era != mm::kDefaultKernelEra) key += fmt::format("/kernel-{}", mm::kernel_era_name(era));
     return key;
   }
-  std::string key = fmt::format("{}/{}/{}", scheme.name(), scenarios::host_op_name(op),
+  std::string key = fmt::format("{}/{}/{}", scheme.name(), host::host_op_name(op),
                                 scenarios::scenario_name(scenario));
   if (mutant != mutation::Mutant::kNone) key += fmt::format("/{}", mutation::name(mutant));
   if (era != mm::kDefaultKernelEra) key += fmt::format("/kernel-{}", mm::kernel_era_name(era));

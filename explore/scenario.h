@@ -42,15 +42,15 @@
 
 #include "base/mutation.h"
 #include "base/sched.h"
+#include "host/host_ops.h"
 #include "mm/kernel_era.h"
-#include "scenarios/host_ops.h"
 #include "scenarios/race.h"
 #include "scenarios/seeds.h"
 #include "spte/scheme.h"
 
 namespace sptelab::explore {
 
-using scenarios::HostOp;
+using host::HostOp;
 using scenarios::ScenarioKind;
 
 struct Cell {

@@ -97,8 +97,8 @@ enum class InvalidateEvent : uint8_t {
 const char* invalidate_event_name(InvalidateEvent event);
 
 // The mm operations: the "op" argument of trace kMmOpBegin/kMmOpEnd, and
-// the host operations a race applies to a guest page (scenarios::HostOp is
-// this enum; `--op` offers seven of them, scenarios::all_host_ops()). Two
+// the host operations a race applies to a guest page (host::HostOp is
+// this enum; `--op` offers seven of them, host::all_host_ops()). Two
 // race ops are whole cycles, named by the step a secondary MMU must see:
 // kCow is fork, then the write that breaks COW (traced as fork, break_cow);
 // kKsm is the merge, then the write that breaks the KSM page.
@@ -121,7 +121,7 @@ enum class MmOp : uint8_t {
   kCow = kBreakCow,
   kKsm = kKsmMerge,
 };
-// The trace's name ("break_cow"); scenarios::host_op_name gives `--op`'s.
+// The trace's name ("break_cow"); host::host_op_name gives `--op`'s.
 const char* mm_op_name(MmOp op);
 
 class Mm;

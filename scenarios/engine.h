@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "scenarios/lab.h"
+#include "host/lab.h"
 #include "scenarios/workers.h"
 
 namespace sptelab::scenarios {
@@ -25,10 +25,10 @@ class GuestEngine {
   virtual std::string failure() const = 0;
 };
 
-std::unique_ptr<GuestEngine> make_soft_engine(Lab& lab, const RaceConfig& config,
+std::unique_ptr<GuestEngine> make_soft_engine(host::Lab& lab, const RaceConfig& config,
                                               const RaceLayout& layout);
 
-std::unique_ptr<GuestEngine> make_kvm_engine(Lab& lab, const RaceConfig& config,
+std::unique_ptr<GuestEngine> make_kvm_engine(host::Lab& lab, const RaceConfig& config,
                                              const RaceLayout& layout);
 
 // Guest RAM for a backend: the soft backend needs a few pages; the kvm one

@@ -33,11 +33,11 @@ constexpr std::array<std::pair<Interleaving, const char*>, 3> kNames = {{
 // mmap_lock for read; since 4.0 it holds mmap_lock for write, which the
 // third thread's fault would wait for forever while the remapper is parked).
 struct Rig {
-  explicit Rig(const spte::Scheme& scheme, HostOp op)
-      : lab(LabConfig{.scheme = scheme,
-                      .guest_pages = 16,
-                      .backing = backing_for(op),
-                      .era = mm::KernelEra::k2_6_27}),
+  explicit Rig(const spte::Scheme& scheme, host::HostOp op)
+      : lab(host::LabConfig{.scheme = scheme,
+                            .guest_pages = 16,
+                            .backing = host::backing_for(op),
+                            .era = mm::KernelEra::k2_6_27}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         vcpu(machine.vcpu(0)),
         host(*lab.mm, 0) {}
@@ -46,7 +46,7 @@ struct Rig {
   uint64_t gpa() const { return kGfn * mm::kPageSize; }
   uint64_t hva() const { return lab.hva_of(kGfn); }
 
-  Lab lab;
+  host::Lab lab;
   spte::SoftMachine machine;
   spte::SoftVcpu& vcpu;
   mm::HostCpu host;
@@ -95,10 +95,10 @@ bool probe_lost_write(Rig& rig) {
 }
 
 // The remapper thread: applies op once, parking at whatever gate is armed.
-std::thread start_remapper(Rig& rig, HostOp op, InterleavingOutcome& out) {
+std::thread start_remapper(Rig& rig, host::HostOp op, InterleavingOutcome& out) {
   return std::thread([&rig, op, &out] {
     ThreadRole role(Role::kRemapper);
-    out.op_applied = apply_host_op(rig.lab, op, kGfn, 0);
+    out.op_applied = host::apply_host_op(rig.lab, op, kGfn, 0);
   });
 }
 
@@ -117,7 +117,7 @@ std::thread start_guest_write(Rig& rig) {
   return vcpu;
 }
 
-void run_gup_before_change(Rig& rig, HostOp op, InterleavingOutcome& out) {
+void run_gup_before_change(Rig& rig, host::HostOp op, InterleavingOutcome& out) {
   rig.host.store64(rig.hva(), 1);  // the host page exists before the race
   Gate after_gup(Point::kSpteFaultAfterGup, Role::kVcpu);
   std::thread vcpu([&] {
@@ -125,13 +125,13 @@ void run_gup_before_change(Rig& rig, HostOp op, InterleavingOutcome& out) {
     guest_store(rig, kGuestWrite);
   });
   after_gup.wait_arrived();
-  out.op_applied = apply_host_op(rig.lab, op, kGfn, 0);
+  out.op_applied = host::apply_host_op(rig.lab, op, kGfn, 0);
   after_gup.open();
   vcpu.join();
   out.lost_write = probe_lost_write(rig);
 }
 
-void run_fault_in_window(Rig& rig, HostOp op, InterleavingOutcome& out) {
+void run_fault_in_window(Rig& rig, host::HostOp op, InterleavingOutcome& out) {
   rig.host.store64(rig.hva(), 1);
   Gate before_ptl(Point::kHostBeforePtl, Role::kRemapper);
   std::thread remapper = start_remapper(rig, op, out);
@@ -147,12 +147,12 @@ void run_fault_in_window(Rig& rig, HostOp op, InterleavingOutcome& out) {
 // and before the op's last notifier point. Migration has no such window: its
 // invalidations all come before remove_migration_ptes() makes the new page
 // visible, so the writes go after the whole op.
-std::optional<Point> third_thread_window(HostOp op) {
-  if (op == HostOp::kMigrate) return std::nullopt;
+std::optional<Point> third_thread_window(host::HostOp op) {
+  if (op == host::HostOp::kMigrate) return std::nullopt;
   return Point::kHostAfterRelease;
 }
 
-void run_third_thread(Rig& rig, HostOp op, InterleavingOutcome& out) {
+void run_third_thread(Rig& rig, host::HostOp op, InterleavingOutcome& out) {
   rig.vcpu.store64(rig.gpa(), 1);  // a writable spte exists before the race
   rig.host.load64(rig.hva());      // and the host CPU has a TLB entry
   std::optional<Point> window = third_thread_window(op);
@@ -200,7 +200,7 @@ const std::vector<Interleaving>& all_interleavings() {
 }
 
 InterleavingOutcome run_interleaving(const spte::Scheme& scheme, Interleaving interleaving,
-                                     HostOp op) {
+                                     host::HostOp op) {
   InterleavingOutcome out;
   Rig rig(scheme, op);
   switch (interleaving) {

@@ -22,7 +22,7 @@
 #include <string_view>
 #include <vector>
 
-#include "scenarios/host_ops.h"
+#include "host/host_ops.h"
 #include "spte/scheme.h"
 
 namespace sptelab::scenarios {
@@ -44,6 +44,6 @@ struct InterleavingOutcome {
 };
 
 InterleavingOutcome run_interleaving(const spte::Scheme& scheme, Interleaving interleaving,
-                                     HostOp op);
+                                     host::HostOp op);
 
 }  // namespace sptelab::scenarios

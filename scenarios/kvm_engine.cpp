@@ -19,7 +19,7 @@ namespace {
 // from an emulated spte of the scheme under test.
 class KvmEngine final : public GuestEngine {
  public:
-  KvmEngine(Lab& lab, const RaceConfig& config, const RaceLayout& layout)
+  KvmEngine(host::Lab& lab, const RaceConfig& config, const RaceLayout& layout)
       : window_(lab.phys, lab.config().guest_pages),
         vm_(vm_config(config, layout), *lab.mmu, window_) {
     if (config.guest_path.empty()) {
@@ -79,7 +79,7 @@ class KvmEngine final : public GuestEngine {
 
 }  // namespace
 
-std::unique_ptr<GuestEngine> make_kvm_engine(Lab& lab, const RaceConfig& config,
+std::unique_ptr<GuestEngine> make_kvm_engine(host::Lab& lab, const RaceConfig& config,
                                              const RaceLayout& layout) {
   return std::make_unique<KvmEngine>(lab, config, layout);
 }

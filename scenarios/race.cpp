@@ -39,7 +39,7 @@ double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-RaceLayout layout_for(const Lab& lab) {
+RaceLayout layout_for(const host::Lab& lab) {
   const uint64_t pages = lab.config().guest_pages;
   RaceLayout layout;
   layout.control_gpa = (pages - 16) * mm::kPageSize;
@@ -55,7 +55,7 @@ spte::Gfn gfn_of(uint64_t gpa) {
 // Everything the remapper thread does, and what it finds.
 class Remapper {
  public:
-  Remapper(Lab& lab, const RaceConfig& config, const RaceLayout& layout, RaceResult& result)
+  Remapper(host::Lab& lab, const RaceConfig& config, const RaceLayout& layout, RaceResult& result)
       : lab_(lab),
         config_(config),
         layout_(layout),
@@ -82,7 +82,7 @@ class Remapper {
     host_.store(layout_.lock(), 0);
     host_.store(layout_.counter(), 0);
     for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) host_.store(layout_.count(w), 0);
-    if (config_.scenario == ScenarioKind::kLockfree && config_.op == HostOp::kRemap) {
+    if (config_.scenario == ScenarioKind::kLockfree && config_.op == host::HostOp::kRemap) {
       // The other file page the remap alternates with starts clean too (a
       // new page-cache page holds whatever its frame held before).
       const spte::Gfn target = gfn_of(layout_.target_gpa);
@@ -231,7 +231,7 @@ class Remapper {
 
   void coherence_step(uint64_t i) {
     const spte::Gfn target = gfn_of(layout_.target_gpa);
-    if (config_.op == HostOp::kRemap) {
+    if (config_.op == host::HostOp::kRemap) {
       remap_under_lock(target, i);
     } else {
       result_.operations_applied += apply_op(target, i) ? 1 : 0;
@@ -241,12 +241,12 @@ class Remapper {
   // The op on `gfn`; mprotect and mkclean hold their write-protected window
   // open for the detectors.
   bool apply_op(spte::Gfn gfn, uint64_t i) {
-    if (config_.op != HostOp::kMprotect && config_.op != HostOp::kMkclean) {
-      return apply_host_op(lab_, config_.op, gfn, i);
+    if (config_.op != host::HostOp::kMprotect && config_.op != host::HostOp::kMkclean) {
+      return host::apply_host_op(lab_, config_.op, gfn, i);
     }
     const uint64_t hva = lab_.hva_of(gfn);
-    if (config_.op == HostOp::kMkclean) {
-      if (!apply_host_op(lab_, HostOp::kMkclean, gfn, i)) return false;
+    if (config_.op == host::HostOp::kMkclean) {
+      if (!host::apply_host_op(lab_, host::HostOp::kMkclean, gfn, i)) return false;
       check_write_protected(gfn, hva);
       return true;
     }
@@ -273,7 +273,7 @@ class Remapper {
       note(
           fmt::format("{} #{}: with gfn {:#x} write-protected, the auditor found {} spte(s) "
                       "disagreeing with the host page table",
-                      host_op_name(config_.op), result_.operations, gfn, found));
+                      host::host_op_name(config_.op), result_.operations, gfn, found));
     }
     if (!writes) return;
     const std::vector<uint64_t> after = vcpu_words(protected_pte.pfn());
@@ -284,7 +284,7 @@ class Remapper {
     report(spte::ViolationKind::kWriteAfterWrprotect, gfn,
            fmt::format("a vCPU wrote gfn {:#x} after {} had write-protected it, with the host "
                        "PTE still read-only",
-                       gfn, host_op_name(config_.op)));
+                       gfn, host::host_op_name(config_.op)));
   }
 
   // The words of the target page only the vCPUs write: the lock and counter
@@ -343,7 +343,7 @@ class Remapper {
   // own, so the fold observer moves the counters at the PTE switch.
   void lockfree_step(uint64_t i) {
     const spte::Gfn target = gfn_of(layout_.target_gpa);
-    if (config_.op != HostOp::kRemap) {
+    if (config_.op != host::HostOp::kRemap) {
       result_.operations_applied += apply_op(target, i) ? 1 : 0;
       return;
     }
@@ -399,7 +399,7 @@ class Remapper {
       note(
           fmt::format("after {} #{} of gfn {:#x}: the auditor found {} spte(s) disagreeing with "
                       "the host page table",
-                      host_op_name(config_.op), i, gfn, found));
+                      host::host_op_name(config_.op), i, gfn, found));
     }
   }
 
@@ -455,7 +455,7 @@ class Remapper {
     return value < finished;
   }
 
-  Lab& lab_;
+  host::Lab& lab_;
   const RaceConfig& config_;
   RaceLayout layout_;
   RaceResult& result_;
@@ -481,7 +481,7 @@ class Remapper {
 // work (vCPU slots only, read from the control page's frame: it never
 // moves), or the host
 // invalidating something.
-ProgressSources progress_sources(Lab& lab, const RaceLayout& layout, uint32_t vcpus) {
+ProgressSources progress_sources(host::Lab& lab, const RaceLayout& layout, uint32_t vcpus) {
   mm::Pte control = lab.mm->read_pte_lockless(lab.hva_of(gfn_of(layout.control_gpa)));
   auto* page = reinterpret_cast<const sptelab_race_control*>(lab.phys.direct_map(control.pfn()));
   spte::Mmu* mmu = lab.mmu.get();
@@ -495,7 +495,7 @@ ProgressSources progress_sources(Lab& lab, const RaceLayout& layout, uint32_t vc
   return sources;
 }
 
-void host_thread_main(Lab& lab, const RaceLayout& layout, uint32_t id, ScenarioKind kind,
+void host_thread_main(host::Lab& lab, const RaceLayout& layout, uint32_t id, ScenarioKind kind,
                       bool yield_cpu) {
   ThreadRole role(Role::kHostThread);
   trace::name_this_thread("host-thread");
@@ -519,10 +519,10 @@ uint64_t percentile(std::vector<uint64_t>& samples, double p) {
   return samples[index];
 }
 
-trace::Metadata trace_metadata(const RaceConfig& config, const Lab& lab) {
+trace::Metadata trace_metadata(const RaceConfig& config, const host::Lab& lab) {
   return {{"command", config.command_line.empty() ? "race" : config.command_line},
           {"scenario", scenario_name(config.scenario)},
-          {"op", host_op_name(config.op)},
+          {"op", host::host_op_name(config.op)},
           {"scheme", config.scheme.name()},
           {"backend", backend_name(config.backend)},
           {"seed", std::to_string(config.seed)},
@@ -560,7 +560,7 @@ void write_trace(RaceResult& result, const RaceConfig& config, const trace::Trac
 }
 
 // PTL hold times, the counterexample, and the trace file if one was asked for.
-void read_trace(RaceResult& result, const RaceConfig& config, const Lab& lab,
+void read_trace(RaceResult& result, const RaceConfig& config, const host::Lab& lab,
                 std::optional<trace::KernelTrace> kernel) {
   trace::TraceFile file = trace::make_trace_file(trace::snapshot(), trace_metadata(config, lab));
   if (kernel) trace::merge_kernel_trace(file, std::move(*kernel));
@@ -599,10 +599,11 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   validate(config);
   RaceResult result;
   result.config = config;
-  Lab lab(LabConfig{.scheme = config.scheme,
-                    .guest_pages = guest_pages_for(config),
-                    .backing = backing_for(config.op, is_coherence(config.scenario)),
-                    .era = config.era});
+  host::Lab lab(
+      host::LabConfig{.scheme = config.scheme,
+                      .guest_pages = guest_pages_for(config),
+                      .backing = host::backing_for(config.op, is_coherence(config.scenario)),
+                      .era = config.era});
   const RaceLayout layout = layout_for(lab);
   std::optional<trace::Session> tracing;  // PTL hold times come from the trace
   if (config.trace) tracing.emplace();
@@ -864,7 +865,7 @@ std::string format_race_table(const std::vector<RaceResult>& results, bool wide)
   Table table(std::move(columns));
   for (const auto& r : results) {
     std::vector<std::string> row = {r.config.scheme.name()};
-    if (several_ops) row.push_back(host_op_name(r.config.op));
+    if (several_ops) row.push_back(host::host_op_name(r.config.op));
     if (expected) {
       row.push_back(expected_cell(r));
       row.push_back(agrees_cell(r));
@@ -922,7 +923,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
         "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
         "\"counterexample\": {}, \"trace_error\": {}{}}}",
-        i ? ", " : "", scenario_name(r.config.scenario), host_op_name(r.config.op),
+        i ? ", " : "", scenario_name(r.config.scenario), host::host_op_name(r.config.op),
         r.config.scheme.name(), mm::kernel_era_name(r.config.era), backend_name(r.config.backend),
         r.violations, detectors,
         r.first_violation_ms < 0 ? std::string("null")

@@ -35,9 +35,9 @@
 #include <string_view>
 #include <vector>
 
+#include "host/host_ops.h"
 #include "mm/kernel_era.h"
 #include "scenarios/delays.h"
-#include "scenarios/host_ops.h"
 #include "spte/scheme.h"
 #include "trace/file.h"
 
@@ -63,7 +63,7 @@ inline constexpr uint32_t kMaxRaceVcpus = 31;
 struct RaceConfig {
   ScenarioKind scenario = ScenarioKind::kCoherence;
   spte::Scheme scheme;
-  HostOp op = HostOp::kMigrate;
+  host::HostOp op = host::HostOp::kMigrate;
   Backend backend = Backend::kSoft;
   uint64_t operations = 2000;  // remapper operations: the run's fixed budget
   double max_seconds = 30;     // safety limit; a run that hits it says so

@@ -12,12 +12,12 @@
 #include "base/inject.h"
 #include "base/interrupt.h"
 #include "base/json.h"
+#include "host/lab.h"
 #include "mm/audit.h"
 #include "mm/gup.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
 #include "scenarios/delays.h"
-#include "scenarios/lab.h"
 #include "spte/soft_vcpu.h"
 #include "trace/export.h"
 #include "trace/file.h"
@@ -116,7 +116,7 @@ struct SeedRig::State {
       : race(race_),
         variant(variant_),
         witness(witness_),
-        lab(LabConfig{
+        lab(host::LabConfig{
             .scheme = scheme, .guest_pages = kGuestPages, .backing = backing(race_), .era = era}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         writer(*lab.mm, 0),
@@ -146,9 +146,10 @@ struct SeedRig::State {
   // gup-fast-revalidate needs a frame that a zap frees and a fault reuses.
   // pagewalk-ptl's walker (the mapping dirty helpers) walks shared file
   // mappings only.
-  static Backing backing(SeedRace race) {
-    return race == SeedRace::kDelayedRmap || race == SeedRace::kPagewalkPtl ? Backing::kSharedFile
-                                                                            : Backing::kAnon;
+  static host::Backing backing(SeedRace race) {
+    return race == SeedRace::kDelayedRmap || race == SeedRace::kPagewalkPtl
+               ? host::Backing::kSharedFile
+               : host::Backing::kAnon;
   }
 
   uint64_t hva() const { return lab.hva_of(kGfn); }
@@ -203,7 +204,7 @@ struct SeedRig::State {
   SeedRace race;
   Variant variant;
   Witness witness;
-  Lab lab;
+  host::Lab lab;
   spte::SoftMachine machine;
   mm::HostCpu writer;   // the witness on the host side
   mm::HostCpu faulter;  // dontneed-tlb: the thread that touches the page after the zap

@@ -14,7 +14,7 @@ namespace {
 
 class SoftEngine final : public GuestEngine {
  public:
-  SoftEngine(Lab& lab, const RaceConfig& config, const RaceLayout& layout)
+  SoftEngine(host::Lab& lab, const RaceConfig& config, const RaceLayout& layout)
       : lab_(lab),
         config_(config),
         layout_(layout),
@@ -69,7 +69,7 @@ class SoftEngine final : public GuestEngine {
     }
   }
 
-  Lab& lab_;
+  host::Lab& lab_;
   const RaceConfig& config_;
   RaceLayout layout_;
   spte::SoftMachine machine_;
@@ -80,7 +80,7 @@ class SoftEngine final : public GuestEngine {
 
 }  // namespace
 
-std::unique_ptr<GuestEngine> make_soft_engine(Lab& lab, const RaceConfig& config,
+std::unique_ptr<GuestEngine> make_soft_engine(host::Lab& lab, const RaceConfig& config,
                                               const RaceLayout& layout) {
   return std::make_unique<SoftEngine>(lab, config, layout);
 }

@@ -96,7 +96,7 @@ void show_progress(const explore::CrosscheckResult& cell, size_t index, size_t t
         fmt::format("coherent, {} operations, {} violation(s)", cell.operations, cell.violations);
   }
   fmt::print(stderr, "crosscheck [{}/{}] {}/{}: {} ({:.1f} s)\n", index, total, cell.scheme.name(),
-             scenarios::host_op_name(cell.op), verdict, cell.seconds);
+             host::host_op_name(cell.op), verdict, cell.seconds);
 }
 
 }  // namespace
@@ -120,14 +120,14 @@ int crosscheck_main(Args args) {
   if (!options.positionals().empty()) options.fail("crosscheck takes no positional arguments");
   if (options.flag("json") && options.flag("markdown")) options.fail("choose --json or --markdown");
   const std::vector<spte::Scheme> schemes = selected_schemes(options);
-  const std::vector<scenarios::HostOp> ops = selected_ops(options);
+  const std::vector<host::HostOp> ops = selected_ops(options);
   const explore::CrosscheckOptions config = crosscheck_options(options);
 
   handle_stop_signals();
   std::vector<explore::CrosscheckResult> results;
   const size_t total = schemes.size() * ops.size();
   for (const spte::Scheme& scheme : schemes) {
-    for (scenarios::HostOp op : ops) {
+    for (host::HostOp op : ops) {
       if (interrupt::requested() != 0) break;
       explore::CrosscheckResult cell = explore::crosscheck_cell(scheme, op, config);
       if (interrupt::requested() != 0) break;  // cut short: not a verdict

@@ -142,7 +142,7 @@ void save_counterexamples(const std::string& path,
                                               scenarios::variant_name(result->cell.variant),
                                               scenarios::witness_name(result->cell.witness))
                                 : fmt::format(".{}.{}.{}", result->cell.scheme.name(),
-                                              scenarios::host_op_name(result->cell.op),
+                                              host::host_op_name(result->cell.op),
                                               scenarios::scenario_name(result->cell.scenario));
     }
     write_file(file, result->counterexample);

@@ -7,7 +7,7 @@
 #include "base/error.h"
 #include "base/inject.h"
 #include "base/mutation.h"
-#include "scenarios/host_ops.h"
+#include "host/host_ops.h"
 #include "scenarios/race.h"
 #include "scenarios/seeds.h"
 #include "spte/scheme.h"
@@ -44,8 +44,8 @@ int list_scenarios() {
 }
 
 int list_ops() {
-  for (scenarios::HostOp op : scenarios::all_host_ops()) {
-    fmt::print("{:<10} {}\n", scenarios::host_op_name(op), scenarios::describe(op));
+  for (host::HostOp op : host::all_host_ops()) {
+    fmt::print("{:<10} {}\n", host::host_op_name(op), host::describe(op));
   }
   return 0;
 }

@@ -290,15 +290,13 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
 // One row of the table: a scheme under one op.
 struct Row {
   spte::Scheme scheme;
-  scenarios::HostOp op;
-  std::string name() const {
-    return fmt::format("{}/{}", scheme.name(), scenarios::host_op_name(op));
-  }
+  host::HostOp op;
+  std::string name() const { return fmt::format("{}/{}", scheme.name(), host::host_op_name(op)); }
 };
 
 std::vector<Row> selected_rows(const Options& options) {
   std::vector<Row> rows;
-  for (scenarios::HostOp op : selected_ops(options, "remap")) {
+  for (host::HostOp op : selected_ops(options, "remap")) {
     for (const spte::Scheme& scheme : selected_schemes(options)) rows.push_back({scheme, op});
   }
   return rows;
@@ -360,7 +358,7 @@ void print_report(const scenarios::RaceConfig& config,
                                          config.max_seconds);
   std::string ops;
   for (const auto& result : results) {
-    const std::string op = scenarios::host_op_name(result.config.op);
+    const std::string op = host::host_op_name(result.config.op);
     if (ops.find(op) == std::string::npos) ops += (ops.empty() ? "" : ",") + op;
   }
   // With several ops a row is named by its scheme and op.
@@ -455,7 +453,7 @@ int race_main(Args args) {
   auto row_trace_path = [&](const Row& row) {
     if (rows.size() == 1) return *trace_path;
     std::string path = *trace_path + "." + row.scheme.name();
-    if (several_ops) path += std::string(".") + scenarios::host_op_name(row.op);
+    if (several_ops) path += std::string(".") + host::host_op_name(row.op);
     return path;
   };
   if (trace_path) {

@@ -19,13 +19,13 @@
 #include "base/files.h"
 #include "base/interrupt.h"
 #include "guest/sptelab_abi.h"
+#include "host/host_ops.h"
+#include "host/lab.h"
+#include "host/run_stack.h"
 #include "hypervisor/elf.h"
 #include "hypervisor/system_area.h"
 #include "hypervisor/vm.h"
 #include "scenarios/gate.h"
-#include "scenarios/host_ops.h"
-#include "scenarios/lab.h"
-#include "scenarios/run_stack.h"
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
@@ -38,11 +38,11 @@
 
 namespace sptelab::tools {
 
-using scenarios::build_run_stack;
-using scenarios::check_run_scheme;
-using scenarios::kDefaultRunScheme;
-using scenarios::RunStack;
-using scenarios::StackConfig;
+using host::build_run_stack;
+using host::check_run_scheme;
+using host::kDefaultRunScheme;
+using host::RunStack;
+using host::StackConfig;
 
 namespace {
 
@@ -189,7 +189,7 @@ trace::Metadata run_metadata(Args args, const std::string& guest, const StackCon
                               {"scheme", config.scheme},
                               {"vcpus", std::to_string(config.vm.vcpus)},
                               {"mem", std::to_string(config.ram_bytes)}};
-  if (scenarios::Lab* lab = stack.lab()) {
+  if (host::Lab* lab = stack.lab()) {
     metadata.emplace_back("memslot",
                           trace::memslot_metadata(0, config.ram_bytes >> 12, lab->guest_hva()));
   }
@@ -256,7 +256,7 @@ bool guest_exit_status_option(const Options& options) {
 // walks need), page after page, until the guest ends.
 class Remapper {
  public:
-  Remapper(scenarios::Lab& lab, scenarios::HostOp op, uint64_t first_gfn, uint64_t end_gfn)
+  Remapper(host::Lab& lab, host::HostOp op, uint64_t first_gfn, uint64_t end_gfn)
       : thread_([this, &lab, op, first_gfn, end_gfn] { run(lab, op, first_gfn, end_gfn); }) {}
   ~Remapper() { join(); }
 
@@ -269,13 +269,13 @@ class Remapper {
   uint64_t applied() const { return applied_; }
 
  private:
-  void run(scenarios::Lab& lab, scenarios::HostOp op, uint64_t first_gfn, uint64_t end_gfn) {
+  void run(host::Lab& lab, host::HostOp op, uint64_t first_gfn, uint64_t end_gfn) {
     scenarios::ThreadRole role(scenarios::Role::kRemapper);
     trace::name_this_thread("remapper");
     try {
       for (uint64_t i = 0; !stopping_.load(); ++i) {
         const uint64_t gfn = first_gfn + i % (end_gfn - first_gfn);
-        applied_ += scenarios::apply_host_op(lab, op, gfn, i) ? 1 : 0;
+        applied_ += host::apply_host_op(lab, op, gfn, i) ? 1 : 0;
         ++operations_;
       }
     } catch (...) {
@@ -294,12 +294,12 @@ class Remapper {
   std::thread thread_;  // last: starts once the rest is ready
 };
 
-std::optional<scenarios::HostOp> op_option(const Options& options, const StackConfig& config) {
+std::optional<host::HostOp> op_option(const Options& options, const StackConfig& config) {
   std::optional<std::string> text = options.value("op");
   if (!text) return std::nullopt;
-  auto op = scenarios::parse_host_op(*text);
+  auto op = host::parse_host_op(*text);
   if (!op) options.fail(fmt::format("unknown op '{}'; 'sptelab list ops' shows them", *text));
-  if (config.scheme == scenarios::kDirectScheme) {
+  if (config.scheme == host::kDirectScheme) {
     options.fail(
         "--op needs an emulated --scheme (e.g. start-end+seq-count): the plain memslot has no "
         "host MM to change");
@@ -314,7 +314,7 @@ void print_statistics(const std::string& scheme, const hypervisor::RunResult& re
   std::string line =
       fmt::format("sptelab: {}: {} VM exits ({} I/O, {} MMIO)", scheme, result.stats.exits,
                   result.stats.io_exits, result.stats.mmio_exits);
-  if (scenarios::Lab* lab = stack.lab()) {
+  if (host::Lab* lab = stack.lab()) {
     const spte::MmuStats mmu = lab->mmu->stats();
     line += fmt::format("; {} spte faults ({} retries), {} installed, {} zapped, {} invalidations",
                         mmu.faults, mmu.retries, mmu.installs, mmu.zaps, mmu.invalidations);
@@ -323,7 +323,7 @@ void print_statistics(const std::string& scheme, const hypervisor::RunResult& re
   }
   if (remapper != nullptr) {
     line += fmt::format("; remapper: {} {} ops ({} changed a mapping)", remapper->operations(),
-                        scenarios::host_op_name(*config.op), remapper->applied());
+                        host::host_op_name(*config.op), remapper->applied());
   }
   fmt::print(stderr, "{}\n", line);
 }

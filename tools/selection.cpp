@@ -8,10 +8,10 @@ std::vector<spte::Scheme> selected_schemes(const Options& options, const std::st
       [](const spte::Scheme& s) { return s.name(); }, "'sptelab list schemes', globs, or all");
 }
 
-std::vector<scenarios::HostOp> selected_ops(const Options& options, const std::string& fallback) {
-  return select<scenarios::HostOp>(
-      options, "op", options.value("op").value_or(fallback), scenarios::all_host_ops(),
-      [](scenarios::HostOp op) { return std::string(scenarios::host_op_name(op)); },
+std::vector<host::HostOp> selected_ops(const Options& options, const std::string& fallback) {
+  return select<host::HostOp>(
+      options, "op", options.value("op").value_or(fallback), host::all_host_ops(),
+      [](host::HostOp op) { return std::string(host::host_op_name(op)); },
       "migrate, remap, cow, dontneed, mprotect, mkclean, ksm, or all");
 }
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "host/host_ops.h"
 #include "mm/kernel_era.h"
-#include "scenarios/host_ops.h"
 #include "spte/scheme.h"
 #include "tools/options.h"
 
@@ -49,8 +49,7 @@ std::vector<T> select(const Options& options, const std::string& what, const std
 // `fallback` when the option is not given).
 std::vector<spte::Scheme> selected_schemes(const Options& options,
                                            const std::string& fallback = "all");
-std::vector<scenarios::HostOp> selected_ops(const Options& options,
-                                            const std::string& fallback = "all");
+std::vector<host::HostOp> selected_ops(const Options& options, const std::string& fallback = "all");
 // The kernel era of --era (default mm::kDefaultKernelEra); a bad name fails
 // with the valid ones.
 mm::KernelEra selected_era(const Options& options);

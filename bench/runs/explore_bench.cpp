@@ -41,12 +41,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 explore::Cell coherent_cell() {
-  return {*spte::parse_scheme("start-end+seq-count"), scenarios::HostOp::kRemap,
+  return {*spte::parse_scheme("start-end+seq-count"), host::HostOp::kRemap,
           scenarios::ScenarioKind::kCoherence};
 }
 
 explore::Cell racy_cell() {
-  return {*spte::parse_scheme("start-end+naive"), scenarios::HostOp::kKsm,
+  return {*spte::parse_scheme("start-end+naive"), host::HostOp::kKsm,
           scenarios::ScenarioKind::kStaleSpte};
 }
 

@@ -40,7 +40,7 @@ scenarios::RaceConfig race_config(const BenchEnv& env, const spte::Scheme& schem
   scenarios::RaceConfig config;
   config.scenario = scenarios::ScenarioKind::kStaleSpte;
   config.scheme = scheme;
-  config.op = scenarios::HostOp::kRemap;
+  config.op = host::HostOp::kRemap;
   config.backend = env.kvm ? scenarios::Backend::kKvm : scenarios::Backend::kSoft;
   config.operations = env.quick ? 100 : 300;
   config.vcpus = 1;

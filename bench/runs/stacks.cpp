@@ -8,10 +8,10 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "host/lab.h"
 #include "hypervisor/guest_window.h"
 #include "mm/fault.h"
 #include "mm/mm.h"
-#include "scenarios/lab.h"
 
 namespace sptelab::bench {
 namespace {
@@ -50,7 +50,7 @@ class AnonymousMemory final : public spte::GuestMemory {
   uint64_t pages_;
 };
 
-class AnonymousStack final : public scenarios::RunStack {
+class AnonymousStack final : public host::RunStack {
  public:
   AnonymousStack(uint64_t ram_bytes, const hypervisor::VmConfig& vm)
       : phys_(1),
@@ -71,7 +71,7 @@ class AnonymousStack final : public scenarios::RunStack {
 // -mem-prealloc for the emulated host: a write fault on every page of guest
 // RAM, in order, so the frames come out contiguous (apart from the page-table
 // frame every 2 MiB).
-void preallocate(scenarios::Lab& lab) {
+void preallocate(host::Lab& lab) {
   mm::MmapReadGuard guard(*lab.mm);
   for (uint64_t gfn = 0; gfn < lab.config().guest_pages; ++gfn) {
     mm::FaultResult result = mm::handle_mm_fault(*lab.mm, lab.hva_of(gfn), true);
@@ -86,16 +86,16 @@ void preallocate(scenarios::Lab& lab) {
 
 StackBuilder direct_stack(uint64_t ram_bytes) {
   return [ram_bytes](const hypervisor::VmConfig& vm) {
-    scenarios::StackConfig config;
+    host::StackConfig config;
     config.ram_bytes = ram_bytes;
-    config.scheme = std::string(scenarios::kDirectScheme);
+    config.scheme = std::string(host::kDirectScheme);
     config.vm = vm;
-    return scenarios::build_run_stack(config);
+    return host::build_run_stack(config);
   };
 }
 
 StackBuilder anonymous_stack(uint64_t ram_bytes) {
-  return [ram_bytes](const hypervisor::VmConfig& vm) -> std::unique_ptr<scenarios::RunStack> {
+  return [ram_bytes](const hypervisor::VmConfig& vm) -> std::unique_ptr<host::RunStack> {
     return std::make_unique<AnonymousStack>(ram_bytes, vm);
   };
 }
@@ -103,18 +103,18 @@ StackBuilder anonymous_stack(uint64_t ram_bytes) {
 StackBuilder emulated_stack(uint64_t ram_bytes, const spte::Scheme& scheme, uint32_t fault_around,
                             HostMemory host) {
   return [=](const hypervisor::VmConfig& vm) {
-    scenarios::StackConfig config;
+    host::StackConfig config;
     config.ram_bytes = ram_bytes;
     config.scheme = scheme.name();
     config.fault_around = fault_around;
     config.vm = vm;
-    std::unique_ptr<scenarios::RunStack> stack = scenarios::build_run_stack(config);
+    std::unique_ptr<host::RunStack> stack = host::build_run_stack(config);
     if (host == HostMemory::kPreallocated) preallocate(*stack->lab());
     return stack;
   };
 }
 
-uint8_t* anonymous_ram(scenarios::RunStack& stack) {
+uint8_t* anonymous_ram(host::RunStack& stack) {
   auto* anonymous = dynamic_cast<AnonymousStack*>(&stack);
   if (anonymous == nullptr) throw_internal("anonymous_ram: not an anonymous stack");
   return anonymous->ram();

@@ -1,5 +1,5 @@
 // The guest stacks the fault and zap benchmarks compare, all as
-// scenarios::RunStack so that the same guest runs on each:
+// host::RunStack so that the same guest runs on each:
 //
 //  direct      hypervisor::DirectMemory (`sptelab run --scheme direct`): guest
 //              RAM is a run of memfd frames allocated and zeroed up front and
@@ -32,6 +32,6 @@ StackBuilder emulated_stack(uint64_t ram_bytes, const spte::Scheme& scheme, uint
                             HostMemory host);
 
 // The userspace address of the anonymous stack's guest RAM (its memslot).
-uint8_t* anonymous_ram(scenarios::RunStack& stack);
+uint8_t* anonymous_ram(host::RunStack& stack);
 
 }  // namespace sptelab::bench

@@ -107,7 +107,7 @@ TouchRun run_touch(const TouchConfig& config, const StackBuilder& build, const S
   vm.console = [](uint32_t, std::string_view) {};  // benchtouch prints nothing useful
   vm.on_report = [clock](const hypervisor::GuestReport& report) { clock->record(report); };
 
-  std::unique_ptr<scenarios::RunStack> stack = build(vm);
+  std::unique_ptr<host::RunStack> stack = build(vm);
   if (before) before(*stack);
   stack->vm().load(image);
   hypervisor::RunResult result = stack->vm().run();

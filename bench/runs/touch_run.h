@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "host/run_stack.h"
 #include "hypervisor/vm.h"
-#include "scenarios/run_stack.h"
 
 namespace sptelab::bench {
 
@@ -45,11 +45,10 @@ struct TouchRun {
 };
 
 // Builds the stack for a VM configuration (the report handler is set in it).
-using StackBuilder =
-    std::function<std::unique_ptr<scenarios::RunStack>(const hypervisor::VmConfig& vm)>;
+using StackBuilder = std::function<std::unique_ptr<host::RunStack>(const hypervisor::VmConfig& vm)>;
 // Called with the stack before the image is loaded, and after the guest has
 // ended (the VM and its real shadow MMU still exist then).
-using StackHook = std::function<void(scenarios::RunStack& stack)>;
+using StackHook = std::function<void(host::RunStack& stack)>;
 
 // Throws Error(kInternal) if the guest does not end with status 0 or its
 // reports are incomplete.

@@ -21,11 +21,11 @@
 #include "bench/runs/catalog.h"
 #include "bench/runs/cpu_clock.h"
 #include "bench/runs/stacks.h"
+#include "host/lab.h"
 #include "hypervisor/vm.h"
 #include "mm/fault.h"
 #include "mm/ops.h"
 #include "mm/phys_mem.h"
-#include "scenarios/lab.h"
 #include "spte/mmu.h"
 
 namespace sptelab::bench {
@@ -48,7 +48,7 @@ struct Zap {
 // Touches `pages` pages (twice), then times `zap` on the live stack.
 Zap zap_after_touch(const BenchEnv& env, uint64_t ram_bytes, uint64_t pages,
                     const StackBuilder& build,
-                    const std::function<double(scenarios::RunStack&, uint64_t first_gfn)>& zap) {
+                    const std::function<double(host::RunStack&, uint64_t first_gfn)>& zap) {
   TouchConfig config;
   config.guest_path = env.touch_guest;
   config.ram_bytes = ram_bytes;
@@ -58,17 +58,17 @@ Zap zap_after_touch(const BenchEnv& env, uint64_t ram_bytes, uint64_t pages,
   double seconds = 0;
   uint64_t zapped_before = 0;
   uint64_t zapped_after = 0;
-  run_touch(config, build, {}, [&](scenarios::RunStack& stack) {
-    if (scenarios::Lab* lab = stack.lab()) zapped_before = lab->mmu->stats().zaps;
+  run_touch(config, build, {}, [&](host::RunStack& stack) {
+    if (host::Lab* lab = stack.lab()) zapped_before = lab->mmu->stats().zaps;
     seconds = zap(stack, first_gfn);
-    if (scenarios::Lab* lab = stack.lab()) zapped_after = lab->mmu->stats().zaps;
+    if (host::Lab* lab = stack.lab()) zapped_after = lab->mmu->stats().zaps;
   });
   return {seconds / static_cast<double>(pages) * 1e6,
           static_cast<double>(zapped_after - zapped_before)};
 }
 
-double emulated_dontneed(scenarios::RunStack& stack, uint64_t first_gfn, uint64_t pages) {
-  scenarios::Lab& lab = *stack.lab();
+double emulated_dontneed(host::RunStack& stack, uint64_t first_gfn, uint64_t pages) {
+  host::Lab& lab = *stack.lab();
   const double start = thread_cpu_seconds();
   bool covered = mm::madvise_dontneed(*lab.mm, lab.hva_of(first_gfn), pages * mm::kPageSize);
   const double seconds = seconds_since(start);
@@ -76,7 +76,7 @@ double emulated_dontneed(scenarios::RunStack& stack, uint64_t first_gfn, uint64_
   return seconds;
 }
 
-double real_dontneed(scenarios::RunStack& stack, uint64_t first_gfn, uint64_t pages) {
+double real_dontneed(host::RunStack& stack, uint64_t first_gfn, uint64_t pages) {
   uint8_t* start_address = anonymous_ram(stack) + first_gfn * mm::kPageSize;
   const double start = thread_cpu_seconds();
   int status = madvise(start_address, pages * mm::kPageSize, MADV_DONTNEED);
@@ -99,10 +99,10 @@ struct ZapBreakdown {
 };
 
 ZapBreakdown zap_breakdown(uint64_t pages) {
-  scenarios::Lab lab(scenarios::LabConfig{.scheme = kScheme,
-                                          .guest_pages = pages,
-                                          .backing = scenarios::Backing::kAnon,
-                                          .fault_around = kFaultAround});
+  host::Lab lab(host::LabConfig{.scheme = kScheme,
+                                .guest_pages = pages,
+                                .backing = host::Backing::kAnon,
+                                .fault_around = kFaultAround});
   {
     mm::MmapReadGuard guard(*lab.mm);
     for (uint64_t gfn = 0; gfn < pages; ++gfn) {
@@ -139,11 +139,11 @@ Result range_zap(const BenchEnv& env) {
       env.say(fmt::format("range_zap: {} pages", pages));
       Zap e = zap_after_touch(env, ram, pages,
                               emulated_stack(ram, kScheme, kFaultAround, HostMemory::kPreallocated),
-                              [&](scenarios::RunStack& stack, uint64_t first) {
+                              [&](host::RunStack& stack, uint64_t first) {
                                 return emulated_dontneed(stack, first, pages);
                               });
       Zap r = zap_after_touch(env, ram, pages, anonymous_stack(ram),
-                              [&](scenarios::RunStack& stack, uint64_t first) {
+                              [&](host::RunStack& stack, uint64_t first) {
                                 return real_dontneed(stack, first, pages);
                               });
       emulated.push_back(e.us_per_page);

@@ -8,7 +8,7 @@
 namespace sptelab::explore {
 namespace {
 
-using scenarios::HostOp;
+using host::HostOp;
 using ::testing::HasSubstr;
 
 CrosscheckOptions soft_options() {

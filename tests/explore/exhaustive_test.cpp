@@ -16,7 +16,7 @@ using testing::cell;
 using testing::cell_in;
 using testing::explore;
 
-using scenarios::HostOp;
+using host::HostOp;
 using scenarios::ScenarioKind;
 
 // The designs the docs argue correct: every op, both scenarios, exhausted at
@@ -24,7 +24,7 @@ using scenarios::ScenarioKind;
 class CorrectScheme : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CorrectScheme, IsExhaustedAtBoundTwoForEveryOp) {
-  for (HostOp op : scenarios::all_host_ops()) {
+  for (HostOp op : host::all_host_ops()) {
     for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
       CellResult result = explore(cell(GetParam(), op, scenario));
       EXPECT_FALSE(result.violated) << result.cell.key() << ": " << result.detail;

@@ -16,7 +16,7 @@ using testing::cell;
 using testing::cell_in;
 using testing::explore;
 
-using scenarios::HostOp;
+using host::HostOp;
 using scenarios::ScenarioKind;
 using ::testing::HasSubstr;
 
@@ -59,10 +59,10 @@ TEST(Explore, RemapAsMmapSince40) {
 TEST(Explore, StartEndSeqNeededChangePteOnCowAndKsm) {
   for (HostOp op : {HostOp::kCow, HostOp::kKsm}) {
     EXPECT_FALSE(explore(cell_in(mm::KernelEra::k6_6, "start-end+seq", op)).violated)
-        << scenarios::host_op_name(op);
+        << host::host_op_name(op);
     CellResult result = explore(cell("start-end+seq", op));
-    EXPECT_TRUE(result.violated) << scenarios::host_op_name(op);
-    EXPECT_EQ(result.preemptions, 1) << scenarios::host_op_name(op);
+    EXPECT_TRUE(result.violated) << host::host_op_name(op);
+    EXPECT_EQ(result.preemptions, 1) << host::host_op_name(op);
   }
 }
 
@@ -81,9 +81,9 @@ TEST(Explore, WritableSpteAfterMprotectReturnsIsFoundEvenWithoutALaterWrite) {
 }
 
 TEST(Explore, NoInvalidationIsRacyForEveryOp) {
-  for (HostOp op : scenarios::all_host_ops()) {
+  for (HostOp op : host::all_host_ops()) {
     CellResult result = explore(cell("none+seq", op));
-    EXPECT_TRUE(result.violated) << scenarios::host_op_name(op);
+    EXPECT_TRUE(result.violated) << host::host_op_name(op);
   }
 }
 

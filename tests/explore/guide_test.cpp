@@ -13,9 +13,9 @@ namespace {
 
 using testing::cell;
 
+using host::HostOp;
 using scenarios::DelayPoint;
 using scenarios::DelayUntil;
-using scenarios::HostOp;
 using scenarios::Role;
 using scenarios::ScenarioKind;
 

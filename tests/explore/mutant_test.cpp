@@ -10,8 +10,8 @@
 namespace sptelab::explore {
 namespace {
 
+using host::HostOp;
 using mutation::Mutant;
-using scenarios::HostOp;
 using scenarios::ScenarioKind;
 
 struct MutantCase {

@@ -52,7 +52,7 @@ TEST(SchemesDoc, SampledCellsAgreeWithTheExplorer) {
     for (size_t c = 1; c < 8; ++c) {
       if ((r * 7 + c) % 11 != 0) continue;  // a spread sample, every row and column over time
       auto scheme = spte::parse_scheme(rows[r][0]);
-      auto op = scenarios::parse_host_op(header[c]);
+      auto op = host::parse_host_op(header[c]);
       ASSERT_TRUE(scheme && op) << rows[r][0] << " " << header[c];
       auto results = run_campaign(
           cells_of({*scheme}, {*op}, {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}),

@@ -16,7 +16,7 @@ using spte::Scheme;
 
 // Whether the interleaving lets a secondary mapping of the old page survive
 // the host operation (even if only until the late invalidation).
-bool unsafe(const Scheme& scheme, Interleaving interleaving, HostOp op) {
+bool unsafe(const Scheme& scheme, Interleaving interleaving, host::HostOp op) {
   const bool none = scheme.placement == Placement::kNone;
   switch (interleaving) {
     case Interleaving::kGupBeforeChange:
@@ -34,7 +34,7 @@ bool unsafe(const Scheme& scheme, Interleaving interleaving, HostOp op) {
       // Only range-after leaves the old spte in place after the new PTE is
       // live, and migration has no such window: it invalidates every mapping
       // before remove_migration_ptes() makes the new page visible.
-      return none || (scheme.placement == Placement::kRangeAfter && op != HostOp::kMigrate);
+      return none || (scheme.placement == Placement::kRangeAfter && op != host::HostOp::kMigrate);
   }
   return true;
 }
@@ -42,12 +42,12 @@ bool unsafe(const Scheme& scheme, Interleaving interleaving, HostOp op) {
 struct Case {
   Scheme scheme;
   Interleaving interleaving;
-  HostOp op;
+  host::HostOp op;
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   std::string name = info.param.scheme.name() + "_" + interleaving_name(info.param.interleaving) +
-                     "_" + host_op_name(info.param.op);
+                     "_" + host::host_op_name(info.param.op);
   for (char& c : name) {
     if (!isalnum(static_cast<unsigned char>(c))) c = '_';
   }
@@ -59,12 +59,12 @@ std::vector<Case> all_cases() {
   for (const Scheme& scheme : spte::all_schemes()) {
     // remap keeps the old page in the page cache: staleness and lost writes.
     for (Interleaving interleaving : all_interleavings()) {
-      cases.push_back({scheme, interleaving, HostOp::kRemap});
+      cases.push_back({scheme, interleaving, host::HostOp::kRemap});
     }
     // migrate frees the old page: use-after-free. (gup-before-change pins the
     // page, so Linux's migration refuses it: nothing to see there.)
-    cases.push_back({scheme, Interleaving::kFaultInWindow, HostOp::kMigrate});
-    cases.push_back({scheme, Interleaving::kThirdThread, HostOp::kMigrate});
+    cases.push_back({scheme, Interleaving::kFaultInWindow, host::HostOp::kMigrate});
+    cases.push_back({scheme, Interleaving::kThirdThread, host::HostOp::kMigrate});
   }
   return cases;
 }
@@ -79,7 +79,7 @@ TEST_P(InterleavingTest, OutcomeMatchesTheReasoning) {
   for (const auto& detail : out.details) seen += "\n  " + detail;
 
   const bool bad = unsafe(c.scheme, c.interleaving, c.op);
-  const bool frees = c.op == HostOp::kMigrate;
+  const bool frees = c.op == host::HostOp::kMigrate;
   // In the third-thread window the stale spte predates range-after's late
   // invalidation, which then cleans it up; in gup-before-change it is
   // installed after every invalidation and stays. A freed frame shows as

@@ -10,6 +10,8 @@
 namespace sptelab::scenarios {
 namespace {
 
+using host::HostOp;
+
 RaceConfig kvm_config(ScenarioKind scenario, const char* scheme, HostOp op, uint64_t ops) {
   RaceConfig config;
   config.scenario = scenario;
@@ -86,7 +88,7 @@ INSTANTIATE_TEST_SUITE_P(
         KvmCase{ScenarioKind::kLockfree, "start-end+interval", HostOp::kMkclean, false}),
     [](const testing::TestParamInfo<KvmCase>& param) {
       std::string name = std::string(scenario_name(param.param.scenario)) + "_" +
-                         param.param.scheme + "_" + host_op_name(param.param.op);
+                         param.param.scheme + "_" + host::host_op_name(param.param.op);
       if (param.param.era != mm::kDefaultKernelEra)
         name += std::string("_") + mm::kernel_era_name(param.param.era);
       for (char& c : name) {
@@ -124,9 +126,9 @@ TEST_P(KvmEveryOp, RunsWithoutAGuestCrash) {
   EXPECT_EQ(result.violations, 0u) << describe(result);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, KvmEveryOp, testing::ValuesIn(all_host_ops()),
+INSTANTIATE_TEST_SUITE_P(Ops, KvmEveryOp, testing::ValuesIn(host::all_host_ops()),
                          [](const testing::TestParamInfo<HostOp>& param) {
-                           return std::string(host_op_name(param.param));
+                           return std::string(host::host_op_name(param.param));
                          });
 
 }  // namespace

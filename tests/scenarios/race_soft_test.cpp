@@ -11,6 +11,7 @@
 namespace sptelab::scenarios {
 namespace {
 
+using host::HostOp;
 using spte::Scheme;
 
 // Host operations per stale-spte run: every racy scheme shows its failure
@@ -120,7 +121,7 @@ INSTANTIATE_TEST_SUITE_P(
                     CoherenceCase{"start-end+seq-count", HostOp::kMprotect, false},
                     CoherenceCase{"start-end+seq-count", HostOp::kDontneed, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
-      std::string name = std::string(param.param.scheme) + "_" + host_op_name(param.param.op);
+      std::string name = std::string(param.param.scheme) + "_" + host::host_op_name(param.param.op);
       for (char& c : name) {
         if (!isalnum(static_cast<unsigned char>(c))) c = '_';
       }
@@ -172,7 +173,7 @@ INSTANTIATE_TEST_SUITE_P(
                     CoherenceCase{"start-end+seq-count", HostOp::kMprotect, false},
                     CoherenceCase{"start-end+seq-count", HostOp::kMkclean, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
-      std::string name = std::string(param.param.scheme) + "_" + host_op_name(param.param.op);
+      std::string name = std::string(param.param.scheme) + "_" + host::host_op_name(param.param.op);
       if (param.param.era != mm::kDefaultKernelEra)
         name += std::string("_") + mm::kernel_era_name(param.param.era);
       for (char& c : name) {

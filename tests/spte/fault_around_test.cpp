@@ -5,19 +5,19 @@
 
 #include <vector>
 
+#include "host/lab.h"
 #include "mm/fault.h"
 #include "mm/ops.h"
-#include "scenarios/lab.h"
 #include "spte/mmu.h"
 #include "tests/spte/recording_mirror.h"
 
 namespace sptelab::spte {
 namespace {
 
+using host::Backing;
+using host::Lab;
+using host::LabConfig;
 using mmu_notifier::Placement;
-using scenarios::Backing;
-using scenarios::Lab;
-using scenarios::LabConfig;
 using testing::RecordingMirror;
 
 // 64 pages of anonymous guest RAM with the given fault-around, whose host

@@ -7,9 +7,9 @@
 #include <thread>
 #include <vector>
 
+#include "host/lab.h"
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
-#include "scenarios/lab.h"
 #include "spte/soft_vcpu.h"
 #include "tests/spte/recording_mirror.h"
 #include "trace/trace.h"
@@ -17,10 +17,10 @@
 namespace sptelab::spte {
 namespace {
 
+using host::Backing;
+using host::Lab;
+using host::LabConfig;
 using mmu_notifier::Placement;
-using scenarios::Backing;
-using scenarios::Lab;
-using scenarios::LabConfig;
 using testing::RecordingMirror;
 
 LabConfig config(Placement placement, Protocol protocol, uint64_t pages = 16,

@@ -1,4 +1,4 @@
-// Traces of small known runs on the emulated host (scenarios::Lab): the
+// Traces of small known runs on the emulated host (host::Lab): the
 // exact events, in order, that a secondary-MMU fault and a MADV_DONTNEED
 // emit under each notifier placement; and a fault that races with an
 // invalidation, whose retry the exporters link back to that invalidation.
@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "base/inject.h"
+#include "host/lab.h"
 #include "mm/ops.h"
-#include "scenarios/lab.h"
 #include "tests/trace/json.h"
 #include "trace/export.h"
 #include "trace/file.h"
@@ -29,14 +29,14 @@ std::vector<Kind> kinds(const Snapshot& snapshot) {
   return out;
 }
 
-scenarios::LabConfig lab_config(Placement placement) {
+host::LabConfig lab_config(Placement placement) {
   return {.scheme = {placement, spte::Protocol::kSeqCount}, .guest_pages = 4};
 }
 
 // The first fault of a shared-file page: GUP fast fails, GUP slow faults the
 // page (and the page tables) in, then the spte is installed.
 TEST(LabTrace, FirstFaultEmitsExactlyThese) {
-  scenarios::Lab lab(lab_config(Placement::kStartEnd));
+  host::Lab lab(lab_config(Placement::kStartEnd));
   Session session;
   ASSERT_EQ(lab.mmu->fault(1, /*write=*/true, 0), spte::FaultOutcome::kFixed);
   Snapshot snap = snapshot();
@@ -67,7 +67,7 @@ class DontneedTrace : public ::testing::TestWithParam<PlacementCase> {};
 // flush ends with arch_invalidate_secondary_tlbs (6.6+), which every
 // placement but none forwards (the page was dirty: forced flush in the PTL).
 TEST_P(DontneedTrace, EmitsExactlyThese) {
-  scenarios::Lab lab(lab_config(GetParam().placement));
+  host::Lab lab(lab_config(GetParam().placement));
   ASSERT_EQ(lab.mmu->fault(1, true, 0), spte::FaultOutcome::kFixed);
   Session session;
   ASSERT_TRUE(mm::madvise_dontneed(*lab.mm, lab.hva_of(1), mm::kPageSize));
@@ -119,7 +119,7 @@ INSTANTIATE_TEST_SUITE_P(
 class RacingFault : public ::testing::Test {
  protected:
   void SetUp() override {
-    lab_ = std::make_unique<scenarios::Lab>(lab_config(Placement::kStartEnd));
+    lab_ = std::make_unique<host::Lab>(lab_config(Placement::kStartEnd));
     Session session;
     bool fired = false;
     inject::ScopedHook hook(inject::Point::kSpteFaultAfterGup,
@@ -148,7 +148,7 @@ class RacingFault : public ::testing::Test {
     return 0;
   }
 
-  std::unique_ptr<scenarios::Lab> lab_;
+  std::unique_ptr<host::Lab> lab_;
   spte::FaultOutcome outcome_ = spte::FaultOutcome::kFixed;
   TraceFile file_;
 };

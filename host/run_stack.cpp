@@ -1,16 +1,16 @@
-#include "scenarios/run_stack.h"
+#include "host/run_stack.h"
 
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "host/lab.h"
 #include "hypervisor/direct_memory.h"
 #include "hypervisor/guest_window.h"
 #include "mm/phys_mem.h"
 #include "mmu_notifier/placement.h"
-#include "scenarios/lab.h"
 #include "spte/scheme.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 namespace {
 
 // Guest RAM as one fixed run of frames, mapped once: the real KVM faults
@@ -82,4 +82,4 @@ std::unique_ptr<RunStack> build_run_stack(const StackConfig& config) {
   return std::make_unique<EmulatedStack>(config, *spte::parse_scheme(config.scheme));
 }
 
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

@@ -15,7 +15,7 @@
 #include "spte/scheme.h"
 #include "spte/violations.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 
 // What backs guest RAM in the host: a shared file mapping (QEMU's
 // memory-backend-file,share=on: remap, mkclean, reclaim apply) or private
@@ -61,4 +61,4 @@ class Lab {
   uint64_t scratch_hva_ = 0;
 };
 
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

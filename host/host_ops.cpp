@@ -1,4 +1,4 @@
-#include "scenarios/host_ops.h"
+#include "host/host_ops.h"
 
 #include <array>
 #include <thread>
@@ -9,7 +9,7 @@
 #include "mm/host_cpu.h"
 #include "mm/ops.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 namespace {
 
 struct OpInfo {
@@ -131,4 +131,4 @@ bool apply_host_op(Lab& lab, HostOp op, spte::Gfn gfn, uint64_t iteration) {
   throw_internal("unknown host operation");
 }
 
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

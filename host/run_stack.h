@@ -10,11 +10,11 @@
 #include <string>
 #include <string_view>
 
+#include "host/host_ops.h"
 #include "hypervisor/vm.h"
-#include "scenarios/host_ops.h"
 #include "spte/mirror.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 
 class Lab;
 
@@ -49,4 +49,4 @@ class RunStack {
 // memory is missing.
 std::unique_ptr<RunStack> build_run_stack(const StackConfig& config);
 
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

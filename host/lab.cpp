@@ -1,6 +1,6 @@
-#include "scenarios/lab.h"
+#include "host/lab.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 namespace {
 
 uint64_t frames_for(const LabConfig& config) {
@@ -34,4 +34,4 @@ Lab::~Lab() {
   file.reset();
 }
 
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

@@ -9,13 +9,13 @@
 #include <thread>
 
 #include "guest/sptelab_abi.h"
+#include "host/lab.h"
+#include "host/run_stack.h"
 #include "hypervisor/elf.h"
 #include "mm/ops.h"
-#include "scenarios/lab.h"
-#include "scenarios/run_stack.h"
 #include "tests/hypervisor/kvm_env.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 namespace {
 
 TEST(CounterMigration, MillionLockedIncrementsPerVcpuSurviveRealMigration) {
@@ -68,4 +68,4 @@ TEST(CounterMigration, MillionLockedIncrementsPerVcpuSurviveRealMigration) {
 }
 
 }  // namespace
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

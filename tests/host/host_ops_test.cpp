@@ -1,7 +1,7 @@
 // One enum for the host's operations: a race's --op is an mm::MmOp, spelled
-// as the CLI spells it (scenarios::HostOp used to be a second enum that
-// listed the same operations in another order and under other names).
-#include "scenarios/host_ops.h"
+// as the CLI spells it (HostOp used to be a second enum that listed the same
+// operations in another order and under other names).
+#include "host/host_ops.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include "base/error.h"
 #include "mm/types.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 namespace {
 
 static_assert(std::is_same_v<HostOp, mm::MmOp>);
@@ -35,4 +35,4 @@ TEST(HostOps, AnMmOpNoRaceAppliesIsAnInternalError) {
 }
 
 }  // namespace
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host

@@ -8,10 +8,10 @@
 #include <string_view>
 #include <vector>
 
+#include "host/lab.h"
 #include "mm/types.h"
-#include "scenarios/lab.h"
 
-namespace sptelab::scenarios {
+namespace sptelab::host {
 
 // The operations `--op` offers are mm::MmOp's (one enum for the host's
 // operations); host_op_name spells them as the CLI does ("cow", "ksm"):
@@ -39,4 +39,4 @@ std::string describe(HostOp op);
 // changed the mapping (an op can lose a race and do nothing, like Linux's).
 bool apply_host_op(Lab& lab, HostOp op, spte::Gfn gfn, uint64_t iteration);
 
-}  // namespace sptelab::scenarios
+}  // namespace sptelab::host
