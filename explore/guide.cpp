@@ -15,24 +15,15 @@ using scenarios::DelayPoint;
 using scenarios::DelayUntil;
 using scenarios::Role;
 
-// Points passed with mmu_lock or the PTL held: a thread delayed there would
-// hold off the very thread it waits for, so the delay moves back to the
-// thread's previous point outside the lock.
-bool under_lock(inject::Point point) {
-  switch (point) {
-    case inject::Point::kHostAfterPteClear:
-    case inject::Point::kSpteFaultUnderLock:
-    case inject::Point::kSpteZapBeforeMirror:
-    case inject::Point::kTlbBeforeFlush:
-      return true;
-    default:
-      return false;
-  }
-}
-
-std::optional<inject::Point> delayable(const sched::Step& step) {
+// A point the thread passed holding a spinlock (the PTL, mmu_lock): a real
+// thread delayed there would hold off the very thread it waits for, so the
+// delay moves back to the thread's previous point outside the lock. Whether
+// a point is inside one depends on the op and the era (a TLB flush is inside
+// the PTL in ptep_clear_flush, after it in a deferred flush): the replay
+// records it per step.
+std::optional<inject::Point> delayable(const sched::Step& step, bool atomic) {
   std::optional<inject::Point> point = inject::from_name(step.label);
-  if (!point || under_lock(*point)) return std::nullopt;
+  if (!point || atomic) return std::nullopt;
   return point;
 }
 
@@ -41,13 +32,13 @@ std::optional<inject::Point> delayable(const sched::Step& step) {
 // last point was its fault's install was held in the middle of guest
 // accesses, which a native vCPU makes all the time: no delay stands for that.
 std::optional<inject::Point> held_at(const std::vector<ReplayStep>& steps, size_t at, size_t held,
-                                     const sched::Step& pending, bool vcpu) {
-  if (auto point = delayable(pending)) return point;
+                                     const sched::Step& pending, bool pending_atomic, bool vcpu) {
+  if (auto point = delayable(pending, pending_atomic)) return point;
   for (size_t i = at; i-- > 0;) {
     if (steps[i].thread != held) continue;
     std::optional<inject::Point> point = inject::from_name(steps[i].step.label);
     if (vcpu && point == inject::Point::kSpteFaultUnderLock) return std::nullopt;
-    if (auto delay_point = delayable(steps[i].step)) return delay_point;
+    if (auto delay_point = delayable(steps[i].step, steps[i].step_atomic)) return delay_point;
   }
   return std::nullopt;
 }
@@ -160,7 +151,8 @@ Guide guide_from(const SavedSchedule& saved, uint32_t bound_ns) {
     if (!held_step) continue;
     const auto& [held, pending] = *held_step;
     const std::string ran = ran_instead(steps, i, held, names);
-    std::optional<inject::Point> point = held_at(steps, i, held, pending, names[held] == "vcpu");
+    std::optional<inject::Point> point =
+        held_at(steps, i, held, pending, steps[i].held_atomic, names[held] == "vcpu");
     if (!point) continue;
     const DelayPoint delay =
         delay_for(*point, names[held], ran, passed_last(steps, i, held, names, ran), bound_ns);

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "base/error.h"
+#include "base/spinlock.h"
 #include "trace/trace.h"
 
 namespace sptelab::explore {
@@ -345,14 +346,20 @@ class ReplayChooser final : public sched::Chooser {
     ++index_;
     const bool preempted = preempts(threads, current, next);
     preemptions_ += preempted;
+    // The chooser runs on the thread that has just announced its step.
+    atomic_.resize(threads.size(), false);
+    if (current != sched::kNoThread) atomic_[current] = AtomicContext::active();
     if (steps_) {
       ReplayStep step{static_cast<uint32_t>(next), threads[next].pending, trace::detail::now_ns()};
+      step.step_atomic = atomic_[next];
       if (preempted) {
         step.preempted = current;
         step.preempted_step = threads[current].pending;
+        step.held_atomic = atomic_[current];
       } else if (switches_from_blocked(threads, current, next)) {
         step.blocked = current;
         step.blocked_step = threads[current].pending;
+        step.held_atomic = atomic_[current];
       }
       steps_->push_back(step);
     }
@@ -366,6 +373,7 @@ class ReplayChooser final : public sched::Chooser {
   const Schedule& schedule_;
   std::string mismatch_;
   std::vector<ReplayStep>* steps_;
+  std::vector<bool> atomic_;  // per thread: inside a spinlock at its pending step
   size_t index_ = 0;
   int preemptions_ = 0;
 };

@@ -73,6 +73,11 @@ struct ReplayStep {
   // that thread and the step it waits to take.
   size_t blocked = sched::kNoThread;
   sched::Step blocked_step;
+  // Whether the thread held a spinlock (the PTL, mmu_lock, a TLB's lock)
+  // when it announced `step`, and the held-back thread when it announced
+  // its step: a real thread delayed there would hold off the others.
+  bool step_atomic = false;
+  bool held_atomic = false;
 };
 Outcome replay(const RunFn& run, const Schedule& schedule, std::vector<ReplayStep>* steps = nullptr,
                int* preemptions = nullptr);
