@@ -81,26 +81,6 @@ output could not be written (e.g. a full disk). --output is written whole
 or not at all.
 )";
 
-std::optional<uint64_t> parse_gfn(const std::string& text) {
-  std::string_view digits = text;
-  int base = 10;
-  if (digits.substr(0, 2) == "0x" || digits.substr(0, 2) == "0X") {
-    digits.remove_prefix(2);
-    base = 16;
-  }
-  if (digits.empty()) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : digits) {
-    int digit = -1;
-    if (c >= '0' && c <= '9') digit = c - '0';
-    if (base == 16 && c >= 'a' && c <= 'f') digit = c - 'a' + 10;
-    if (base == 16 && c >= 'A' && c <= 'F') digit = c - 'A' + 10;
-    if (digit < 0 || digit >= base || value > (UINT64_MAX - digit) / base) return std::nullopt;
-    value = value * base + digit;
-  }
-  return value;
-}
-
 // A time after the first event: "0.0042" (seconds, the text view's unit)
 // or a number with s, ms, us or ns; in nanoseconds.
 std::optional<uint64_t> time_option(const Options& options, const char* name) {
@@ -140,13 +120,13 @@ std::vector<std::string> list_option(const Options& options, const char* name) {
 trace::Filter filter_options(const Options& options) {
   trace::Filter filter;
   if (std::optional<std::string> text = options.value("gfn")) {
-    filter.gfn = parse_gfn(*text);
+    filter.gfn = trace::parse_number(*text);
     if (!filter.gfn) {
       options.fail(fmt::format("--gfn '{}' is not a page number (decimal or 0x hex)", *text));
     }
   }
   if (std::optional<std::string> text = options.value("pfn")) {
-    filter.pfn = parse_gfn(*text);
+    filter.pfn = trace::parse_number(*text);
     if (!filter.pfn) {
       options.fail(fmt::format("--pfn '{}' is not a frame number (decimal or 0x hex)", *text));
     }

@@ -41,6 +41,9 @@ struct Filter {
   std::optional<uint64_t> to_ns;
 };
 
+// A page, frame or field value as the options take it: decimal or 0x hex.
+std::optional<uint64_t> parse_number(std::string_view text);
+
 // Whether some event kind has an argument of this name (for --where).
 bool is_argument_name(std::string_view name);
 

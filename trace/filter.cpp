@@ -80,19 +80,6 @@ bool pfn_matches(const Event& event, uint64_t pfn) {
   return false;
 }
 
-std::optional<uint64_t> parse_number(std::string_view text) {
-  int base = 10;
-  if (text.substr(0, 2) == "0x" || text.substr(0, 2) == "0X") {
-    text.remove_prefix(2);
-    base = 16;
-  }
-  if (text.empty()) return std::nullopt;
-  uint64_t value = 0;
-  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, base);
-  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
 // `name=text`: an argument called name whose value is the number text reads
 // as, or whose printed form (up to its first space: "pfn=0x12 P+W" prints
 // "0x12") is text.
@@ -113,6 +100,20 @@ bool fields_match(const Event& event, const Filter& filter) {
 }
 
 }  // namespace
+
+// Decimal or 0x hex, the whole text, no overflow.
+std::optional<uint64_t> parse_number(std::string_view text) {
+  int base = 10;
+  if (text.substr(0, 2) == "0x" || text.substr(0, 2) == "0X") {
+    text.remove_prefix(2);
+    base = 16;
+  }
+  if (text.empty()) return std::nullopt;
+  uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, base);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 bool is_argument_name(std::string_view name) {
   for (size_t i = 0; i < static_cast<size_t>(Kind::kCount); ++i) {
