@@ -157,13 +157,20 @@ inline void coherence_worker(auto& cpu, const RaceLayout& layout, uint32_t id) {
 }
 
 // coherence-lockfree: no lock; an atomic increment of this worker's own
-// slot in the target page, then count it.
-inline void lockfree_worker(auto& cpu, const RaceLayout& layout, uint32_t id) {
+// slot in the target page, then count it; `between_bursts` runs after every
+// kLockfreeBurst increments.
+inline constexpr uint64_t kLockfreeBurst = 256;
+inline void lockfree_worker(auto& cpu, const RaceLayout& layout, uint32_t id,
+                            auto&& between_bursts) {
   uint64_t done = 0;
   while (!stop_requested(cpu, layout)) {
     cpu.add(layout.count(id), 1);
     cpu.store(layout.done(id), ++done);
+    if (done % kLockfreeBurst == 0) between_bursts();
   }
+}
+inline void lockfree_worker(auto& cpu, const RaceLayout& layout, uint32_t id) {
+  lockfree_worker(cpu, layout, id, [] {});
 }
 
 // stale-spte: read a page's version inside one stable epoch of its published
