@@ -10,7 +10,9 @@ uint64_t frames_for(const LabConfig& config) {
 }  // namespace
 
 Lab::Lab(const LabConfig& config)
-    : phys(frames_for(config)), chain(config.scheme.placement), config_(config) {
+    : phys(frames_for(config), config.freed_frames),
+      chain(config.scheme.placement),
+      config_(config) {
   // The file is larger than guest RAM so remaps have other pages to install.
   file = std::make_unique<mm::File>(phys, "guest-ram", config.guest_pages * 2 + 16);
   mm = std::make_unique<mm::Mm>(phys);

@@ -31,6 +31,9 @@ struct LabConfig {
   // The host's kernel era (mm/kernel_era.h): the CLI's --era unless a
   // caller (an explore cell) names one.
   mm::KernelEra era = mm::process_kernel_era();
+  // Whether freed frames are poisoned (mm/phys_mem.h): kept where an
+  // mm::audit reads the poison.
+  mm::FreedFrames freed_frames = mm::FreedFrames::kPoisoned;
 };
 
 class Lab {

@@ -43,7 +43,10 @@ class EmulatedStack final : public RunStack {
       : lab_(LabConfig{.scheme = scheme,
                        .guest_pages = config.ram_bytes >> mm::kPageShift,
                        .backing = config.op ? backing_for(*config.op) : Backing::kAnon,
-                       .fault_around = config.fault_around}),
+                       .fault_around = config.fault_around,
+                       // A run audits sptes (generations catch a stale one),
+                       // never free frames: Linux's free, no poison write.
+                       .freed_frames = mm::FreedFrames::kAsIs}),
         window_(lab_.phys, config.ram_bytes >> mm::kPageShift),
         vm_(config.vm, *lab_.mmu, window_) {
     // Every spte the MMU installs is usable by the guest at once, as on

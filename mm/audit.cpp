@@ -74,7 +74,8 @@ std::vector<std::string> audit(PhysMem& phys, const std::vector<const Mm*>& mms,
                                        refcount, mapcount, rmap.size()));
       }
       // Generation 0: never allocated, still the memfd's zeros.
-      if (options.check_free_poison && phys.generation(pfn) != 0 && !phys.is_poisoned(pfn)) {
+      if (options.check_free_poison && phys.poisons_freed_frames() && phys.generation(pfn) != 0 &&
+          !phys.is_poisoned(pfn)) {
         problems.push_back(fmt::format("free pfn {:#x} was written after it was freed", pfn));
       }
       continue;

@@ -16,7 +16,7 @@ namespace sptelab::mm {
 
 using trace::Kind;
 
-PhysMem::PhysMem(size_t frames) : pages_(frames) {
+PhysMem::PhysMem(size_t frames, FreedFrames freed) : freed_(freed), pages_(frames) {
   if (frames == 0) {
     throw_bad_input("physical memory needs at least one frame: pass a size of 4 KiB or more");
   }
@@ -256,7 +256,7 @@ void PhysMem::free_frame(Pfn pfn) {
           fmt::format("freeing pfn {:#x} that still has {} rmap entries", pfn, page.rmap.size()));
     }
   }
-  fill_frame(pfn, kPoison);
+  if (freed_ == FreedFrames::kPoisoned) fill_frame(pfn, kPoison);
   page.mapping = nullptr;
   page.index = 0;
   uint64_t generation = page.generation.fetch_add(1, std::memory_order_acq_rel) + 1;

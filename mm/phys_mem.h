@@ -73,6 +73,18 @@ struct PhysMemStats {
   uint64_t frees = 0;
 };
 
+// What free_frame() leaves in a frame.
+//  kPoisoned  kPoison in every word (Linux's CONFIG_PAGE_POISONING): a thread
+//             that reads the frame through a stale mapping sees it, and
+//             mm::audit reports a freed frame that no longer holds it (a
+//             write through a stale host TLB entry). It costs a write of the
+//             whole frame per free (bench range_zap's poison_us).
+//  kAsIs      the content stays, as Linux frees with init_on_free off. A
+//             stale spte is still caught by the frame's generation (spte
+//             faults, zaps and audits compare it); only the poison check of
+//             mm::audit is lost. For stacks that run no mm::audit.
+enum class FreedFrames : uint8_t { kPoisoned, kAsIs };
+
 class PhysMem {
  public:
   // Poison written into a frame when it is freed: a guest or host thread that
@@ -82,7 +94,8 @@ class PhysMem {
   static constexpr size_t kWordsPerFrame = kPageSize / sizeof(uint64_t);
 
   // Throws Error: kBadInput for 0 frames, kEnvironment if memfd/mmap fail.
-  explicit PhysMem(size_t frames);
+  explicit PhysMem(size_t frames, FreedFrames freed = FreedFrames::kPoisoned);
+  bool poisons_freed_frames() const { return freed_ == FreedFrames::kPoisoned; }
   ~PhysMem();
   PhysMem(const PhysMem&) = delete;
   PhysMem& operator=(const PhysMem&) = delete;
@@ -173,6 +186,7 @@ class PhysMem {
   std::atomic_ref<uint64_t> word_ref(Pfn pfn, size_t word) const;
 
   int memfd_ = -1;
+  FreedFrames freed_ = FreedFrames::kPoisoned;
   uint8_t* base_ = nullptr;
   size_t bytes_ = 0;
   std::vector<Page> pages_;

@@ -90,9 +90,10 @@ double real_dontneed(host::RunStack& stack, uint64_t first_gfn, uint64_t pages) 
 
 // Where the emulated zap's time goes, without a VM: the same madvise over
 // sptes with no mirror attached (the emulated host, its notifier and the
-// spte zap, but no window and no real KVM), and the freed-frame poisoning
-// alone (PhysMem::free_frame fills every freed frame, so that a stale
-// mapping of it is detectable; the real kernel frees without touching it).
+// spte zap, but no window and no real KVM), and what poisoning the freed
+// frames would add (mm::FreedFrames::kPoisoned, which the run stack does not
+// use: it runs no mm::audit, and generations catch a stale spte; the real
+// kernel frees without touching the page either).
 struct ZapBreakdown {
   double host_only_us = 0;
   double poison_us = 0;
@@ -102,7 +103,8 @@ ZapBreakdown zap_breakdown(uint64_t pages) {
   host::Lab lab(host::LabConfig{.scheme = kScheme,
                                 .guest_pages = pages,
                                 .backing = host::Backing::kAnon,
-                                .fault_around = kFaultAround});
+                                .fault_around = kFaultAround,
+                                .freed_frames = mm::FreedFrames::kAsIs});  // as the run stack
   {
     mm::MmapReadGuard guard(*lab.mm);
     for (uint64_t gfn = 0; gfn < pages; ++gfn) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "base/error.h"
+#include "mm/audit.h"
 #include "mm/file.h"
 #include "mm/mm.h"
 #include "mm/phys_mem.h"
@@ -76,6 +77,25 @@ TEST(PhysMemTest, PageTablesNeverReuseAFreedDataFrame) {
   Pfn only = small.alloc(kPageAnon);
   small.put(only);
   EXPECT_EQ(small.alloc(kPageTable), only);
+}
+
+// FreedFrames::kAsIs frees as Linux does (no write to the frame); the
+// generation still moves, and mm::audit's poison check, which has nothing
+// to read, stays quiet. The default poisons, and the audit sees a write
+// into a freed frame.
+TEST(PhysMemTest, FramesFreedAsIsKeepTheirContentAndTheAuditSkipsThePoison) {
+  for (FreedFrames freed : {FreedFrames::kAsIs, FreedFrames::kPoisoned}) {
+    PhysMem phys(4, freed);
+    Pfn pfn = phys.alloc();
+    const uint64_t allocated = phys.generation(pfn);
+    phys.store_word(pfn, 3, 42);
+    phys.put(pfn);
+    EXPECT_EQ(phys.generation(pfn), allocated + 1);
+    EXPECT_EQ(phys.is_poisoned(pfn), freed == FreedFrames::kPoisoned);
+    EXPECT_EQ(phys.load_word(pfn, 3), freed == FreedFrames::kPoisoned ? PhysMem::kPoison : 42u);
+    phys.store_word(pfn, 5, 7);  // a write through a stale mapping
+    EXPECT_EQ(audit(phys, {}, {}).empty(), freed == FreedFrames::kAsIs);
+  }
 }
 
 TEST(PhysMemTest, FreePoisonsAndBumpsGeneration) {
