@@ -9,12 +9,16 @@
 #include <array>
 #include <chrono>
 #include <exception>
+#include <functional>
+#include <limits>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "base/error.h"
 #include "base/interrupt.h"
 #include "base/json.h"
+#include "base/sched.h"
 #include "base/spinlock.h"
 #include "base/table.h"
 #include "mm/host_cpu.h"
@@ -207,6 +211,10 @@ class Remapper {
   // threads can otherwise sleep through many operations. Bounded, so a
   // guest that stopped faulting (a stuck or stopped vCPU) does not stall us.
   void wait_for_guest_fault() {
+    if (sched::active()) {
+      wait_scheduled([this] { return lab_.mmu->stats().faults != faults_seen_; });
+      return;
+    }
     const auto until = Clock::now() + std::chrono::milliseconds(2);
     for (unsigned spins = 1; lab_.mmu->stats().faults == faults_seen_ && Clock::now() < until;
          ++spins) {
@@ -227,6 +235,15 @@ class Remapper {
   void wait_for_native_fault() {
     const auto until = Clock::now() + std::chrono::microseconds(50);
     while (lab_.mmu->stats().faults == faults_seen_ && Clock::now() < until) cpu_relax();
+  }
+
+  // A scheduled run's wait: the others step while this thread is disabled,
+  // for a bounded number of rounds (the clock would make the run's length,
+  // and so its counts, depend on the machine).
+  template <typename Done>
+  void wait_scheduled(Done done) {
+    constexpr int kRounds = 64;
+    for (int round = 0; round < kRounds && !done(); ++round) sched::relax(this, "remapper_wait");
   }
 
   void coherence_step(uint64_t i) {
@@ -302,6 +319,10 @@ class Remapper {
   // and finished inside the window), or `bound`.
   void wait_for_vcpu_work(std::chrono::microseconds bound) {
     const uint64_t start = finished_work(config_.vcpus);
+    if (sched::active()) {
+      wait_scheduled([&] { return finished_work(config_.vcpus) >= start + 2; });
+      return;
+    }
     const auto until = Clock::now() + bound;
     while (finished_work(config_.vcpus) < start + 2 && Clock::now() < until) cpu_relax();
   }
@@ -544,17 +565,48 @@ trace::Metadata trace_metadata(const RaceConfig& config, const host::Lab& lab) {
           {"memslot", trace::memslot_metadata(0, lab.config().guest_pages, lab.guest_hva())}};
 }
 
+// Each vCPU exit or spte fault on the page brings along the rest of its
+// round trip on the vCPU's thread: back to the exit that began it (and the
+// instruction the exit decoded), on to the re-entry. The counterexample then
+// shows the guest's side too, not only the host's.
+std::vector<size_t> with_vcpu_round_trips(const trace::TraceFile& file,
+                                          const std::vector<size_t>& selected) {
+  constexpr size_t kLookaround = 256;  // events of all threads scanned either way
+  const std::vector<trace::Event>& events = file.snapshot.events;
+  std::vector<size_t> kept = selected;
+  for (size_t index : selected) {
+    const trace::Kind kind = events[index].kind;
+    if (kind != trace::Kind::kVcpuExit && kind != trace::Kind::kFaultBegin) continue;
+    const uint32_t thread = events[index].thread;
+    for (size_t back = index;
+         kind == trace::Kind::kFaultBegin && back-- > 0 && index - back <= kLookaround;) {
+      if (events[back].thread != thread) continue;
+      if (events[back].kind == trace::Kind::kVcpuEntry) break;  // an earlier round trip
+      kept.push_back(back);
+      if (events[back].kind == trace::Kind::kVcpuExit) break;
+    }
+    for (size_t next = index + 1; next < events.size() && next - index <= kLookaround; ++next) {
+      if (events[next].thread != thread) continue;
+      kept.push_back(next);
+      if (events[next].kind == trace::Kind::kVcpuEntry) break;
+    }
+  }
+  std::sort(kept.begin(), kept.end());
+  kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
+  return kept;
+}
+
 // The counterexample: the events about the violated page (its spte, faults,
-// the host PTE and the notifier ranges covering it, from every thread)
-// around the first violation, as text.
+// the host PTE and the notifier ranges covering it, the vCPUs' exits on it,
+// from every thread) around the first violation, as text.
 std::string counterexample(const trace::TraceFile& file) {
   for (const trace::Event& event : file.snapshot.events) {
     if (event.kind != trace::Kind::kViolation) continue;
     trace::TraceFile about_page = file;
     about_page.snapshot.events.clear();
-    for (size_t index : trace::select_events(file, {.gfn = event.args[1]})) {
-      about_page.snapshot.events.push_back(file.snapshot.events[index]);
-    }
+    const std::vector<size_t> about =
+        with_vcpu_round_trips(file, trace::select_events(file, {.gfn = event.args[1]}));
+    for (size_t index : about) about_page.snapshot.events.push_back(file.snapshot.events[index]);
     return trace::format_window(about_page, event.ts_ns, 24, 3);
   }
   return {};
@@ -592,7 +644,103 @@ void read_trace(RaceResult& result, const RaceConfig& config, const host::Lab& l
   }
   result.ptl_hold_p50_ns = percentile(holds, 0.50);
   result.ptl_hold_p99_ns = percentile(holds, 0.99);
+  result.ptl_holds = holds.size();
   result.trace_overwritten = snap.overwritten;
+}
+
+// The threads of a race, whoever runs them.
+struct RaceThreads {
+  GuestEngine& engine;
+  std::function<void()> host;  // empty: no host thread
+  std::function<void()> remapper;
+  std::function<void()> stop;  // tells the workers to stop (after the remapper)
+};
+
+// Free-running: the OS schedules the threads, in parallel. A thread that
+// fails (an internal error of the emulator) must not take the process down:
+// the others are stopped and joined, then it is reported (exit 4).
+void run_free(RaceThreads& threads) {
+  threads.engine.start();
+  std::thread host;
+  std::exception_ptr host_error;
+  if (threads.host) {
+    host = std::thread([&] {
+      try {
+        threads.host();
+      } catch (...) {
+        host_error = std::current_exception();
+      }
+    });
+  }
+  std::exception_ptr remapper_error;
+  try {
+    threads.remapper();
+  } catch (...) {
+    remapper_error = std::current_exception();
+  }
+  threads.stop();
+  if (host.joinable()) host.join();
+  threads.engine.join();
+  if (remapper_error) std::rethrow_exception(remapper_error);
+  if (host_error) std::rethrow_exception(host_error);
+}
+
+// Picks who steps next in a scheduled race: the running thread goes on, and
+// at each step with probability 1/kSwitchEvery an enabled thread drawn at
+// random takes over (std::mt19937_64's sequence is fixed by the standard,
+// so a seed means the same schedule everywhere). Switching at every step
+// would spend the run in hand-overs; never switching would be one thread's
+// run.
+class SeededChooser final : public sched::Chooser {
+ public:
+  explicit SeededChooser(uint64_t seed) : random_(seed) {}
+
+  size_t choose(const std::vector<sched::ThreadState>& threads, size_t current) override {
+    constexpr uint64_t kSwitchEvery = 8;
+    const bool can_go_on = current != sched::kNoThread && threads[current].enabled;
+    if (can_go_on && random_() % kSwitchEvery != 0) return current;
+    std::vector<size_t> enabled;
+    for (size_t i = 0; i < threads.size(); ++i) {
+      if (threads[i].enabled) enabled.push_back(i);
+    }
+    return enabled[random_() % enabled.size()];
+  }
+
+ private:
+  std::mt19937_64 random_;
+};
+
+// Scheduled (RaceConfig::scheduled): one thread at a time under a
+// sched::Execution, so the seed repeats the run exactly.
+void run_scheduled(RaceThreads& threads, uint64_t seed) {
+  std::vector<std::function<void()>> vcpus = threads.engine.vcpu_bodies();
+  if (vcpus.empty()) throw_bad_input("a scheduled race needs software vCPUs (--backend soft)");
+  SeededChooser chooser(seed);
+  sched::StayOnOneCpu one_cpu;  // the hand-overs stay on one CPU (base/sched.h)
+  // No step limit: the run ends by its operations or its time limit.
+  sched::Execution execution(chooser, std::numeric_limits<uint64_t>::max());
+  execution.add_thread("remapper", [&] {
+    try {
+      threads.remapper();
+    } catch (...) {
+      threads.stop();  // the workers must still end
+      throw;
+    }
+    threads.stop();
+  });
+  if (threads.host) execution.add_thread("host-thread", threads.host);
+  for (size_t v = 0; v < vcpus.size(); ++v) {
+    execution.add_thread(fmt::format("vcpu{}", v), std::move(vcpus[v]));
+  }
+  const sched::EndReason end = execution.run();
+  const size_t thread_count = 1 + (threads.host ? 1 : 0) + vcpus.size();
+  for (size_t i = 0; i < thread_count; ++i) {
+    if (execution.error(i)) std::rethrow_exception(execution.error(i));
+  }
+  if (end != sched::EndReason::kCompleted) {
+    throw_internal(fmt::format("the scheduled race ended in {} after {} steps",
+                               sched::end_reason_name(end), execution.steps()));
+  }
 }
 
 void add_detector(RaceResult& result, const char* name, uint64_t count) {
@@ -606,6 +754,14 @@ void validate(const RaceConfig& config) {
     throw_bad_input(fmt::format("--vcpus must be 1..{}", kMaxRaceVcpus));
   }
   if (config.operations == 0) throw_bad_input("--iterations must be at least 1");
+  if (config.scheduled && config.backend != Backend::kSoft) {
+    throw_bad_input("--scheduled runs software vCPUs: it needs --backend soft");
+  }
+  if (config.scheduled && config.for_duration) {
+    throw_bad_input(
+        "--scheduled repeats a run by its operation count: give --iterations (a run cut by "
+        "--duration alone ends wherever the clock says)");
+  }
 }
 
 }  // namespace
@@ -639,36 +795,25 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   {
     std::vector<PointObserver> observers;
     if (config.scenario == ScenarioKind::kLockfree) observers.push_back(remapper.fold_observer());
-    DelayInjector delays(config.delays, config.seed, progress_sources(lab, layout, config.vcpus),
-                         remapper.deadline(), std::move(observers));
-    engine->start();
-    // A thread that fails (an internal error of the emulator) must not take
-    // the process down: the others are stopped and joined, then it is
-    // reported (exit 4).
-    std::thread host;
-    std::exception_ptr host_error;
+    // A scheduled run's windows are the chooser's switches, not delays.
+    DelayInjector delays(config.scheduled ? std::vector<DelayPoint>{} : config.delays, config.seed,
+                         progress_sources(lab, layout, config.vcpus), remapper.deadline(),
+                         std::move(observers));
+    std::function<void()> host_body;
     if (with_host) {
       const bool yield_cpu = config.backend == Backend::kKvm && config.native &&
                              config.scenario == ScenarioKind::kLockfree;
-      host = std::thread([&lab, &host_error, layout, &config, yield_cpu] {
-        try {
-          host_thread_main(lab, layout, config.vcpus, config.scenario, yield_cpu);
-        } catch (...) {
-          host_error = std::current_exception();
-        }
-      });
+      host_body = [&lab, layout, &config, yield_cpu] {
+        host_thread_main(lab, layout, config.vcpus, config.scenario, yield_cpu);
+      };
     }
-    std::exception_ptr remapper_error;
-    try {
-      remapper.run(progress);
-    } catch (...) {
-      remapper_error = std::current_exception();
+    RaceThreads threads{*engine, std::move(host_body), [&] { remapper.run(progress); },
+                        [&] { remapper.stop(); }};
+    if (config.scheduled) {
+      run_scheduled(threads, config.seed);
+    } else {
+      run_free(threads);
     }
-    remapper.stop();
-    if (host.joinable()) host.join();
-    engine->join();
-    if (remapper_error) std::rethrow_exception(remapper_error);
-    if (host_error) std::rethrow_exception(host_error);
   }
   if (std::string failure = engine->failure(); !failure.empty()) throw_internal(failure);
   std::optional<trace::KernelTrace> kernel;
@@ -686,7 +831,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
       remapper.saw_violation();
       remapper.note(
           fmt::format("lost increments: {} increments finished but the counter in gfn "
-                      "{} says {}: {} went to a page the others never saw",
+                      "{:#x} says {}: {} went to a page the others never saw",
                       result.guest_work, gfn_of(layout.target_gpa), counter, lost));
     }
     uint64_t doubles = remapper.control(offsetof(sptelab_race_control, double_holders));
@@ -868,14 +1013,26 @@ std::string format_race_table(const std::vector<RaceResult>& results, bool wide)
     const DetectorName name = detector_name(detector.name);
     columns.push_back({std::string(name.header), std::string(name.legend)});
   }
-  columns.push_back({"ops/s", "remapper operations per second", true});
+  columns.push_back({"ops/s",
+                     "remapper operations per second, waits for the guest included (before "
+                     "each one the remapper waits, up to 50 us native or 2 ms otherwise, for a "
+                     "vCPU to fault the page back); `sptelab bench remap_*` times an "
+                     "operation alone",
+                     true});
   columns.push_back(
       {"guest/s", "vCPU increments or page reads per second (host thread's excluded)", true});
   columns.push_back({"faults", "spte faults", true});
   columns.push_back({"retries", "spte fault retries", true});
   columns.push_back({"zapped", "sptes zapped", true});
-  columns.push_back({"ptl_p50", "page-table-lock hold time, median, microseconds", true});
-  columns.push_back({"ptl_p99", "page-table-lock hold time, 99th percentile, microseconds", true});
+  const bool delayed = std::any_of(results.begin(), results.end(),
+                                   [](const RaceResult& r) { return !r.config.delays.empty(); });
+  const std::string ptl_note =
+      delayed ? "; injected delays inside the PTL count too: --no-delays for bare costs" : "";
+  columns.push_back(
+      {"ptl_p50", "page-table-lock hold time, median, microseconds" + ptl_note, true});
+  columns.push_back(
+      {"ptl_p99", "page-table-lock hold time, 99th percentile, microseconds" + ptl_note, true});
+  columns.push_back({"ptl_n", "page-table-lock holds the percentiles come from", true});
 
   Table table(std::move(columns));
   for (const auto& r : results) {
@@ -895,6 +1052,7 @@ std::string format_race_table(const std::vector<RaceResult>& results, bool wide)
     row.push_back(std::to_string(r.sptes_zapped));
     row.push_back(us_cell(r.ptl_hold_p50_ns));
     row.push_back(us_cell(r.ptl_hold_p99_ns));
+    row.push_back(std::to_string(r.ptl_holds));
     table.add_row(std::move(row));
   }
   return table.format(wide ? 0 : kTableWidth);
@@ -935,8 +1093,9 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"guest_work\": {}, \"vcpu_work\": {}, \"guest_work_per_s\": {:.1f}, \"native\": {}, "
         "\"spte_faults\": {}, "
         "\"fault_retries\": {}, \"sptes_zapped\": {}, "
-        "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"seconds\": {:.3f}, "
-        "\"timed_out\": {}, \"seed\": {}, \"guided\": {}, \"guide\": {}, \"examples\": [{}], "
+        "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"ptl_holds\": {}, "
+        "\"seconds\": {:.3f}, \"timed_out\": {}, \"seed\": {}, \"delays_injected\": {}, "
+        "\"guided\": {}, \"guide\": {}, \"examples\": [{}], "
         "\"counterexample\": {}, \"trace_error\": {}{}}}",
         i ? ", " : "", scenario_name(r.config.scenario), host::host_op_name(r.config.op),
         r.config.scheme.name(), mm::kernel_era_name(r.config.era), backend_name(r.config.backend),
@@ -945,9 +1104,9 @@ std::string race_json(const std::vector<RaceResult>& results) {
                                  : fmt::format("{:.3f}", r.first_violation_ms),
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.vcpu_work,
         r.guest_work_per_s, r.config.backend == Backend::kKvm && r.config.native, r.spte_faults,
-        r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.seconds,
-        r.timed_out, r.config.seed, !r.config.guide.empty(), json_string(r.config.guide), examples,
-        json_string(r.counterexample),
+        r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.ptl_holds,
+        r.seconds, r.timed_out, r.config.seed, !r.config.delays.empty(), !r.config.guide.empty(),
+        json_string(r.config.guide), examples, json_string(r.counterexample),
         r.trace_error.empty() ? std::string("null") : json_string(r.trace_error),
         expectation_json(r));
   }

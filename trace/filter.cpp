@@ -14,6 +14,10 @@ namespace sptelab::trace {
 namespace {
 
 constexpr uint64_t kExitMmio = 6;  // KVM_EXIT_MMIO
+// Native mode's spte fault: KVM_RUN failed with EFAULT, kvm_run's
+// exit_reason stays 0 (KVM_EXIT_UNKNOWN), and the exit loop records the gpa
+// it decoded from the instruction (0 when it found none).
+constexpr uint64_t kExitNativeFault = 0;
 constexpr uint64_t kPageMask = ~uint64_t{4095};
 
 std::optional<size_t> arg_index(Kind kind, std::string_view name) {
@@ -56,8 +60,11 @@ bool host_event_covers(const Event& event, uint64_t hva) {
 
 bool gfn_matches(const Event& event, uint64_t gfn, std::optional<uint64_t> hva) {
   if (auto index = arg_index(event.kind, "gfn")) return event.args[*index] == gfn;
-  if (event.kind == Kind::kVcpuExit)
-    return event.args[1] == kExitMmio && event.args[3] >> 12 == gfn;
+  if (event.kind == Kind::kVcpuExit) {
+    const bool names_a_page =
+        event.args[1] == kExitMmio || (event.args[1] == kExitNativeFault && event.args[3] != 0);
+    return names_a_page && event.args[3] >> 12 == gfn;
+  }
   if (event.kind == Kind::kKernel) return event.args[3] == gfn;
   return hva && host_event_covers(event, *hva);
 }

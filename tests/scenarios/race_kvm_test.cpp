@@ -97,6 +97,26 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// The counterexample shows the guest's side: the vCPU's round trip through
+// its native fault on the page (the EFAULT exit, recorded with the gpa it
+// decoded, when it falls inside the window; the fault; the re-entry).
+TEST(KvmRaceCounterexample, ShowsTheVcpusRoundTrip) {
+  SPTELAB_REQUIRE_KVM();
+  RaceConfig config = kvm_config(ScenarioKind::kLockfree, "range-after+seq", HostOp::kRemap, 3000);
+  config.era = mm::KernelEra::k2_6_27;  // racy there, with a vCPU fault per operation
+  config.stop_at_first_violation = true;
+  RaceResult result = run_race(config);
+  ASSERT_GT(result.violations, 0u) << describe(result);
+  // The window is the 24 events about the page before the violation and 3
+  // after: a round trip crosses it at its exit or at its re-entry (neither
+  // names the page by itself: an entry names none, a native exit's gpa was
+  // not matched before).
+  const std::string& shown = result.counterexample;
+  EXPECT_TRUE(shown.find("kvm_entry: vcpu=0") != std::string::npos ||
+              shown.find("kvm_exit: vcpu=0") != std::string::npos)
+      << shown;
+}
+
 // Every host operation reaches guest RAM somewhere (fork write-protects all
 // of it); the system area has its own memslot, so none may crash the guest
 // (cow used to end in a triple fault), and a correct scheme stays clean.

@@ -205,6 +205,22 @@ TEST(Filters, GfnKeepsSpteEventsMmioExitsAndHostEventsOnItsPage) {
       ElementsAre(Kind::kFaultBegin, Kind::kGupFast, Kind::kSpteInstall, Kind::kFaultFixed));
 }
 
+// Native mode's spte fault: KVM_RUN's EFAULT leaves exit_reason 0, and the
+// exit loop records the gpa it decoded; no decoded page is gpa 0.
+TEST(Filters, GfnKeepsNativeFaultExitsByTheirDecodedGpa) {
+  TraceBuilder b;
+  b.thread(kVcpu, "vcpu0");
+  b.at(0, kVcpu, Kind::kVcpuExit, {0, 0, 0x401234, 0x5000})
+      .at(10, kVcpu, Kind::kVcpuExit, {0, 0, 0x401234, 0})
+      .at(20, kVcpu, Kind::kVcpuExit, {0, 2, 0x401234, 0x5000});  // KVM_EXIT_IO: no page
+  TraceFile file = b.file();
+  Filter filter;
+  filter.gfn = 5;
+  EXPECT_THAT(select_events(file, filter), ElementsAre(0u));
+  filter.gfn = 0;
+  EXPECT_TRUE(select_events(file, filter).empty());
+}
+
 TEST(Filters, GfnLearnsHostAddressesFromFaultsWithoutMemslotMetadata) {
   TraceFile file = race_trace(/*memslot=*/false).file();
   AddressMap map(file);
