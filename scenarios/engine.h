@@ -3,8 +3,10 @@
 // the remapper; an engine only starts and stops the vCPUs.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "host/lab.h"
 #include "scenarios/workers.h"
@@ -23,6 +25,10 @@ class GuestEngine {
   // Something went wrong that is not a violation (guest crashed, ...):
   // empty when all is well.
   virtual std::string failure() const = 0;
+  // The vCPUs' bodies, to run on threads the caller makes instead of
+  // start()/join() (a scheduled race runs them under sched::Execution).
+  // Empty where the vCPUs cannot run that way (a KVM vCPU runs in KVM_RUN).
+  virtual std::vector<std::function<void()>> vcpu_bodies() { return {}; }
 };
 
 std::unique_ptr<GuestEngine> make_soft_engine(host::Lab& lab, const RaceConfig& config,

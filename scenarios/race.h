@@ -95,6 +95,12 @@ struct RaceConfig {
   bool for_duration = false;
   // End the run at the first violation (time-to-first-violation runs).
   bool stop_at_first_violation = false;
+  // soft: run the remapper, the host thread and the vCPUs one at a time
+  // under sched::Execution, a seeded chooser picking who steps next, so the
+  // same seed repeats the run exactly (counts, first violation). Injected
+  // delays do not apply (the chooser's switches are the windows); a run
+  // that ends by max_seconds instead of its operations is not repeatable.
+  bool scheduled = false;
   // The delays come from the explorer's counterexample (race --guided): how
   // they were derived, one line per delay; empty for a free or hand-set run.
   std::string guide;
@@ -122,6 +128,7 @@ struct RaceResult {
   uint64_t sptes_zapped = 0;
   uint64_t ptl_hold_p50_ns = 0;
   uint64_t ptl_hold_p99_ns = 0;
+  uint64_t ptl_holds = 0;          // the PTL holds the percentiles come from
   uint64_t trace_overwritten = 0;  // PTL samples lost to ring wrap-around
   bool timed_out = false;
   std::vector<std::string> examples;  // what happened, for the first violations

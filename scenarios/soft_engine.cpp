@@ -28,9 +28,13 @@ class SoftEngine final : public GuestEngine {
   }
 
   void start() override {
-    for (uint32_t v = 0; v < config_.vcpus; ++v) {
-      threads_.emplace_back([this, v] { run_vcpu(v); });
-    }
+    for (auto& body : vcpu_bodies()) threads_.emplace_back(std::move(body));
+  }
+
+  std::vector<std::function<void()>> vcpu_bodies() override {
+    std::vector<std::function<void()>> bodies;
+    for (uint32_t v = 0; v < config_.vcpus; ++v) bodies.emplace_back([this, v] { run_vcpu(v); });
+    return bodies;
   }
 
   void join() override {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <thread>
 
+#include "base/sched.h"
 #include "base/spinlock.h"
 #include "mm/host_cpu.h"
 #include "spte/soft_vcpu.h"
@@ -68,7 +69,7 @@ decltype(auto) retrying(Fn&& fn) {
       return fn();
     } catch (const mm::SegFault&) {
       if (attempt == kAttempts) throw;
-      std::this_thread::yield();
+      sched::relax(nullptr, "host_access_retry");  // yields, or lets a scheduled run go on
     }
   }
 }
@@ -107,7 +108,7 @@ inline bool stop_requested(auto& cpu, const RaceLayout& layout) {
 inline bool take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner) {
   for (unsigned spins = 1; !cpu.cas(layout.lock(), 0, owner); ++spins) {
     if (stop_requested(cpu, layout)) return false;
-    if (spins % 16 == 0) std::this_thread::yield();
+    if (spins % 16 == 0) sched::relax(nullptr, "take_lock");
   }
   return true;
 }
@@ -122,7 +123,7 @@ inline bool try_take_lock(auto& cpu, const RaceLayout& layout, uint64_t owner, u
   for (uint64_t i = 1; i <= attempts; ++i) {
     if (cpu.cas(layout.lock(), 0, owner)) return true;
     if (i % 256 == 0) {
-      std::this_thread::yield();
+      sched::relax(nullptr, "try_take_lock");
     } else {
       cpu_relax();
     }

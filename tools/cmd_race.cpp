@@ -29,6 +29,7 @@ namespace {
 constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme LIST] [--op LIST] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
+                    [--scheduled]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--guided]
                     [--expect] [--wide] [--trace FILE] [--trace-events N]
                     [--kernel] [--era ERA] [--json]
@@ -87,7 +88,20 @@ options:
   --cpl0           kvm: run the guest's workload at CPL0 (emulated by PVM,
                    ~1 us per instruction) instead of native mode (CPL3)
   --vcpus N        guest vCPUs (default 1)
-  --seed N         seeds the delay injection, to repeat a run (default 1)
+  --seed N         seeds the delay injection's coin (default 1). It repeats
+                   which firings of each point are delayed, not the threads'
+                   interleaving: the vCPU, host-thread and remapper threads
+                   run on the OS scheduler, in parallel, so counts differ
+                   from run to run (on kvm always; on soft unless
+                   --scheduled). An exact repeat: --scheduled, or the
+                   explorer (sptelab explore), whose schedules replay
+  --scheduled      soft: run the threads one at a time, a chooser seeded by
+                   --seed picking who steps next (a switch every 8 steps on
+                   average), so the same seed repeats the run exactly: its
+                   counts and first violation. Delays do not apply (the
+                   switches are the windows); needs --iterations (a run
+                   cut by --duration ends where the clock says, and so does
+                   one that reaches its time limit)
   --delay P=NS@PM  delay threads at injection point P by NS nanoseconds (a
                    whole number up to 4294967295) with probability PM/1000
                    (0 to 1000, default 1000); replaces the defaults;
@@ -205,7 +219,11 @@ scenarios::RaceConfig base_config(const Options& options) {
   // (made for guests emulated at a microsecond per instruction) would only
   // make the remapper wait. Free-running, unless delays are asked for.
   if (kvm && config.native && options.values("delay").empty()) config.delays.clear();
-  if (options.flag("no-delays")) {
+  config.scheduled = options.flag("scheduled");
+  if (config.scheduled && (options.flag("guided") || !options.values("delay").empty())) {
+    options.fail("--scheduled injects no delays: drop --delay and --guided");
+  }
+  if (options.flag("no-delays") || config.scheduled) {
     config.delays.clear();
   } else if (auto delays = options.values("delay"); !delays.empty()) {
     config.delays.clear();
@@ -252,7 +270,7 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
                                scenarios::seed_race_name(race)));
     }
   }
-  for (const char* name : {"no-delays", "cpl0", "guided", "kernel"}) {
+  for (const char* name : {"no-delays", "cpl0", "scheduled", "guided", "kernel"}) {
     if (options.flag(name)) {
       options.fail(fmt::format("--{} does not apply to the seed race {}", name,
                                scenarios::seed_race_name(race)));
@@ -356,6 +374,7 @@ void print_report(const scenarios::RaceConfig& config,
                            ? fmt::format("free-running for {} s per row", config.max_seconds)
                            : fmt::format("up to {} operations or {} s per row", config.operations,
                                          config.max_seconds);
+  if (config.scheduled) budget += ", scheduled (one thread at a time; the seed repeats the run)";
   std::string ops;
   for (const auto& result : results) {
     const std::string op = host::host_op_name(result.config.op);
@@ -408,6 +427,7 @@ int race_main(Args args) {
                    {"delay", true},
                    {"no-delays", false, true},
                    {"cpl0", false, true},
+                   {"scheduled", false, true},
                    {"guided", false, true},
                    {"expect", false, true},
                    {"wide", false, true},

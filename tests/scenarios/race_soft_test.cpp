@@ -193,6 +193,64 @@ TEST(RaceRepeatability, SameSeedSameVerdicts) {
   }
 }
 
+// --scheduled: one thread at a time under a seeded chooser. The same seed
+// repeats every count; another seed is another schedule.
+RaceConfig scheduled_config(ScenarioKind scenario, const char* scheme, HostOp op, uint64_t seed) {
+  RaceConfig config = soft_config(scenario, *spte::parse_scheme(scheme), op, 200);
+  config.scheduled = true;
+  config.seed = seed;
+  config.delays.clear();
+  return config;
+}
+
+std::vector<uint64_t> counts_of(const RaceResult& r) {
+  std::vector<uint64_t> counts = {r.violations,    r.operations,  r.operations_applied,
+                                  r.guest_work,    r.vcpu_work,   r.spte_faults,
+                                  r.fault_retries, r.sptes_zapped};
+  for (const DetectorCount& detector : r.detectors) counts.push_back(detector.count);
+  return counts;
+}
+
+TEST(ScheduledRace, TheSameSeedRepeatsEveryCount) {
+  for (ScenarioKind scenario :
+       {ScenarioKind::kCoherence, ScenarioKind::kLockfree, ScenarioKind::kStaleSpte}) {
+    const RaceConfig config = scheduled_config(scenario, "range-before+seq", HostOp::kRemap, 7);
+    const RaceResult first = run_race(config);
+    const RaceResult second = run_race(config);
+    EXPECT_FALSE(first.timed_out);
+    EXPECT_GT(first.guest_work, 0u) << scenario_name(scenario);
+    EXPECT_EQ(counts_of(first), counts_of(second)) << scenario_name(scenario);
+    RaceConfig other = config;
+    other.seed = 8;
+    EXPECT_NE(counts_of(run_race(other)), counts_of(first)) << scenario_name(scenario);
+  }
+}
+
+// The chooser's switches are the windows: a racy scheme is caught, a
+// correct one stays clean, in the same number of operations.
+TEST(ScheduledRace, CatchesTheRacySchemeOnly) {
+  const RaceResult racy =
+      run_race(scheduled_config(ScenarioKind::kLockfree, "none+seq", HostOp::kMprotect, 1));
+  EXPECT_GT(racy.violations, 0u) << describe(racy);
+  const RaceResult late =
+      run_race(scheduled_config(ScenarioKind::kStaleSpte, "range-before+seq", HostOp::kRemap, 1));
+  EXPECT_GT(late.violations, 0u) << describe(late);
+  for (ScenarioKind scenario : {ScenarioKind::kLockfree, ScenarioKind::kStaleSpte}) {
+    const RaceResult correct =
+        run_race(scheduled_config(scenario, "start-end+seq-count", HostOp::kRemap, 1));
+    EXPECT_EQ(correct.violations, 0u) << describe(correct);
+  }
+}
+
+TEST(ScheduledRace, NeedsSoftVcpusAndAnOperationCount) {
+  RaceConfig kvm = scheduled_config(ScenarioKind::kCoherence, "none+seq", HostOp::kRemap, 1);
+  kvm.backend = Backend::kKvm;
+  EXPECT_THROW(run_race(kvm), Error);
+  RaceConfig timed = scheduled_config(ScenarioKind::kCoherence, "none+seq", HostOp::kRemap, 1);
+  timed.for_duration = true;
+  EXPECT_THROW(run_race(timed), Error);
+}
+
 TEST(RaceConfigCheck, BadVcpuCountIsBadInput) {
   RaceConfig config =
       soft_config(ScenarioKind::kCoherence, *spte::parse_scheme("none+seq"), HostOp::kRemap, 10);
