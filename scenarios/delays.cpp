@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/interrupt.h"
 #include "base/spinlock.h"
+#include "trace/trace.h"
 
 namespace sptelab::scenarios {
 namespace {
@@ -177,12 +178,17 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
         if (ThreadRole::current() != delay.role) continue;
         if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) continue;
         injected.fetch_add(1, std::memory_order_relaxed);
+        const Clock::time_point began = Clock::now();
         Clock::time_point until = delay_end(delay.delay_ns, deadline);
         if (armed.counter) {
           wait_for_progress(armed.counter, until);
         } else {
           spin_until(until);
         }
+        // Traced, so a reader sees which windows were widened, and costs
+        // measured from the trace can leave the delayed spans out.
+        trace::emit(trace::Kind::kDelayInjected, static_cast<uint64_t>(at),
+                    static_cast<uint64_t>((Clock::now() - began).count()));
       }
     });
   }

@@ -14,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <unordered_map>
 
 #include "base/error.h"
 #include "base/interrupt.h"
@@ -626,6 +627,40 @@ void write_trace(RaceResult& result, const RaceConfig& config, const trace::Trac
   }
 }
 
+// The PTL holds of a trace, in nanoseconds. A hold during which its thread
+// was held back by an injected delay (a delay_injected event between its
+// ptl_lock and ptl_unlock) measures the delay, not the scheme: it is only
+// counted.
+struct PtlHolds {
+  std::vector<uint64_t> bare;
+  uint64_t delayed = 0;
+};
+
+PtlHolds ptl_holds(const trace::Snapshot& snap) {
+  struct ThreadHold {
+    int depth = 0;  // PTLs held (a split PTL pair nests)
+    bool delayed = false;
+  };
+  std::unordered_map<uint32_t, ThreadHold> threads;
+  PtlHolds holds;
+  for (const trace::Event& event : snap.events) {
+    ThreadHold& thread = threads[event.thread];
+    if (event.kind == trace::Kind::kPtlLock) {
+      if (thread.depth++ == 0) thread.delayed = false;
+    } else if (event.kind == trace::Kind::kDelayInjected) {
+      if (thread.depth > 0) thread.delayed = true;
+    } else if (event.kind == trace::Kind::kPtlUnlock) {
+      if (thread.depth > 0) --thread.depth;
+      if (thread.delayed) {
+        ++holds.delayed;
+      } else {
+        holds.bare.push_back(event.args[1]);
+      }
+    }
+  }
+  return holds;
+}
+
 // PTL hold times, the counterexample, and the trace file if one was asked for.
 void read_trace(RaceResult& result, const RaceConfig& config, const host::Lab& lab,
                 std::optional<trace::KernelTrace> kernel) {
@@ -638,13 +673,11 @@ void read_trace(RaceResult& result, const RaceConfig& config, const host::Lab& l
         "(the events around the first violation were overwritten: rerun with fewer --iterations)";
   }
   if (!config.trace_path.empty()) write_trace(result, config, file);
-  std::vector<uint64_t> holds;
-  for (const trace::Event& event : snap.events) {
-    if (event.kind == trace::Kind::kPtlUnlock) holds.push_back(event.args[1]);
-  }
-  result.ptl_hold_p50_ns = percentile(holds, 0.50);
-  result.ptl_hold_p99_ns = percentile(holds, 0.99);
-  result.ptl_holds = holds.size();
+  PtlHolds holds = ptl_holds(snap);
+  result.ptl_hold_p50_ns = percentile(holds.bare, 0.50);
+  result.ptl_hold_p99_ns = percentile(holds.bare, 0.99);
+  result.ptl_holds = holds.bare.size();
+  result.ptl_holds_delayed = holds.delayed;
   result.trace_overwritten = snap.overwritten;
 }
 
@@ -1024,15 +1057,12 @@ std::string format_race_table(const std::vector<RaceResult>& results, bool wide)
   columns.push_back({"faults", "spte faults", true});
   columns.push_back({"retries", "spte fault retries", true});
   columns.push_back({"zapped", "sptes zapped", true});
-  const bool delayed = std::any_of(results.begin(), results.end(),
-                                   [](const RaceResult& r) { return !r.config.delays.empty(); });
-  const std::string ptl_note =
-      delayed ? "; injected delays inside the PTL count too: --no-delays for bare costs" : "";
-  columns.push_back(
-      {"ptl_p50", "page-table-lock hold time, median, microseconds" + ptl_note, true});
-  columns.push_back(
-      {"ptl_p99", "page-table-lock hold time, 99th percentile, microseconds" + ptl_note, true});
-  columns.push_back({"ptl_n", "page-table-lock holds the percentiles come from", true});
+  columns.push_back({"ptl_p50", "page-table-lock hold time, median, microseconds", true});
+  columns.push_back({"ptl_p99", "page-table-lock hold time, 99th percentile, microseconds", true});
+  columns.push_back({"ptl_n",
+                     "page-table-lock holds the percentiles come from; +N: holds an injected "
+                     "delay lengthened, left out",
+                     true});
 
   Table table(std::move(columns));
   for (const auto& r : results) {
@@ -1052,7 +1082,9 @@ std::string format_race_table(const std::vector<RaceResult>& results, bool wide)
     row.push_back(std::to_string(r.sptes_zapped));
     row.push_back(us_cell(r.ptl_hold_p50_ns));
     row.push_back(us_cell(r.ptl_hold_p99_ns));
-    row.push_back(std::to_string(r.ptl_holds));
+    row.push_back(r.ptl_holds_delayed == 0
+                      ? std::to_string(r.ptl_holds)
+                      : fmt::format("{}+{}", r.ptl_holds, r.ptl_holds_delayed));
     table.add_row(std::move(row));
   }
   return table.format(wide ? 0 : kTableWidth);
@@ -1094,6 +1126,7 @@ std::string race_json(const std::vector<RaceResult>& results) {
         "\"spte_faults\": {}, "
         "\"fault_retries\": {}, \"sptes_zapped\": {}, "
         "\"ptl_hold_p50_ns\": {}, \"ptl_hold_p99_ns\": {}, \"ptl_holds\": {}, "
+        "\"ptl_holds_delayed\": {}, "
         "\"seconds\": {:.3f}, \"timed_out\": {}, \"seed\": {}, \"delays_injected\": {}, "
         "\"guided\": {}, \"guide\": {}, \"examples\": [{}], "
         "\"counterexample\": {}, \"trace_error\": {}{}}}",
@@ -1105,8 +1138,9 @@ std::string race_json(const std::vector<RaceResult>& results) {
         r.ops_per_s, r.operations, r.operations_applied, r.guest_work, r.vcpu_work,
         r.guest_work_per_s, r.config.backend == Backend::kKvm && r.config.native, r.spte_faults,
         r.fault_retries, r.sptes_zapped, r.ptl_hold_p50_ns, r.ptl_hold_p99_ns, r.ptl_holds,
-        r.seconds, r.timed_out, r.config.seed, !r.config.delays.empty(), !r.config.guide.empty(),
-        json_string(r.config.guide), examples, json_string(r.counterexample),
+        r.ptl_holds_delayed, r.seconds, r.timed_out, r.config.seed, !r.config.delays.empty(),
+        !r.config.guide.empty(), json_string(r.config.guide), examples,
+        json_string(r.counterexample),
         r.trace_error.empty() ? std::string("null") : json_string(r.trace_error),
         expectation_json(r));
   }

@@ -129,6 +129,7 @@ struct RaceResult {
   uint64_t ptl_hold_p50_ns = 0;
   uint64_t ptl_hold_p99_ns = 0;
   uint64_t ptl_holds = 0;          // the PTL holds the percentiles come from
+  uint64_t ptl_holds_delayed = 0;  // holds an injected delay lengthened, left out
   uint64_t trace_overwritten = 0;  // PTL samples lost to ring wrap-around
   bool timed_out = false;
   std::vector<std::string> examples;  // what happened, for the first violations

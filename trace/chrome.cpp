@@ -67,6 +67,7 @@ const char* category(Kind kind) {
       return "kvm";
     case Kind::kCheckpoint:
     case Kind::kViolation:
+    case Kind::kDelayInjected:
       return "scenario";
     case Kind::kKernel:
       return "kernel";

@@ -1,9 +1,11 @@
 #include "trace/symbols.h"
 
 #include <array>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "base/inject.h"
 #include "base/x86_pte.h"
 
 namespace sptelab::trace {
@@ -101,8 +103,23 @@ std::string_view kvm_exit_name(uint32_t reason) {
   return reason < kExitReasons.size() ? kExitReasons[reason] : "unknown"sv;
 }
 
+// inject::Point, in value order (names from base/inject.h).
+std::span<const std::string_view> inject_point_names() {
+  static const std::vector<std::string_view> names = [] {
+    std::vector<std::string_view> all;
+    for (size_t i = 0; i < static_cast<size_t>(inject::Point::kCount); ++i) {
+      all.push_back(inject::name(static_cast<inject::Point>(i)));
+    }
+    return all;
+  }();
+  return names;
+}
+
 std::span<const std::string_view> value_names(Kind kind, size_t arg) {
   switch (kind) {
+    case Kind::kDelayInjected:
+      if (arg == 0) return inject_point_names();
+      break;
     case Kind::kNotifyInvalidateRange:
     case Kind::kNotifyRangeStart:
     case Kind::kNotifyRangeEnd:
@@ -139,7 +156,7 @@ ArgStyle arg_style(Kind kind, size_t arg) {
                 {"addr", "start", "end", "rip", "gpa", "gfn", "value", "insn_lo", "insn_hi"})) {
     return ArgStyle::kHex;
   }
-  if (name == "hold_ns") return ArgStyle::kNanoseconds;
+  if (name == "hold_ns" || name == "ns") return ArgStyle::kNanoseconds;
   return ArgStyle::kDecimal;
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "base/error.h"
+#include "scenarios/delays.h"
 #include "scenarios/interleavings.h"
 #include "scenarios/race.h"
 
@@ -249,6 +250,18 @@ TEST(ScheduledRace, NeedsSoftVcpusAndAnOperationCount) {
   RaceConfig timed = scheduled_config(ScenarioKind::kCoherence, "none+seq", HostOp::kRemap, 1);
   timed.for_duration = true;
   EXPECT_THROW(run_race(timed), Error);
+}
+
+// A PTL hold an injected delay lengthened measures the delay: the cost
+// columns leave it out and count it apart.
+TEST(RaceCosts, PtlHoldsLengthenedByADelayAreLeftOut) {
+  RaceConfig config = soft_config(ScenarioKind::kCoherence, *spte::parse_scheme("ptl-page+seq"),
+                                  HostOp::kRemap, 30);
+  config.delays = {parse_delay("host_after_pte_clear=2000000")};  // 2 ms inside the PTL
+  const RaceResult result = run_race(config);
+  EXPECT_GE(result.ptl_holds_delayed, 25u) << describe(result);
+  EXPECT_GT(result.ptl_holds, 0u);
+  EXPECT_LT(result.ptl_hold_p99_ns, 2000000u);
 }
 
 TEST(RaceConfigCheck, BadVcpuCountIsBadInput) {

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "base/inject.h"
 #include "mm/fault.h"
 #include "mm/types.h"
 #include "mmu_notifier/placement.h"
@@ -40,6 +41,15 @@ TEST(Symbols, MatchTheEnumsOfTheLayersAbove) {
   expect_table<mm::FaultResult>(Kind::kHostFaultDone, 2, mm::fault_result_name, "unknown");
   expect_table<mmu_notifier::Callback>(Kind::kSleepInAtomic, 0, mmu_notifier::callback_name, "?");
   expect_table<spte::ViolationKind>(Kind::kViolation, 0, spte::violation_kind_name, "unknown");
+}
+
+TEST(Symbols, DelayPointsAreTheInjectionPoints) {
+  auto names = value_names(Kind::kDelayInjected, 0);
+  ASSERT_EQ(names.size(), static_cast<size_t>(inject::Point::kCount));
+  for (size_t i = 0; i < names.size(); ++i) {
+    EXPECT_EQ(names[i], inject::name(static_cast<inject::Point>(i)));
+  }
+  EXPECT_EQ(arg_style(Kind::kDelayInjected, 1), ArgStyle::kNanoseconds);
 }
 
 TEST(Symbols, ExitReasonsFollowLinuxKvmH) {
