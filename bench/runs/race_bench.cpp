@@ -169,8 +169,11 @@ Result remap(const BenchEnv& env, const spte::Scheme& scheme) {
   result.value = value.ops_per_s;
   result.baseline = baseline.ops_per_s;
   result.ratio = ratio_of(result.value, result.baseline);
-  result.notes = fmt::format("stale-spte race, remap op, 1 vCPU ({}), no delays; baseline: {}",
-                             kvm ? "kvm" : "soft: no /dev/kvm", kReference.name());
+  result.notes = fmt::format(
+      "stale-spte race, remap op, 1 vCPU ({}), no delays; ops/s = 1 / the median operation "
+      "alone (mm_op_begin to mm_op_end); `sptelab race` reports wall_ops_per_s, which waits "
+      "for the vCPU to fault back between operations; baseline: {}",
+      kvm ? "kvm" : "soft: no /dev/kvm", kReference.name());
   result.add("backend", std::string(kvm ? "kvm" : "soft"));
   result.add("op_us_p50", value.op_us_p50);
   result.add("op_us_p99", value.op_us_p99);
