@@ -595,7 +595,7 @@ std::string round_events(uint64_t since_ns, const std::vector<std::string>& name
 
 }  // namespace
 
-SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
+SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn& progress) {
   if (config.rounds == 0) throw_bad_input("--iterations must be at least 1");
   SeedRaceResult result;
   result.config = config;
@@ -678,6 +678,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config) {
     generation.fetch_add(1);
     while (finished.load() < roles) relax();
     ++result.rounds;
+    if (progress && result.rounds % 1024 == 0) progress(result.rounds, config.rounds);
     if (stop.load()) break;
     if (std::optional<SeedViolation> found = rig.check()) {
       ++result.violations;

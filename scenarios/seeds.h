@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -128,7 +129,10 @@ struct SeedRaceResult {
   std::string counterexample;  // the violating round's events, one per line
 };
 
-SeedRaceResult run_seed_race(const SeedRaceConfig& config);
+// `progress(rounds done, rounds planned)` is called from the runner's
+// thread every 1024 rounds (planned is UINT64_MAX for a run by duration).
+using SeedProgressFn = std::function<void(uint64_t done, uint64_t planned)>;
+SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn& progress = {});
 std::string format_seed_race(const SeedRaceResult& result);
 std::string seed_race_json(const SeedRaceResult& result);
 

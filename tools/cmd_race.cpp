@@ -298,7 +298,21 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
     }
   }
   handle_stop_signals();
-  const scenarios::SeedRaceResult result = scenarios::run_seed_race(config);
+  // A fixed run of 100,000 rounds takes seconds: progress on stderr, as
+  // every long command shows it (never with --json).
+  std::optional<Progress> progress;
+  scenarios::SeedProgressFn report;
+  if (!options.flag("json")) {
+    progress.emplace("race", 1);
+    progress->start(scenarios::seed_race_name(race), config.for_duration ? config.max_seconds : 0);
+    report = [&progress, &config](uint64_t done, uint64_t planned) {
+      progress->update(done, config.for_duration ? 0 : planned);
+    };
+  }
+  const scenarios::SeedRaceResult result = scenarios::run_seed_race(config, report);
+  if (progress) {
+    progress->finish(result.violations > 0 ? result.property : "no violation");
+  }
   fmt::print("{}", options.flag("json") ? scenarios::seed_race_json(result)
                                         : scenarios::format_seed_race(result));
   if (const int signal = interrupt::requested(); signal != 0) return interrupted_status(signal);
