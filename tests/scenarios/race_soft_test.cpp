@@ -255,11 +255,13 @@ TEST(ScheduledRace, NeedsSoftVcpusAndAnOperationCount) {
 // A PTL hold an injected delay lengthened measures the delay: the cost
 // columns leave it out and count it apart.
 TEST(RaceCosts, PtlHoldsLengthenedByADelayAreLeftOut) {
-  RaceConfig config = soft_config(ScenarioKind::kCoherence, *spte::parse_scheme("ptl-page+seq"),
+  // stale-spte: every operation changes a present PTE (the coherence race
+  // skips one when it cannot take the application's lock).
+  RaceConfig config = soft_config(ScenarioKind::kStaleSpte, *spte::parse_scheme("ptl-page+seq"),
                                   HostOp::kRemap, 30);
   config.delays = {parse_delay("host_after_pte_clear=2000000")};  // 2 ms inside the PTL
   const RaceResult result = run_race(config);
-  EXPECT_GE(result.ptl_holds_delayed, 25u) << describe(result);
+  EXPECT_GE(result.ptl_holds_delayed, 10u) << describe(result);
   EXPECT_GT(result.ptl_holds, 0u);
   EXPECT_LT(result.ptl_hold_p99_ns, 2000000u);
 }
