@@ -4,10 +4,13 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -29,6 +32,7 @@
 #include "tools/command.h"
 #include "tools/guests.h"
 #include "tools/options.h"
+#include "tools/progress.h"
 #include "tools/signals.h"
 #include "tools/trace_events.h"
 #include "trace/export.h"
@@ -91,7 +95,9 @@ options:
 
 At exit, one line on stderr gives the scheme's statistics: VM exits, spte
 faults (with retries), sptes installed and zapped, notifier invalidations,
-and with --op the remapper's operations.
+and with --op the remapper's operations. A run that lasts more than about
+2 s shows its progress on stderr meanwhile (elapsed time, spte faults so
+far), on a terminal or piped.
 
 exit status: with --exit-status guest (the default), the value the guest
 wrote to port 0xF4 (capped at 255; it can overlap the statuses below), or 0
@@ -309,6 +315,52 @@ std::optional<host::HostOp> op_option(const Options& options, const StackConfig&
 
 // What the scheme did during the run, like the counters `perf kvm stat`
 // ends with: one line on stderr, so stdout stays the guest's console.
+// A guest run shows its progress on stderr like the other long commands
+// (quiet for its first ~2 s): elapsed time and, on the emulated stack, the
+// spte faults so far, from a thread that wakes four times a second.
+class RunTicker {
+ public:
+  RunTicker(const std::string& guest, RunStack& stack)
+      : progress_("run", 1, "spte faults"), stack_(stack) {
+    progress_.start(guest);
+    thread_ = std::thread([this] {
+      std::unique_lock lock(mutex_);
+      while (!done_cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return done_; })) {
+        progress_.update(faults(), 0);
+      }
+    });
+  }
+  ~RunTicker() { stop(); }
+  RunTicker(const RunTicker&) = delete;
+  RunTicker& operator=(const RunTicker&) = delete;
+
+  void finish(const std::string& outcome) {
+    stop();
+    progress_.finish(outcome);
+  }
+
+ private:
+  uint64_t faults() const {
+    host::Lab* lab = stack_.lab();
+    return lab ? lab->mmu->stats().faults : 0;
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    done_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Progress progress_;
+  RunStack& stack_;
+  std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 void print_statistics(const std::string& scheme, const hypervisor::RunResult& result,
                       RunStack& stack, const Remapper* remapper, const StackConfig& config) {
   std::string line =
@@ -434,7 +486,9 @@ int run_main(Args args) {
       vm.request_stop(interrupted_status(signal),
                       fmt::format("interrupted by {}: the guest was stopped", signal_name(signal)));
     });
+    RunTicker ticker(options.positionals().front(), *stack);
     result = vm.run();
+    ticker.finish(hypervisor::run_end_name(result.end));
   }
   if (remapper) remapper->stop();
   report(result);

@@ -32,8 +32,11 @@ std::string short_duration(double seconds) {
   return fmt::format("{}h{:02}m", whole / 3600, whole / 60 % 60);
 }
 
-Progress::Progress(std::string what, size_t total)
-    : what_(std::move(what)), total_(total), tty_(isatty(STDERR_FILENO) != 0) {}
+Progress::Progress(std::string what, size_t total, std::string unit)
+    : what_(std::move(what)),
+      total_(total),
+      unit_(std::move(unit)),
+      tty_(isatty(STDERR_FILENO) != 0) {}
 
 void Progress::start(std::string name, double expected_seconds) {
   ++index_;
@@ -81,8 +84,9 @@ void Progress::update(uint64_t done, uint64_t planned) {
   done_ = done;
   planned_ = planned;
   if (!due()) return;
-  std::string ops = planned > 0 && planned != UINT64_MAX ? fmt::format("{}/{} ops", done, planned)
-                                                         : fmt::format("{} ops", done);
+  std::string ops = planned > 0 && planned != UINT64_MAX
+                        ? fmt::format("{}/{} {}", done, planned, unit_)
+                        : fmt::format("{} {}", done, unit_);
   print(fmt::format("{} [{}/{}] {}: {}, {} elapsed, ETA {}", what_, index_, total_, name_, ops,
                     short_duration(elapsed()), short_duration(eta_seconds())),
         false);

@@ -14,8 +14,9 @@ namespace sptelab::tools {
 
 class Progress {
  public:
-  // `what` prefixes every line ("race"); `total` items will come.
-  Progress(std::string what, size_t total);
+  // `what` prefixes every line ("race"); `total` items will come; `unit`
+  // names what update() counts.
+  Progress(std::string what, size_t total, std::string unit = "ops");
 
   // The next item begins; `expected_seconds` is its length if known
   // (a time limit), else 0.
@@ -38,6 +39,7 @@ class Progress {
 
   std::string what_;
   size_t total_;
+  std::string unit_;
   size_t index_ = 0;  // the current item, from 1
   std::string name_;
   double expected_seconds_ = 0;

@@ -103,6 +103,17 @@ TEST(RunTest, TimeoutIsExitFour) {
   EXPECT_THAT(result.err, HasSubstr("did not finish within 0.3 s"));
 }
 
+// A run longer than ~2 s shows its progress on stderr, piped too (the
+// test's pipe), every 5 s and at its end.
+TEST(RunTest, ALongRunShowsItsProgressOnStderr) {
+  SPTELAB_REQUIRE_KVM();
+  auto result = run_sptelab({"run", hypervisor::testing::test_guest("spin"), "--timeout", "2.5"});
+  EXPECT_EQ(result.status, 4) << result.err;
+  EXPECT_THAT(result.err, ::testing::ContainsRegex("run \\[1/1\\] [^\n]*spin[^\n]*: timeout, "
+                                                   "[0-9]+ s elapsed\n"));
+  EXPECT_TRUE(result.out.empty()) << result.out;
+}
+
 // The vCPUs were kicked one at a time, each waited for while the others
 // spun on: 31 spinning vCPUs stopped about two seconds past --timeout 2 on
 // a two-core machine. Now about 0.2 s (plus the VM's start, 0.4 s).
