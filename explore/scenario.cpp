@@ -52,10 +52,15 @@ struct Record {
 // the host thread, the remapper's publishing and the final checks.
 struct Rig {
   explicit Rig(const Cell& cell)
-      : lab(LabConfig{.scheme = cell.scheme,
-                      .guest_pages = kGuestPages,
-                      .backing = host::backing_for(cell.op),
-                      .era = cell.era}),
+      : lab(LabConfig{
+            .scheme = cell.scheme,
+            .guest_pages = kGuestPages,
+            // As the race's scenarios do: the stale-spte one needs
+            // no content to survive, so dontneed runs on anonymous
+            // memory there, which it frees (on a shared file the
+            // page cache keeps the page).
+            .backing = host::backing_for(cell.op, cell.scenario == ScenarioKind::kCoherence),
+            .era = cell.era}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         vcpu(machine.vcpu(0)),
         host(*lab.mm, 0),
