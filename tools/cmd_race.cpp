@@ -29,7 +29,7 @@ namespace {
 constexpr const char* kHelp =
     R"(usage: sptelab race SCENARIO [--scheme LIST] [--op LIST] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
-                    [--scheduled]
+                    [--scheduled|--free]
                     [--delay POINT=NS[@PER_MILLE]]... [--no-delays] [--guided]
                     [--expect] [--wide] [--trace FILE] [--trace-events N]
                     [--kernel] [--era ERA] [--json]
@@ -88,26 +88,30 @@ options:
   --cpl0           kvm: run the guest's workload at CPL0 (emulated by PVM,
                    ~1 us per instruction) instead of native mode (CPL3)
   --vcpus N        guest vCPUs (default 1)
-  --seed N         seeds the delay injection's coin (default 1). It repeats
-                   which firings of each point are delayed, not the threads'
-                   interleaving: the vCPU, host-thread and remapper threads
-                   run on the OS scheduler, in parallel, so counts differ
-                   from run to run (on kvm always; on soft unless
-                   --scheduled). An exact repeat: --scheduled, or the
-                   explorer (sptelab explore), whose schedules replay
-  --scheduled      soft: run the threads one at a time, a chooser seeded by
-                   --seed picking who steps next (a switch every 8 steps on
-                   average), so the same seed repeats the run exactly: its
-                   counts and first violation. Delays do not apply (the
-                   switches are the windows); needs --iterations (a run
-                   cut by --duration ends where the clock says, and so does
-                   one that reaches its time limit)
+  --seed N         picks the schedule of a scheduled soft run, and the
+                   delay injection's coin (which firings of each point are
+                   delayed) of a free one (default 1). A scheduled run
+                   repeats exactly; a free one repeats only the coin: its
+                   threads run in parallel on the OS scheduler, so its
+                   counts differ from run to run (kvm runs are always free)
+  --scheduled      soft: run the vCPU, host-thread and remapper threads one
+                   at a time, a chooser seeded by --seed picking who steps
+                   next (a switch every 8 steps on average), so the same
+                   seed repeats the run exactly: its counts and first
+                   violation. Delays do not apply (the switches are the
+                   windows). The default on soft unless --free, --delay,
+                   --guided or a --duration without --iterations is given
+                   (a run cut by the clock is not repeatable, nor is one
+                   that reaches its time limit)
+  --free           soft: run the threads in parallel on the OS scheduler,
+                   with delays widening the windows, as kvm runs do
   --delay P=NS@PM  delay threads at injection point P by NS nanoseconds (a
                    whole number up to 4294967295) with probability PM/1000
                    (0 to 1000, default 1000); replaces the defaults;
                    repeatable; 'sptelab list points'
   --no-delays      no delay injection at all (the default for a native KVM
-                   guest; soft and --cpl0 runs widen the windows with delays)
+                   guest; free soft and --cpl0 runs widen the windows with
+                   delays)
   --guided         per scheme, let the explorer find the fewest-preemption
                    counterexample for this op and place delays where it holds
                    threads back (each waits until the thread that ran instead
@@ -187,6 +191,30 @@ std::optional<double> duration_option(const Options& options) {
   return seconds;
 }
 
+// Soft runs are scheduled (repeatable) unless something asks for threads
+// running freely: --free, delays of one's own, --guided's delays, or a
+// run that the clock ends.
+bool scheduled_option(const Options& options, const scenarios::RaceConfig& config) {
+  const bool soft = config.backend == scenarios::Backend::kSoft;
+  const bool delays = options.flag("guided") || !options.values("delay").empty();
+  if (options.flag("scheduled") && options.flag("free")) {
+    options.fail("--scheduled and --free contradict each other: choose one");
+  }
+  if (options.flag("free")) {
+    if (!soft) options.fail("--free is for soft runs: kvm runs are always free");
+    return false;
+  }
+  if (options.flag("scheduled")) {
+    if (!soft) options.fail("--scheduled runs software vCPUs: it needs --backend soft");
+    if (delays) options.fail("--scheduled injects no delays: drop --delay and --guided");
+    if (config.for_duration) {
+      options.fail("--scheduled repeats a run by its operation count: give --iterations");
+    }
+    return true;
+  }
+  return soft && !delays && !config.for_duration;
+}
+
 scenarios::RaceConfig base_config(const Options& options) {
   scenarios::RaceConfig config;
   auto scenario = scenarios::parse_scenario(options.positionals().front());
@@ -219,10 +247,7 @@ scenarios::RaceConfig base_config(const Options& options) {
   // (made for guests emulated at a microsecond per instruction) would only
   // make the remapper wait. Free-running, unless delays are asked for.
   if (kvm && config.native && options.values("delay").empty()) config.delays.clear();
-  config.scheduled = options.flag("scheduled");
-  if (config.scheduled && (options.flag("guided") || !options.values("delay").empty())) {
-    options.fail("--scheduled injects no delays: drop --delay and --guided");
-  }
+  config.scheduled = scheduled_option(options, config);
   if (options.flag("no-delays") || config.scheduled) {
     config.delays.clear();
   } else if (auto delays = options.values("delay"); !delays.empty()) {
@@ -270,7 +295,7 @@ int seed_race_main(const Options& options, scenarios::SeedRace race) {
                                scenarios::seed_race_name(race)));
     }
   }
-  for (const char* name : {"no-delays", "cpl0", "scheduled", "guided", "kernel"}) {
+  for (const char* name : {"no-delays", "cpl0", "scheduled", "free", "guided", "kernel"}) {
     if (options.flag(name)) {
       options.fail(fmt::format("--{} does not apply to the seed race {}", name,
                                scenarios::seed_race_name(race)));
@@ -388,7 +413,7 @@ void print_report(const scenarios::RaceConfig& config,
                            ? fmt::format("free-running for {} s per row", config.max_seconds)
                            : fmt::format("up to {} operations or {} s per row", config.operations,
                                          config.max_seconds);
-  if (config.scheduled) budget += ", scheduled (one thread at a time; the seed repeats the run)";
+  if (config.scheduled) budget += ", scheduled (repeatable)";
   std::string ops;
   for (const auto& result : results) {
     const std::string op = host::host_op_name(result.config.op);
@@ -442,6 +467,7 @@ int race_main(Args args) {
                    {"no-delays", false, true},
                    {"cpl0", false, true},
                    {"scheduled", false, true},
+                   {"free", false, true},
                    {"guided", false, true},
                    {"expect", false, true},
                    {"wide", false, true},

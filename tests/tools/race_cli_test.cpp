@@ -37,6 +37,43 @@ TEST(RaceCli, CorrectSchemeIsExitZeroAndOneJsonDocument) {
   EXPECT_TRUE(result.err.empty()) << result.err;  // --json: nothing else, no progress
 }
 
+// The counts of a row, without its timings (which no schedule repeats).
+std::string counts_of(const std::string& json) {
+  std::string counts;
+  for (const char* field : {"\"violations\": ", "\"operations\": ", "\"guest_work\": ",
+                            "\"spte_faults\": ", "\"fault_retries\": ", "\"sptes_zapped\": "}) {
+    const size_t at = json.find(field);
+    if (at == std::string::npos) return "missing " + std::string(field);
+    counts += json.substr(at, json.find(',', at) - at) + ";";
+  }
+  return counts;
+}
+
+// A soft run is scheduled by default: the same --seed repeats its counts;
+// --free runs the threads in parallel (and says nothing of repeating).
+TEST(RaceCli, SoftRunsRepeatTheirCountsBySeedUnlessFree) {
+  const std::vector<std::string> command = {"race",         "coherence-lockfree",
+                                            "--backend",    "soft",
+                                            "--scheme",     "range-before+seq",
+                                            "--iterations", "150",
+                                            "--seed",       "5"};
+  std::vector<std::string> json = command;
+  json.push_back("--json");
+  const auto first = run_sptelab(json);
+  const auto second = run_sptelab(json);
+  EXPECT_EQ(first.status, second.status) << first.err;
+  EXPECT_EQ(counts_of(first.out), counts_of(second.out));
+  EXPECT_THAT(counts_of(first.out), ::testing::Not(HasSubstr("missing")));
+  EXPECT_THAT(run_sptelab(command).out, HasSubstr("scheduled (repeatable), seed 5"));
+  std::vector<std::string> free = command;
+  free.push_back("--free");
+  EXPECT_THAT(run_sptelab(free).out, ::testing::Not(HasSubstr("scheduled")));
+  std::vector<std::string> both = free;
+  both.push_back("--scheduled");
+  EXPECT_EQ(run_sptelab(both).status, 2);
+  EXPECT_EQ(run_sptelab({"race", "coherence", "--free", "--iterations", "1"}).status, 2);  // kvm
+}
+
 TEST(RaceCli, RacySchemeIsExitOneWithTheCounterexample) {
   auto result = run_sptelab(
       {"race", "stale-spte", "--backend", "soft", "--scheme", "none+seq", "--iterations", "100"});
