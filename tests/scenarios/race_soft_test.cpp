@@ -241,6 +241,14 @@ TEST(ScheduledRace, CatchesTheRacySchemeOnly) {
         run_race(scheduled_config(scenario, "start-end+seq-count", HostOp::kRemap, 1));
     EXPECT_EQ(correct.violations, 0u) << describe(correct);
   }
+  // The run that showed the explorer wrong: MADV_DONTNEED frees anonymous
+  // pages before range-after's late invalidation (docs/schemes.md).
+  const RaceResult freed_first =
+      run_race(scheduled_config(ScenarioKind::kStaleSpte, "range-after+seq", HostOp::kDontneed, 1));
+  EXPECT_GT(freed_first.violations, 0u) << describe(freed_first);
+  const RaceResult bracketed = run_race(
+      scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq-count", HostOp::kDontneed, 1));
+  EXPECT_EQ(bracketed.violations, 0u) << describe(bracketed);
 }
 
 TEST(ScheduledRace, NeedsSoftVcpusAndAnOperationCount) {
