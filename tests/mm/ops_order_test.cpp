@@ -602,6 +602,58 @@ TEST_F(OrderTest, AgingCallsClearYoungAndTestYoungInsideThePtl) {
   expect_atomic_context_only_inside_ptl();
 }
 
+// fallocate(PUNCH_HOLE): unmap_mapping_range brackets every VMA that shows
+// part of the hole, each over its own part (zap_page_range_single,
+// MMU_NOTIFY_CLEAR), with the zap's order inside; then
+// truncate_inode_pages_range drops each page from the cache and frees it,
+// after every bracket has closed.
+TEST_F(OrderTest, PunchHoleZapsEveryVmaShowingTheHoleThenFreesThePages) {
+  const uint64_t a = mm.mmap_file(file, 0, 4 * kPageSize, kProtRead, true);  // pages 0-3
+  const uint64_t b = mm.mmap_file(file, 2, 4 * kPageSize, kProtRead, true);  // pages 2-5
+  for (uint64_t i = 0; i < 4; ++i) {
+    cpu.load64(a + i * kPageSize);
+    cpu.load64(b + i * kPageSize);
+  }
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(punch_hole(file, 3, 2), 2u);  // pages 3 and 4
+  Steps expected = {
+      // a shows page 3
+      "before_change", "ptl_lock", "pte_clear", "in_ptl_cleared", "rmap_remove", "ptl_unlock",
+      "after_unlock", "tlb_flush", "tlb_ack", "secondary_tlbs", "after_release",
+      // b shows pages 3 and 4
+      "before_change", "ptl_lock", "pte_clear", "in_ptl_cleared", "rmap_remove", "pte_clear",
+      "in_ptl_cleared", "rmap_remove", "ptl_unlock", "after_unlock", "tlb_flush", "tlb_ack",
+      "secondary_tlbs", "after_release",
+      // truncate_inode_pages_range: the page cache held the last references
+      "page_free", "page_free"};
+  EXPECT_EQ(steps(), expected);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const HookCall& call : hooks.calls()) {
+    if (call.point == HookPoint::kBeforeChange) ranges.emplace_back(call.start, call.end);
+  }
+  const std::vector<std::pair<uint64_t, uint64_t>> expected_ranges = {
+      {a + 3 * kPageSize, a + 4 * kPageSize}, {b + 1 * kPageSize, b + 3 * kPageSize}};
+  EXPECT_EQ(ranges, expected_ranges);
+  EXPECT_EQ(events(),
+            (std::vector<InvalidateEvent>{InvalidateEvent::kClear, InvalidateEvent::kClear}));
+  expect_atomic_context_only_inside_ptl();
+}
+
+// A VMA over the hole with no PTE present is still bracketed: the
+// notifier range comes from the VMA, not from what is mapped.
+TEST_F(OrderTest, PunchHoleBracketsAVmaWithNothingMapped) {
+  const uint64_t addr = mm.mmap_file(file, 0, 4 * kPageSize, kProtRead, true);
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(punch_hole(file, 1, 2), 0u);
+  Steps expected = {"before_change", "after_unlock", "after_release"};
+  EXPECT_EQ(steps(), expected);
+  ASSERT_EQ(hooks.calls().size(), 3u);
+  EXPECT_EQ(hooks.calls()[0].start, addr + kPageSize);
+  EXPECT_EQ(hooks.calls()[0].end, addr + 3 * kPageSize);
+}
+
 TEST(OrderExitTest, ExitCallsReleaseFirstThenZapsWithoutNotifier) {
   PhysMem phys(64);
   RecordingHooks hooks;
