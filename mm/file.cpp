@@ -185,6 +185,9 @@ std::vector<FileMapping> File::mappings_of(uint64_t first, uint64_t count) const
       out.push_back(mapping);
     }
   }
+  // The interval tree's order: by first file page (ties in insertion order).
+  std::stable_sort(out.begin(), out.end(),
+                   [](const FileMapping& a, const FileMapping& b) { return a.pgoff < b.pgoff; });
   return out;
 }
 

@@ -94,9 +94,9 @@ class File {
   // for write, whenever its VMAs of this file change (vma_link,
   // __split_vma, vma_merge, unlink_file_vma).
   void set_mappings(Mm* mm, std::vector<FileMapping> mappings);
-  // Every mapping that shows some of the file pages [first, first + count)
-  // (vma_interval_tree_foreach). The caller holds i_mmap_lock() for read,
-  // so that no mapping changes and no Mm goes away while it uses them.
+  // Every mapping that shows some of the file pages [first, first + count),
+  // by first file page (vma_interval_tree_foreach's order). The caller holds i_mmap_lock() for
+  // read, so that no mapping changes and no Mm goes away while it uses them.
   std::vector<FileMapping> mappings_of(uint64_t first, uint64_t count) const;
   std::shared_mutex& i_mmap_lock() const { return i_mmap_lock_; }
 

@@ -547,6 +547,24 @@ TEST_F(OpsTest, PunchHoleSeesTheVmasAsTheyAreNow) {
   EXPECT_EQ(file.mappings_of(8, 1).size(), 0u);
 }
 
+// unmap_mapping_range walks the i_mmap tree in file-offset order, not in
+// address order: after a remap, the VMA showing the lower file pages is
+// bracketed first although it sits higher (measured on Linux 6.18 with
+// sptelab conform).
+TEST_F(OpsTest, PunchHoleBracketsVmasInFileOffsetOrder) {
+  const uint64_t addr = mm.mmap_file(file, 0, 4 * kPageSize, kProtRead | kProtWrite, true);
+  ASSERT_TRUE(remap_file_page(mm, addr, 3));  // [addr, +1) shows page 3, [+1, +4) pages 1-3
+  hooks.clear();
+  punch_hole(file, 0, 4);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const HookCall& call : hooks.calls()) {
+    if (call.point == HookPoint::kBeforeChange) ranges.emplace_back(call.start, call.end);
+  }
+  const std::vector<std::pair<uint64_t, uint64_t>> expected = {
+      {addr + kPageSize, addr + 4 * kPageSize}, {addr, addr + kPageSize}};
+  EXPECT_EQ(ranges, expected);
+}
+
 TEST_F(OpsTest, PunchHoleRefusesAnEmptyHoleOrOneBeyondTheFile) {
   EXPECT_THROW(punch_hole(file, 0, 0), Error);
   EXPECT_THROW(punch_hole(file, 15, 2), Error);
