@@ -9,7 +9,6 @@
 #include <utility>
 
 #include "base/error.h"
-#include "mm/fault.h"
 #include "mm/file.h"
 #include "mm/host_cpu.h"
 #include "mm/mm.h"
