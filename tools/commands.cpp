@@ -25,8 +25,7 @@ constexpr std::array kCommands = {
             "check the explorer's verdicts on real guests: time to the first violation",
             crosscheck_main},
     Command{"conform", "conform [--ops FILE|-] [--era ERA] [--json] [--save-kernel FILE]",
-            "run a script of mm operations on the real kernel and the emulator, compare the "
-            "ranges invalidated",
+            "run mm operations on the kernel and the emulator, compare the ranges invalidated",
             conform_main},
     Command{"trace",
             "trace FILE [--gfn N] [--event NAME[,NAME]] [--thread NAME] [--from US] [--to US] "
