@@ -257,6 +257,8 @@ std::string_view default_script() {
   return R"(# sptelab conform's default script: every slot filled, then each op once.
 # SLOT FIRST COUNT are pages relative to the slot (anon 1024, memfd 256,
 # file 64 pages; anon spans two 2 MiB blocks: pages 0-511 and 512-1023).
+mprotect anon 520 8 ro     # nothing touched yet: the split still brackets the block
+mprotect anon 520 8 rw
 touch anon 0 1024
 touch memfd 0 256
 touch file 0 64
@@ -280,6 +282,9 @@ msync file 24 4
 msync memfd 24 4
 remap memfd 32 4
 remap file 32 4
+punch-hole file 30 8       # over the VMAs remap made: one bracket each, by file offset
+mprotect file 28 12 ro     # one bracket per VMA
+mprotect file 28 12 rw
 munmap file 40 8
 mmap file 40 8
 touch file 40 8
