@@ -9,6 +9,9 @@
 // around the page-cache removal, with even_cows; a hole needs the second
 // pass only for a page that a fault mapped again meanwhile, which
 // truncate_cleanup_folio handles page by page (unmap_mapping_folio).
+// Not era-dependent: every era runs this order. FALLOC_FL_PUNCH_HOLE came
+// in 2.6.38; the 2.6.27 way to punch a hole, MADV_REMOVE ->
+// vmtruncate_range, unmapped twice with even_cows and is not modelled.
 
 #include <fmt/format.h>
 
