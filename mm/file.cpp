@@ -2,7 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+
 #include "base/error.h"
+#include "mm/mm.h"
 
 namespace sptelab::mm {
 
@@ -19,6 +25,13 @@ File::File(PhysMem& phys, std::string name, uint64_t size_pages)
 }
 
 File::~File() {
+  std::set<Mm*> mappers;
+  {
+    std::unique_lock lock(i_mmap_lock_);
+    for (const FileMapping& mapping : mappings_) mappers.insert(mapping.mm);
+    mappings_.clear();
+  }
+  for (Mm* mm : mappers) mm->forget_file(this);
   std::vector<Pfn> cached;
   {
     std::lock_guard lock(cache_lock_);
@@ -151,6 +164,33 @@ bool File::migrate_page(uint64_t index, Pfn old_pfn, Pfn new_pfn, int32_t expect
   return true;
 }
 
+bool File::remove_page(uint64_t index, Pfn pfn) {
+  check_index(index);
+  std::lock_guard lock(cache_lock_);
+  if (cache_[index] != pfn) return false;
+  cache_[index] = kNoPfn;
+  return true;
+}
+
+void File::set_mappings(Mm* mm, std::vector<FileMapping> mappings) {
+  std::unique_lock lock(i_mmap_lock_);
+  std::erase_if(mappings_, [&](const FileMapping& mapping) { return mapping.mm == mm; });
+  mappings_.insert(mappings_.end(), mappings.begin(), mappings.end());
+}
+
+std::vector<FileMapping> File::mappings_of(uint64_t first, uint64_t count) const {
+  std::vector<FileMapping> out;
+  for (const FileMapping& mapping : mappings_) {
+    if (mapping.pgoff < first + count && first < mapping.pgoff + mapping.pages()) {
+      out.push_back(mapping);
+    }
+  }
+  // The interval tree's order: by first file page (ties in insertion order).
+  std::stable_sort(out.begin(), out.end(),
+                   [](const FileMapping& a, const FileMapping& b) { return a.pgoff < b.pgoff; });
+  return out;
+}
+
 void File::write_disk(uint64_t index, Pfn pfn) {
   check_index(index);
   std::lock_guard lock(disk_lock_);
@@ -158,6 +198,13 @@ void File::write_disk(uint64_t index, Pfn pfn) {
   if (!stored) stored = std::make_unique<uint64_t[]>(PhysMem::kWordsPerFrame);
   for (size_t i = 0; i < PhysMem::kWordsPerFrame; ++i) stored[i] = phys_.load_word(pfn, i);
   writebacks_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void File::punch_disk(uint64_t index) {
+  check_index(index);
+  std::lock_guard lock(disk_lock_);
+  // Value-initialised: every word zero.
+  disk_[index] = std::make_unique<uint64_t[]>(PhysMem::kWordsPerFrame);
 }
 
 uint64_t File::disk_word(uint64_t index, size_t word) const {

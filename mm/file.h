@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -20,13 +21,29 @@
 
 namespace sptelab::mm {
 
+class Mm;
+
+// One VMA that maps a file (an entry of Linux's address_space::i_mmap):
+// virtual [start, end) of `mm` shows file pages from `pgoff` on.
+struct FileMapping {
+  Mm* mm = nullptr;
+  uint64_t start = 0;
+  uint64_t end = 0;
+  uint64_t pgoff = 0;
+  bool shared = false;
+
+  uint64_t pages() const { return (end - start) >> kPageShift; }
+  bool operator==(const FileMapping&) const = default;
+};
+
 class File {
  public:
   // Throws Error(kBadInput) for a file of 0 pages.
   File(PhysMem& phys, std::string name, uint64_t size_pages);
   // Drops the page cache's references. A page still mapped keeps its frame
   // until it is unmapped, as an orphan (Page::mapping cleared): it can no
-  // longer be written back or reclaimed, so destroy the Mms first.
+  // longer be written back or reclaimed, so destroy the Mms first. An Mm
+  // that still maps the file forgets it (Mm::forget_file).
   ~File();
   File(const File&) = delete;
   File& operator=(const File&) = delete;
@@ -65,11 +82,31 @@ class File {
   // False (nothing changed) if the slot is not old_pfn or a pin exists.
   // Doing it all under the lock means a lookup never meets a frozen page.
   bool migrate_page(uint64_t index, Pfn old_pfn, Pfn new_pfn, int32_t expected_refs);
+  // Truncation (page_cache_delete, from truncate_inode_pages_range): drops
+  // page `index` from the cache if it is still `pfn`, whatever its other
+  // references (a GUP pin keeps the frame alive as an orphan). The caller
+  // holds the page lock and now owns the cache's reference. False if the
+  // slot holds something else.
+  bool remove_page(uint64_t index, Pfn pfn);
+
+  // --- i_mmap (address_space::i_mmap and its i_mmap_rwsem) ---
+  // Mm keeps its entries current: it replaces them, with its mmap_lock held
+  // for write, whenever its VMAs of this file change (vma_link,
+  // __split_vma, vma_merge, unlink_file_vma).
+  void set_mappings(Mm* mm, std::vector<FileMapping> mappings);
+  // Every mapping that shows some of the file pages [first, first + count),
+  // by first file page (vma_interval_tree_foreach's order). The caller holds i_mmap_lock() for
+  // read, so that no mapping changes and no Mm goes away while it uses them.
+  std::vector<FileMapping> mappings_of(uint64_t first, uint64_t count) const;
+  std::shared_mutex& i_mmap_lock() const { return i_mmap_lock_; }
 
   // --- disk ---
   // Writeback of a page: the frame's content becomes the disk copy.
   void write_disk(uint64_t index, Pfn pfn);
   uint64_t disk_word(uint64_t index, size_t word) const;
+  // The blocks of page `index` are deallocated (a punched hole): the page
+  // reads as zeros from now on.
+  void punch_disk(uint64_t index);
   uint64_t writebacks() const { return writebacks_.load(std::memory_order_relaxed); }
 
  private:
@@ -85,6 +122,12 @@ class File {
   mutable std::mutex disk_lock_;
   std::vector<std::unique_ptr<uint64_t[]>> disk_;  // nullptr: the version-0 pattern
   std::atomic<uint64_t> writebacks_{0};
+  // A plain lock, not a scheduling point of `explore`: every VMA change
+  // takes it, and making it one would grow every explored scenario's
+  // schedules. No explored scenario truncates a file; one that does must
+  // make it a base/rwlock.h RwLock, since punch_hole holds it across a zap.
+  mutable std::shared_mutex i_mmap_lock_;
+  std::vector<FileMapping> mappings_;  // under i_mmap_lock_
 };
 
 }  // namespace sptelab::mm

@@ -63,6 +63,9 @@ Mm::~Mm() {
       std::abort();
     }
   }
+  // unlink_file_vma first: a truncation walking a file's i_mmap no longer
+  // finds this mm once this returns, and one that found it has finished.
+  unpublish_file_mappings();
   {
     detail::OpTrace op(MmOp::kExit, 0, kUserAddressEnd);
     // Exclusive first: a migration or reclaim on another thread may be inside
@@ -149,6 +152,14 @@ uint64_t Mm::insert_vma(Vma vma, uint64_t size, uint64_t fixed_addr) {
   vma.start = start;
   vma.end = start + size;
   vmas_.emplace(vma.start, vma);
+  forgotten_files_.erase(vma.file);  // a live File, maybe at a dead one's address
+  // vma_merge_new_range: a fixed mapping next to a compatible VMA becomes
+  // part of it (one the mm places itself has a guard page on each side).
+  if (fixed_addr != 0) {
+    merge_vmas(vma.start, vma.end);
+  } else {
+    sync_file_mappings();
+  }
   return start;
 }
 
@@ -237,6 +248,7 @@ bool Mm::split_vmas(uint64_t start, uint64_t end) {
     vmas_[vma->start].end = cut;
     vmas_.emplace(cut, tail);
   }
+  sync_file_mappings();
   uint64_t covered = start;
   for (const Vma& vma : vmas_in(start, end)) {
     if (vma.start != covered) return false;
@@ -269,6 +281,7 @@ void Mm::merge_vmas(uint64_t start, uint64_t end) {
       it = next;
     }
   }
+  sync_file_mappings();
 }
 
 void Mm::remove_vmas(uint64_t start, uint64_t end) {
@@ -276,6 +289,7 @@ void Mm::remove_vmas(uint64_t start, uint64_t end) {
   std::erase_if(vmas_, [&](const auto& item) {
     return item.second.start >= start && item.second.end <= end;
   });
+  sync_file_mappings();
 }
 
 void Mm::add_vma(const Vma& vma) {
@@ -283,6 +297,34 @@ void Mm::add_vma(const Vma& vma) {
     throw_internal(fmt::format("add_vma [{:#x}, {:#x}) overlaps a mapping", vma.start, vma.end));
   }
   vmas_.emplace(vma.start, vma);
+  sync_file_mappings();
+}
+
+void Mm::sync_file_mappings() {
+  std::map<File*, std::vector<FileMapping>> by_file;
+  for (File* file : mapped_files_) by_file[file];  // a file no longer mapped: no entries
+  for (const auto& [start, vma] : vmas_) {
+    if (vma.file != nullptr && !forgotten_files_.contains(vma.file)) {
+      by_file[vma.file].push_back(FileMapping{this, vma.start, vma.end, vma.pgoff, vma.shared});
+    }
+  }
+  mapped_files_.clear();
+  for (auto& [file, mappings] : by_file) {
+    if (!mappings.empty()) mapped_files_.insert(file);
+    file->set_mappings(this, std::move(mappings));
+  }
+}
+
+void Mm::unpublish_file_mappings() {
+  MmapWriteGuard lock(*this);
+  for (File* file : mapped_files_) file->set_mappings(this, {});
+  mapped_files_.clear();
+}
+
+void Mm::forget_file(File* file) {
+  MmapWriteGuard lock(*this);
+  mapped_files_.erase(file);
+  forgotten_files_.insert(file);
 }
 
 void Mm::set_prot(uint64_t start, uint64_t end, uint32_t prot) {
@@ -521,6 +563,8 @@ std::unique_ptr<Mm> Mm::fork() {
   MmapWriteGuard lock(*this);
   MmapWriteGuard child_lock(*child);
   child->vmas_ = vmas_;
+  child->forgotten_files_ = forgotten_files_;
+  child->sync_file_mappings();
   // Shared mappings are not copied: the child refaults them from the page
   // cache (copy_page_range skips VMAs without anon pages).
   for (const auto& [start, vma] : vmas_) {

@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "base/rwlock.h"
@@ -133,8 +134,9 @@ class Mm {
 
   // --- VMAs (each takes mmap_lock for write) ---
   // Returns the start address. fixed_addr 0 lets the mm choose; a fixed
-  // range must be page aligned and free (MAP_FIXED_NOREPLACE). Bad arguments
-  // throw Error(kBadInput).
+  // range must be page aligned and free (MAP_FIXED_NOREPLACE), and merges
+  // with neighbours that agree on protection and backing, as Linux's
+  // vma_merge_new_range. Bad arguments throw Error(kBadInput).
   uint64_t mmap_anon(uint64_t size, uint32_t prot, uint64_t fixed_addr = 0);
   uint64_t mmap_file(File& file, uint64_t pgoff, uint64_t size, uint32_t prot, bool shared,
                      uint64_t fixed_addr = 0);
@@ -219,6 +221,10 @@ class Mm {
   void set_prot(uint64_t start, uint64_t end, uint32_t prot);
   std::vector<Vma> vmas_in(uint64_t start, uint64_t end) const;  // clipped to the range
 
+  // ~File of a file this mm still maps (a teardown out of order): the file's
+  // i_mmap is gone, so the mm stops publishing its VMAs there.
+  void forget_file(File* file);
+
  private:
   uint64_t* entry_in(Pfn table, size_t index) const;
   uint64_t insert_vma(Vma vma, uint64_t size, uint64_t fixed_addr);
@@ -226,6 +232,10 @@ class Mm {
   bool has_pmd_table(uint64_t addr) const;
   void split_huge_pmd_if_needed(const Vma& vma, uint64_t cut);
   void copy_private_ptes(Mm& child, const Vma& vma);
+  // Publishes the VMAs of every file this mm maps, or mapped until now, to
+  // that file's i_mmap (File::set_mappings). Caller holds mmap_lock for write.
+  void sync_file_mappings();
+  void unpublish_file_mappings();
 
   PhysMem& phys_;
   NotifierHooks* hooks_ = nullptr;
@@ -234,7 +244,9 @@ class Mm {
   DontneedFlush dontneed_flush_ = DontneedFlush::kBatched;
   WalkPteLock walk_pte_lock_ = WalkPteLock::kLocked;
   RwLock mmap_lock_{"mmap_lock", LockRank::kMmapLock};
-  std::map<uint64_t, Vma> vmas_;  // by start, under mmap_lock
+  std::map<uint64_t, Vma> vmas_;     // by start, under mmap_lock
+  std::set<File*> mapped_files_;     // files whose i_mmap lists this mm, under mmap_lock
+  std::set<File*> forgotten_files_;  // destroyed while still mapped, under mmap_lock
   Pfn pgd_ = kNoPfn;
   mutable SpinLock page_table_lock_{
       "page_table_lock"};    // mm->page_table_lock: populating upper levels

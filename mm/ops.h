@@ -98,6 +98,23 @@ const char* reclaim_result_name(ReclaimResult result);
 // the page cache with the refcount frozen, free.
 ReclaimResult reclaim_page(PhysMem& phys, Pfn pfn, bool honor_references = true);
 
+// --- punch hole (fallocate(FALLOC_FL_PUNCH_HOLE): shmem_fallocate for a
+// memfd, truncate_pagecache_range for a disk file such as ext4's) ---
+// Removes file pages [first_index, first_index + count): every VMA of every
+// address space that shows part of the hole is zapped over that part, each
+// in its own notifier bracket (unmap_mapping_range, MMU_NOTIFY_CLEAR; the
+// anonymous copies in private mappings stay, even_cows = 0); then each
+// cached page of the hole is locked, unmapped again if a fault mapped it
+// meanwhile, dropped from the page cache with its dirty state and freed
+// unless something else holds it (truncate_inode_pages_range); the hole
+// reads as zeros afterwards. Returns how many cached pages were dropped.
+// Throws Error(kBadInput) for an empty range or one beyond the file.
+// Unlike Linux, a fault that found a page in the cache before the
+// truncation dropped it can still map it afterwards, as an orphan
+// (filemap_fault rechecks folio->mapping under the folio lock; the emulated
+// fault takes no page lock): reference counts stay balanced.
+size_t punch_hole(File& file, uint64_t first_index, uint64_t count);
+
 // --- aging ---
 // Idle-page tracking over [start, end) (page_idle_clear_pte_refs_one): per
 // mapped page, under the PTL, clear the PTE's accessed bit and call

@@ -137,6 +137,50 @@ bool remap_nonlinear(Mm& mm, uint64_t addr, uint64_t new_index) {
   }
 }
 
+// The range a walk changed, flushed once after it (flush_tlb_range in the
+// dirty helpers' post_vma callback, mprotect's tlb_finish_mmu).
+struct FlushRange {
+  uint64_t start = std::numeric_limits<uint64_t>::max();
+  uint64_t end = 0;
+  void track(uint64_t addr) {
+    start = std::min(start, addr);
+    end = std::max(end, addr + kPageSize);
+  }
+  bool owed() const { return end > start; }
+};
+
+// change_protection -> change_pte_range over one VMA's piece:
+// ptep_modify_prot_start (clear), the in-PTL point, commit the new PTE
+// (A/D kept). The flush is owed to the caller's mmu_gather: `changed`
+// collects the range.
+void change_protection(Mm& mm, uint64_t start, uint64_t end, uint32_t prot, FlushRange& changed) {
+  PhysMem& phys = mm.phys();
+  for_each_table(mm, start, end, [&](PteSlot first, uint64_t table_start, uint64_t table_end) {
+    detail::inject_at(Point::kHostBeforePtl, table_start);
+    {
+      PtlGuard ptl(phys, first.table);
+      for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
+        const PteSlot slot = Mm::slot_at(first, table_start, addr);
+        const Pte pte = Mm::load_pte(slot);
+        if (pte.none()) continue;
+        if (pte.is_migration()) {
+          // No hardware uses it; the migration restores what it finds.
+          const Pte target = apply_prot(pte, prot);
+          if (target != pte) mm.install_pte(slot, addr, target);
+          continue;
+        }
+        if (apply_prot(pte, prot).same_mapping(pte)) continue;
+        const Pte old = mm.clear_pte(slot, addr);
+        if (old.present()) changed.track(addr);
+        detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
+        detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionVma);
+        mm.install_pte(slot, addr, apply_prot(old, prot));  // keeps the A/D bits of `old`
+      }
+    }
+    detail::inject_at(Point::kHostAfterPtlUnlock, table_start);
+  });
+}
+
 }  // namespace
 
 // remap_file_pages: the era decides between the 2.6.27 populate over the
@@ -171,69 +215,43 @@ bool mprotect(Mm& mm, uint64_t start, uint64_t len, uint32_t prot) {
     throw_bad_input(fmt::format("mprotect prot {:#x} has unknown bits", prot));
   }
   detail::OpTrace op(MmOp::kMprotect, start, end);
-  PhysMem& phys = mm.phys();
   MmapWriteGuard lock(mm);
+  const std::vector<Vma> pieces = mm.vmas_in(start, end);
   uint64_t covered = 0;
-  for (const Vma& vma : mm.vmas_in(start, end)) covered += vma.end - vma.start;
+  for (const Vma& vma : pieces) covered += vma.end - vma.start;
   if (covered != end - start) return false;  // -ENOMEM
-  // mprotect_fixup -> vma_modify_flags: split at the ends (with their
-  // __split_huge_pmd brackets), new flags, merge with agreeing neighbours;
-  // then change_protection.
-  mm.split_vmas(start, end);
-  mm.set_prot(start, end, prot);
-  mm.merge_vmas(start, end);
-
-  const InvalidateRange range{&mm, start, end, InvalidateEvent::kProtectionVma, true};
-  detail::notify_before(mm, range);
-  uint64_t flush_start = std::numeric_limits<uint64_t>::max();
-  uint64_t flush_end = 0;
-  for_each_table(mm, start, end, [&](PteSlot first, uint64_t table_start, uint64_t table_end) {
-    detail::inject_at(Point::kHostBeforePtl, table_start);
-    {
-      PtlGuard ptl(phys, first.table);
-      for (uint64_t addr = table_start; addr < table_end; addr += kPageSize) {
-        const PteSlot slot = Mm::slot_at(first, table_start, addr);
-        const Pte pte = Mm::load_pte(slot);
-        if (pte.none()) continue;
-        if (pte.is_migration()) {
-          // No hardware uses it; the migration restores what it finds.
-          const Pte target = apply_prot(pte, prot);
-          if (target != pte) mm.install_pte(slot, addr, target);
-          continue;
-        }
-        if (apply_prot(pte, prot).same_mapping(pte)) continue;
-        const Pte old = mm.clear_pte(slot, addr);
-        if (old.present()) {
-          flush_start = std::min(flush_start, addr);
-          flush_end = std::max(flush_end, addr + kPageSize);
-        }
-        detail::inject_at(Point::kHostAfterPteClear, addr, old.pfn());
-        detail::notify_in_ptl(mm, addr, InvalidateEvent::kProtectionVma);
-        mm.install_pte(slot, addr, apply_prot(old, prot));  // keeps the A/D bits of `old`
-      }
-    }
-    detail::inject_at(Point::kHostAfterPtlUnlock, table_start);
-  });
+  // do_mprotect_pkey: mprotect_fixup VMA by VMA, each with its own
+  // change_protection bracket; one mmu_gather flushed after the last.
+  FlushRange flush;
   const bool flush_after_end = era_mprotect_flushes_after_range_end(mm.era());
-  if (!flush_after_end && flush_end > flush_start) mm.flush_tlb_range(flush_start, flush_end);
-  detail::notify_after_unlock(mm, range);
-  if (flush_after_end && flush_end > flush_start) mm.flush_tlb_range(flush_start, flush_end);
-  detail::notify_after_release(mm, range);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const Vma& piece = pieces[i];
+    if (piece.prot == prot) continue;  // mprotect_fixup: newflags == oldflags
+    // vma_modify_flags: split at the piece's ends (with their
+    // __split_huge_pmd brackets), new flags, merge with agreeing neighbours.
+    mm.split_vmas(piece.start, piece.end);
+    mm.set_prot(piece.start, piece.end, prot);
+    mm.merge_vmas(piece.start, piece.end);
+    FlushRange changed;
+    const InvalidateRange range{&mm, piece.start, piece.end, InvalidateEvent::kProtectionVma, true};
+    detail::notify_before(mm, range);
+    change_protection(mm, piece.start, piece.end, prot, changed);
+    if (!flush_after_end && changed.owed()) mm.flush_tlb_range(changed.start, changed.end);
+    if (flush_after_end && changed.owed()) {
+      flush.track(changed.start);
+      flush.track(changed.end - kPageSize);
+    }
+    detail::notify_after_unlock(mm, range);
+    const bool last =
+        std::none_of(pieces.begin() + static_cast<std::ptrdiff_t>(i) + 1, pieces.end(),
+                     [&](const Vma& rest) { return rest.prot != prot; });
+    if (last && flush.owed()) mm.flush_tlb_range(flush.start, flush.end);  // tlb_finish_mmu
+    detail::notify_after_release(mm, range);
+  }
   return true;
 }
 
 namespace {
-
-// The range a walk changed, flushed once after it (flush_tlb_range in the
-// dirty helpers' post_vma callback).
-struct FlushRange {
-  uint64_t start = std::numeric_limits<uint64_t>::max();
-  uint64_t end = 0;
-  void track(uint64_t addr) {
-    start = std::min(start, addr);
-    end = std::max(end, addr + kPageSize);
-  }
-};
 
 constexpr uint64_t kWpCleanBits = Pte::kWritable | Pte::kDirty;
 

@@ -60,7 +60,7 @@ class MmuGather {
 
 // zap_pte_range over one last-level table.
 void zap_table(Mm& mm, MmuGather& tlb, PteSlot first, uint64_t start, uint64_t end,
-               InvalidateEvent event, bool notify, bool flush_in_ptl) {
+               InvalidateEvent event, bool notify, bool flush_in_ptl, bool even_cows) {
   PhysMem& phys = mm.phys();
   std::vector<std::pair<Pfn, uint64_t>> delayed_rmap;
   inject_at(Point::kHostBeforePtl, start);
@@ -73,6 +73,7 @@ void zap_table(Mm& mm, MmuGather& tlb, PteSlot first, uint64_t start, uint64_t e
       const PteSlot slot = Mm::slot_at(first, start, addr);
       const Pte pte = Mm::load_pte(slot);
       if (pte.none()) continue;
+      if (!even_cows && pte.maps_page() && phys.page(pte.pfn()).test(kPageAnon)) continue;
       if (pte.is_migration()) {
         // The entry holds no reference or rmap entry; the migration sees it
         // gone and does not restore it.
@@ -122,14 +123,14 @@ void zap_table(Mm& mm, MmuGather& tlb, PteSlot first, uint64_t start, uint64_t e
 // drop (before range_end); here every page is freed in tlb_finish, after
 // after_unlock, so the notifier contract holds for every op alike.
 void zap_range(Mm& mm, uint64_t start, uint64_t end, InvalidateEvent event, bool notify,
-               bool flush_in_ptl) {
+               bool flush_in_ptl, bool even_cows) {
   const InvalidateRange range{&mm, start, end, event, true};
   if (notify) notify_before(mm, range);
   MmuGather tlb(mm);
   for (uint64_t table_start = start; table_start < end;) {
     const uint64_t table_end = std::min(end, (table_start & ~(kPteTableSpan - 1)) + kPteTableSpan);
     if (const PteSlot first = mm.walk(table_start)) {
-      zap_table(mm, tlb, first, table_start, table_end, event, notify, flush_in_ptl);
+      zap_table(mm, tlb, first, table_start, table_end, event, notify, flush_in_ptl, even_cows);
     }
     table_start = table_end;
   }

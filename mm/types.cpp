@@ -52,6 +52,8 @@ const char* mm_op_name(MmOp op) {
       return "age";
     case MmOp::kWpClean:
       return "wp_clean";
+    case MmOp::kPunchHole:
+      return "punch_hole";
     case MmOp::kExit:
       return "exit";
     case MmOp::kCount:

@@ -117,6 +117,7 @@ enum class MmOp : uint8_t {
   kAge,
   kExit,
   kWpClean,  // appended: trace files store the number
+  kPunchHole,
   kCount,
   kCow = kBreakCow,
   kKsm = kKsmMerge,

@@ -29,6 +29,7 @@ int list_main(Args args);
 int race_main(Args args);
 int explore_main(Args args);
 int crosscheck_main(Args args);
+int conform_main(Args args);
 int trace_main(Args args);
 int bench_main(Args args);
 

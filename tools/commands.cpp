@@ -24,6 +24,9 @@ constexpr std::array kCommands = {
             "[--json|--markdown]",
             "check the explorer's verdicts on real guests: time to the first violation",
             crosscheck_main},
+    Command{"conform", "conform [--ops FILE|-] [--era ERA] [--json] [--save-kernel FILE]",
+            "run mm operations on the kernel and the emulator, compare the ranges invalidated",
+            conform_main},
     Command{"trace",
             "trace FILE [--gfn N] [--event NAME[,NAME]] [--thread NAME] [--from US] [--to US] "
             "[--summary] [--format text|chrome] [--output FILE]",

@@ -21,8 +21,9 @@ constexpr std::array kInvalidateEvents = {
 
 // mm::MmOp, in value order.
 constexpr std::array kMmOps = {
-    "migrate"sv, "remap"sv,     "break_cow"sv, "fork"sv,    "dontneed"sv, "munmap"sv, "mprotect"sv,
-    "mkclean"sv, "writeback"sv, "ksm_merge"sv, "reclaim"sv, "age"sv,      "exit"sv,   "wp_clean"sv,
+    "migrate"sv, "remap"sv,    "break_cow"sv, "fork"sv,      "dontneed"sv,
+    "munmap"sv,  "mprotect"sv, "mkclean"sv,   "writeback"sv, "ksm_merge"sv,
+    "reclaim"sv, "age"sv,      "exit"sv,      "wp_clean"sv,  "punch_hole"sv,
 };
 
 // mm::FaultResult, in value order.

@@ -305,5 +305,80 @@ TEST(MmConcurrencyTest, RacingFaultsOnTheSamePagesInstallOneMappingEach) {
   EXPECT_EQ(stats.free + stats.zero_page, stats.frames);
 }
 
+// fallocate(PUNCH_HOLE) racing host CPUs that fault the file's pages in,
+// VMA splits and merges (each republishing the file's i_mmap), and a second
+// address space that maps the file, forks and exits over and over: no frame
+// is used after it is freed, every reference and mapcount balances, and
+// every frame is free once everything is gone. (A fault that got the page
+// before the truncation dropped it may still map it afterwards, as an
+// orphan: the emulated fault does not take the page lock and recheck
+// Page::mapping as filemap_fault does; the audit's balance holds for it.)
+TEST(MmConcurrencyTest, PunchHoleRacesFaultsVmaChangesAndAnotherAddressSpace) {
+  constexpr uint64_t kPages = 16;
+  constexpr int kRounds = 1000;
+  PhysMem phys(2048);
+  BalancedHooks hooks;
+  auto file = std::make_unique<File>(phys, "holes", kPages);
+  auto mm = std::make_unique<Mm>(phys);
+  mm->set_notifier_hooks(&hooks);
+  const uint64_t base = mm->mmap_file(*file, 0, kPages * kPageSize, 3, true);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> touches{0};
+  std::atomic<uint64_t> spaces{0};
+  auto toucher = [&](int id) {
+    HostCpu cpu(*mm, id);
+    std::mt19937_64 rng(id + 11);
+    while (!stop.load(std::memory_order_relaxed)) {
+      touches.fetch_add(1, std::memory_order_relaxed);
+      const uint64_t addr = page(base, rng() % kPages);
+      try {
+        if (rng() % 2) {
+          cpu.store64(addr, rng());
+        } else {
+          cpu.load64(addr);
+        }
+      } catch (const SegFault&) {
+        // mprotect made the page read-only for a moment: expected.
+      }
+    }
+  };
+  auto other_space = [&] {
+    std::mt19937_64 rng(3);
+    while (!stop.load(std::memory_order_relaxed)) {
+      Mm other(phys);
+      const uint64_t addr = other.mmap_file(*file, rng() % 4, 8 * kPageSize, 3, true);
+      {
+        HostCpu cpu(other, 7);
+        for (uint64_t i = 0; i < 8; ++i) cpu.store64(page(addr, i), i);
+      }
+      std::unique_ptr<Mm> child = other.fork();
+      spaces.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  std::thread a(toucher, 0);
+  std::thread b(toucher, 1);
+  std::thread c(other_space);
+  std::mt19937_64 rng(17);
+  // Until the other threads have done their share alongside the holes.
+  for (int round = 0; round < kRounds || touches.load() < 100000 || spaces.load() < 200; ++round) {
+    const uint64_t first = rng() % kPages;
+    punch_hole(*file, first, 1 + rng() % (kPages - first));
+    const uint64_t split = 1 + rng() % (kPages - 2);
+    mprotect(*mm, page(base, split), kPageSize, kProtRead);
+    mprotect(*mm, page(base, split), kPageSize, kProtRead | kProtWrite);
+  }
+  stop.store(true);
+  a.join();
+  b.join();
+  c.join();
+  std::vector<std::string> problems = audit(phys, {mm.get()}, {file.get()});
+  EXPECT_TRUE(problems.empty()) << problems.front();
+  EXPECT_EQ(file->mappings_of(0, kPages).size(), 1u);
+  mm.reset();
+  file.reset();
+  PhysMemStats stats = phys.stats();
+  EXPECT_EQ(stats.free + stats.zero_page, stats.frames);
+}
+
 }  // namespace
 }  // namespace sptelab::mm

@@ -356,6 +356,35 @@ TEST_F(OrderTest, MprotectChangesEachPteUnderThePtlAndFlushesAfterTheRangeEnd) {
 
 // Between invalidate_range_end and the flush a host CPU still writes
 // through its stale writable TLB entry: the window the 2.6.27 order closed.
+// do_mprotect_pkey calls mprotect_fixup VMA by VMA: a range over three
+// VMAs is three change_protection brackets, a VMA that already has the
+// protection is skipped (no split, no bracket), and the one mmu_gather
+// flushes once, after the last bracket's end (measured on Linux 6.18 with
+// sptelab conform: mprotect of a file slot split by remap_file_pages).
+TEST_F(OrderTest, MprotectBracketsEachVmaAndFlushesOnceAfterTheLast) {
+  const uint64_t addr = mm.mmap_file(file, 0, 6 * kPageSize, kProtRead | kProtWrite, true);
+  for (uint64_t i = 0; i < 6; ++i) cpu.store64(addr + i * kPageSize, i);
+  ASSERT_TRUE(mprotect(mm, addr + 2 * kPageSize, 2 * kPageSize, kProtRead));  // three VMAs
+  hooks.clear();
+  trace::Session session;
+  ASSERT_TRUE(mprotect(mm, addr, 6 * kPageSize, kProtRead));
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const HookCall& call : hooks.calls()) {
+    if (call.point == HookPoint::kBeforeChange) ranges.emplace_back(call.start, call.end);
+  }
+  const std::vector<std::pair<uint64_t, uint64_t>> expected_ranges = {
+      {addr, addr + 2 * kPageSize}, {addr + 4 * kPageSize, addr + 6 * kPageSize}};
+  EXPECT_EQ(ranges, expected_ranges);
+  Steps expected = {
+      "before_change", "ptl_lock",       "pte_clear",      "in_ptl_cleared", "pte_set",
+      "pte_clear",     "in_ptl_cleared", "pte_set",        "ptl_unlock",     "after_unlock",
+      "after_release", "before_change",  "ptl_lock",       "pte_clear",      "in_ptl_cleared",
+      "pte_set",       "pte_clear",      "in_ptl_cleared", "pte_set",        "ptl_unlock",
+      "after_unlock",  "tlb_flush",      "tlb_ack",        "secondary_tlbs", "after_release"};
+  EXPECT_EQ(steps(), expected);
+  EXPECT_EQ(mm.vma_snapshot().size(), 1u);  // merged back into one read-only VMA
+}
+
 TEST_F(OrderTest, MprotectLeavesAStaleWritableTlbEntryPastTheRangeEnd) {
   uint64_t addr = anon_written(1, 1);
   bool checked = false;
@@ -600,6 +629,58 @@ TEST_F(OrderTest, AgingCallsClearYoungAndTestYoungInsideThePtl) {
                     "test_young", "ptl_unlock", "ptl_lock",    "test_young", "ptl_unlock"};
   EXPECT_EQ(steps(), expected);
   expect_atomic_context_only_inside_ptl();
+}
+
+// fallocate(PUNCH_HOLE): unmap_mapping_range brackets every VMA that shows
+// part of the hole, each over its own part (zap_page_range_single,
+// MMU_NOTIFY_CLEAR), with the zap's order inside; then
+// truncate_inode_pages_range drops each page from the cache and frees it,
+// after every bracket has closed.
+TEST_F(OrderTest, PunchHoleZapsEveryVmaShowingTheHoleThenFreesThePages) {
+  const uint64_t a = mm.mmap_file(file, 0, 4 * kPageSize, kProtRead, true);  // pages 0-3
+  const uint64_t b = mm.mmap_file(file, 2, 4 * kPageSize, kProtRead, true);  // pages 2-5
+  for (uint64_t i = 0; i < 4; ++i) {
+    cpu.load64(a + i * kPageSize);
+    cpu.load64(b + i * kPageSize);
+  }
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(punch_hole(file, 3, 2), 2u);  // pages 3 and 4
+  Steps expected = {
+      // a shows page 3
+      "before_change", "ptl_lock", "pte_clear", "in_ptl_cleared", "rmap_remove", "ptl_unlock",
+      "after_unlock", "tlb_flush", "tlb_ack", "secondary_tlbs", "after_release",
+      // b shows pages 3 and 4
+      "before_change", "ptl_lock", "pte_clear", "in_ptl_cleared", "rmap_remove", "pte_clear",
+      "in_ptl_cleared", "rmap_remove", "ptl_unlock", "after_unlock", "tlb_flush", "tlb_ack",
+      "secondary_tlbs", "after_release",
+      // truncate_inode_pages_range: the page cache held the last references
+      "page_free", "page_free"};
+  EXPECT_EQ(steps(), expected);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const HookCall& call : hooks.calls()) {
+    if (call.point == HookPoint::kBeforeChange) ranges.emplace_back(call.start, call.end);
+  }
+  const std::vector<std::pair<uint64_t, uint64_t>> expected_ranges = {
+      {a + 3 * kPageSize, a + 4 * kPageSize}, {b + 1 * kPageSize, b + 3 * kPageSize}};
+  EXPECT_EQ(ranges, expected_ranges);
+  EXPECT_EQ(events(),
+            (std::vector<InvalidateEvent>{InvalidateEvent::kClear, InvalidateEvent::kClear}));
+  expect_atomic_context_only_inside_ptl();
+}
+
+// A VMA over the hole with no PTE present is still bracketed: the
+// notifier range comes from the VMA, not from what is mapped.
+TEST_F(OrderTest, PunchHoleBracketsAVmaWithNothingMapped) {
+  const uint64_t addr = mm.mmap_file(file, 0, 4 * kPageSize, kProtRead, true);
+  hooks.clear();
+  trace::Session session;
+  EXPECT_EQ(punch_hole(file, 1, 2), 0u);
+  Steps expected = {"before_change", "after_unlock", "after_release"};
+  EXPECT_EQ(steps(), expected);
+  ASSERT_EQ(hooks.calls().size(), 3u);
+  EXPECT_EQ(hooks.calls()[0].start, addr + kPageSize);
+  EXPECT_EQ(hooks.calls()[0].end, addr + 3 * kPageSize);
 }
 
 TEST(OrderExitTest, ExitCallsReleaseFirstThenZapsWithoutNotifier) {

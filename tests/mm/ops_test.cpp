@@ -434,6 +434,144 @@ TEST(OpsLifetimeTest, EveryFrameIsFreeAfterMmsAndFilesAreGone) {
   EXPECT_TRUE(audit(phys, {}, {}).empty());
 }
 
+// A fixed mmap into a hole merges with the neighbours that agree on
+// protection and backing (vma_merge_new_range): a hole munmap made and
+// mmap filled is one VMA again, as on Linux; a file mapping merges only
+// where the file offsets continue.
+TEST_F(OpsTest, AFixedMmapMergesWithCompatibleNeighbours) {
+  constexpr uint64_t kBase = uint64_t{1} << 40;
+  const uint32_t rw = kProtRead | kProtWrite;
+  mm.mmap_anon(12 * kPageSize, rw, kBase);
+  ASSERT_TRUE(munmap(mm, kBase + 4 * kPageSize, 4 * kPageSize));
+  EXPECT_EQ(mm.vma_snapshot().size(), 2u);
+  mm.mmap_anon(4 * kPageSize, rw, kBase + 4 * kPageSize);
+  std::vector<Vma> vmas = mm.vma_snapshot();
+  ASSERT_EQ(vmas.size(), 1u);
+  EXPECT_EQ(vmas[0].start, kBase);
+  EXPECT_EQ(vmas[0].end, kBase + 12 * kPageSize);
+
+  const uint64_t file_base = kBase + (uint64_t{1} << 30);
+  mm.mmap_file(file, 0, 4 * kPageSize, rw, true, file_base);
+  mm.mmap_file(file, 8, 4 * kPageSize, rw, true, file_base + 4 * kPageSize);  // offsets jump
+  mm.mmap_file(file, 12, 4 * kPageSize, kProtRead, true, file_base + 8 * kPageSize);  // read-only
+  mm.mmap_file(file, 4, 4 * kPageSize, rw, true, file_base + 12 * kPageSize);  // not after 12..15
+  EXPECT_EQ(mm.vma_snapshot().size(), 5u);
+  EXPECT_EQ(file.mappings_of(0, 16).size(), 4u);
+}
+
+// fallocate(PUNCH_HOLE) on a file two address spaces map: only the hole's
+// pages leave the page cache and are freed, every mapping of them goes
+// (in both address spaces), the pages around the hole keep their frames and
+// content, a private copy made by a write survives (even_cows = 0), and a
+// later fault in the hole maps a new page of zeros.
+TEST_F(OpsTest, PunchHoleDropsOnlyTheHolesPagesFromEveryAddressSpace) {
+  const uint64_t shared = mm.mmap_file(file, 0, 8 * kPageSize, kProtRead | kProtWrite, true);
+  const uint64_t priv = mm.mmap_file(file, 3, kPageSize, kProtRead | kProtWrite, false);
+  for (uint64_t i = 0; i < 8; ++i) cpu.store64(shared + i * kPageSize, 100 + i);
+  cpu.store64(priv, 0x5eed);  // a private copy of page 3
+  Mm other(phys);
+  const uint64_t other_addr = other.mmap_file(file, 0, 8 * kPageSize, kProtRead, true);
+  std::vector<Pfn> frames;
+  {
+    HostCpu other_cpu(other, 1);
+    for (uint64_t i = 0; i < 8; ++i)
+      EXPECT_EQ(other_cpu.load64(other_addr + i * kPageSize), 100 + i);
+  }
+  for (uint64_t i = 0; i < 8; ++i) frames.push_back(file.cached_pfn(i));
+  const Pfn copy = pfn_at(priv);
+
+  EXPECT_EQ(punch_hole(file, 2, 3), 3u);  // pages 2, 3, 4
+
+  for (uint64_t i = 0; i < 8; ++i) {
+    const bool in_hole = i >= 2 && i < 5;
+    EXPECT_EQ(phys.is_free(frames[i]), in_hole) << "page " << i;
+    EXPECT_EQ(file.cached_pfn(i) == kNoPfn, in_hole) << "page " << i;
+    EXPECT_EQ(mm.read_pte_lockless(shared + i * kPageSize).none(), in_hole) << "page " << i;
+    EXPECT_EQ(other.read_pte_lockless(other_addr + i * kPageSize).none(), in_hole) << "page " << i;
+  }
+  EXPECT_EQ(pfn_at(priv), copy);
+  EXPECT_EQ(cpu.load64(priv), 0x5eedu);
+  EXPECT_EQ(cpu.load64(shared + 1 * kPageSize), 101u);
+  EXPECT_EQ(cpu.load64(shared + 5 * kPageSize), 105u);
+  // The hole reads as zeros, through a new page in the cache.
+  EXPECT_EQ(cpu.load64(shared + 3 * kPageSize), 0u);
+  EXPECT_NE(file.cached_pfn(3), kNoPfn);
+  EXPECT_EQ(file.disk_word(4, 0), 0u);
+  EXPECT_TRUE(audit(phys, {&mm, &other}, {&file}).empty());
+}
+
+// A page pinned by GUP (or any other reference) leaves the cache but keeps
+// its frame until the pin goes, as an orphan.
+TEST_F(OpsTest, PunchHoleLeavesAPinnedPageAnOrphan) {
+  const uint64_t addr = mm.mmap_file(file, 0, 2 * kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr, 7);
+  const Pfn pfn = pfn_at(addr);
+  phys.get(pfn);  // the pin
+  EXPECT_EQ(punch_hole(file, 0, 1), 1u);
+  EXPECT_FALSE(phys.is_free(pfn));
+  EXPECT_EQ(phys.page(pfn).mapping, nullptr);
+  EXPECT_EQ(phys.page(pfn).mapcount.load(), 0);
+  EXPECT_EQ(file.cached_pfn(0), kNoPfn);
+  phys.put(pfn);
+  EXPECT_TRUE(phys.is_free(pfn));
+}
+
+// The file's i_mmap follows every VMA change: a split (mprotect of the
+// middle) makes three VMAs, so a hole over all of them is three brackets;
+// munmap and the address space's exit remove its entries.
+TEST_F(OpsTest, PunchHoleSeesTheVmasAsTheyAreNow) {
+  const uint64_t addr = mm.mmap_file(file, 0, 6 * kPageSize, kProtRead | kProtWrite, true);
+  ASSERT_TRUE(mprotect(mm, addr + 2 * kPageSize, 2 * kPageSize, kProtRead));
+  EXPECT_EQ(file.mappings_of(0, 16).size(), 3u);
+  hooks.clear();
+  punch_hole(file, 0, 6);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const HookCall& call : hooks.calls()) {
+    if (call.point == HookPoint::kBeforeChange) ranges.emplace_back(call.start, call.end);
+  }
+  const std::vector<std::pair<uint64_t, uint64_t>> expected = {
+      {addr, addr + 2 * kPageSize},
+      {addr + 2 * kPageSize, addr + 4 * kPageSize},
+      {addr + 4 * kPageSize, addr + 6 * kPageSize}};
+  EXPECT_EQ(ranges, expected);
+  ASSERT_TRUE(munmap(mm, addr, 2 * kPageSize));
+  EXPECT_EQ(file.mappings_of(0, 2).size(), 0u);
+  EXPECT_EQ(file.mappings_of(0, 16).size(), 2u);
+  {
+    Mm other(phys);
+    other.mmap_file(file, 8, 2 * kPageSize, kProtRead, true);
+    EXPECT_EQ(file.mappings_of(8, 1).size(), 1u);
+    std::unique_ptr<Mm> child = other.fork();
+    EXPECT_EQ(file.mappings_of(8, 1).size(), 2u);
+  }
+  EXPECT_EQ(file.mappings_of(8, 1).size(), 0u);
+}
+
+// unmap_mapping_range walks the i_mmap tree in file-offset order, not in
+// address order: after a remap, the VMA showing the lower file pages is
+// bracketed first although it sits higher (measured on Linux 6.18 with
+// sptelab conform).
+TEST_F(OpsTest, PunchHoleBracketsVmasInFileOffsetOrder) {
+  const uint64_t addr = mm.mmap_file(file, 0, 4 * kPageSize, kProtRead | kProtWrite, true);
+  ASSERT_TRUE(remap_file_page(mm, addr, 3));  // [addr, +1) shows page 3, [+1, +4) pages 1-3
+  hooks.clear();
+  punch_hole(file, 0, 4);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const HookCall& call : hooks.calls()) {
+    if (call.point == HookPoint::kBeforeChange) ranges.emplace_back(call.start, call.end);
+  }
+  const std::vector<std::pair<uint64_t, uint64_t>> expected = {
+      {addr + kPageSize, addr + 4 * kPageSize}, {addr, addr + kPageSize}};
+  EXPECT_EQ(ranges, expected);
+}
+
+TEST_F(OpsTest, PunchHoleRefusesAnEmptyHoleOrOneBeyondTheFile) {
+  EXPECT_THROW(punch_hole(file, 0, 0), Error);
+  EXPECT_THROW(punch_hole(file, 15, 2), Error);
+  EXPECT_THROW(punch_hole(file, 16, 1), Error);
+  EXPECT_EQ(punch_hole(file, 15, 1), 0u);
+}
+
 }  // namespace
 }  // namespace sptelab::mm::testing
 

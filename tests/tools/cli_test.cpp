@@ -71,7 +71,8 @@ TEST(CliTest, ManPageHasEveryCommandsHelp) {
   ASSERT_FALSE(page.empty()) << SPTELAB_MAN_PAGE;
   EXPECT_EQ(page.rfind(".TH SPTELAB 1 ", 0), 0u);
   EXPECT_THAT(page, HasSubstr(run_sptelab({"--version"}).out.substr(0, 11)));
-  for (const char* command : {"run", "race", "explore", "crosscheck", "trace", "bench", "list"}) {
+  for (const char* command :
+       {"run", "race", "explore", "crosscheck", "conform", "trace", "bench", "list"}) {
     EXPECT_THAT(page, HasSubstr(std::string("\n.SS ") + command + "\n")) << command;
   }
   EXPECT_THAT(page, HasSubstr("--around-violation"));  // from trace's help

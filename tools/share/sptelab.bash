@@ -29,7 +29,7 @@ _sptelab() {
     --format) mapfile -t COMPREPLY < <(compgen -W "text chrome" -- "$cur"); return ;;
     --variant) mapfile -t COMPREPLY < <(compgen -W "buggy fixed" -- "$cur"); return ;;
     --exit-status) mapfile -t COMPREPLY < <(compgen -W "guest sptelab" -- "$cur"); return ;;
-    --trace | --output | --save | --replay) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --trace | --output | --save | --replay | --ops | --save-kernel | --kernel-from) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
   esac
   if [[ $command == help ]]; then
     ((COMP_CWORD == 2)) && COMP_WORDS=("$bin" "") COMP_CWORD=1 _sptelab
