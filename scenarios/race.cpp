@@ -747,7 +747,8 @@ class SeededChooser final : public sched::Chooser {
 // sched::Execution, so the seed repeats the run exactly.
 void run_scheduled(RaceThreads& threads, uint64_t seed) {
   std::vector<std::function<void()>> vcpus = threads.engine.vcpu_bodies();
-  if (vcpus.empty()) throw_bad_input("a scheduled race needs software vCPUs (--backend soft)");
+  // validate() has refused a scheduled run on any other backend.
+  if (vcpus.empty()) throw_internal("a scheduled race got an engine without vCPU bodies");
   SeededChooser chooser(seed);
   sched::StayOnOneCpu one_cpu;  // the hand-overs stay on one CPU (base/sched.h)
   // No step limit: the run ends by its operations or its time limit.
