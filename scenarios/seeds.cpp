@@ -529,6 +529,10 @@ int SeedRig::lead_point() const {
   return leads ? static_cast<int>(inject::Point::kHostBeforePtl) : -1;
 }
 
+int SeedRig::follower_role() const {
+  return state_->race == SeedRace::kDelayedRmap ? 1 : -1;
+}
+
 size_t SeedRig::delayed_role() const {
   // The zapper; for gup-fast-revalidate the pinner (between its PTE read and
   // its reference), for pagewalk-ptl the walker (between its PTE read and
@@ -570,6 +574,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kDelayBound = std::chrono::microseconds(60);
+constexpr auto kDelayStep = std::chrono::microseconds(10);
+// The follower waits for the delayed role's whole way to its point (the
+// zapper's mmap lock, notifier and walk): longer than the window itself.
+constexpr auto kFollowerBound = std::chrono::microseconds(500);
 constexpr uint32_t kRaceWrites = 100000;
 
 double ms_since(Clock::time_point start) {
@@ -612,7 +620,13 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn&
 
   // The window: the delayed role waits at its point until every other role
   // has finished its round (or the bound), on half the rounds chosen by the
-  // seeded coin, so the other orders keep being tried too.
+  // seeded coin, so the other orders keep being tried too. It waits asleep,
+  // and the runner and idle roles block between rounds: the roles are three
+  // threads on two CPUs, one of them storing without a pause, and a waiter
+  // that only yields keeps its CPU from the role the window is for (which
+  // then waited behind the storing one for its time slice: delayed-rmap's
+  // cleaner finished inside 60 µs on 3 of 1,311 delayed rounds, and CI's
+  // ThreadSanitizer run found no violation in 2,000,000 rounds).
   thread_local bool delayed_thread = false;
   uint64_t coin = config.seed;
   std::atomic<bool> delay_this_round{false};
@@ -625,7 +639,9 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn&
                              if (!delayed_thread || !delay_this_round.load()) return;
                              delayed_reached.store(true);
                              const auto until = Clock::now() + kDelayBound;
-                             while (finished.load() + 1 < roles && Clock::now() < until) relax();
+                             while (finished.load() + 1 < roles && Clock::now() < until) {
+                               std::this_thread::sleep_for(kDelayStep);
+                             }
                            });
   std::optional<inject::ScopedHook> lead;
   if (rig.lead_point() >= 0) {
@@ -646,9 +662,13 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn&
       zapper_thread = i == 0;
       uint64_t seen = 0;
       for (;;) {
-        while (generation.load() == seen && !stop.load()) relax();
+        generation.wait(seen);
         if (stop.load()) return;
         seen = generation.load();
+        if (static_cast<int>(i) == rig.follower_role() && delay_this_round.load()) {
+          const auto until = Clock::now() + kFollowerBound;
+          while (!delayed_reached.load() && Clock::now() < until) relax();
+        }
         try {
           rig.run_role(i);
         } catch (...) {
@@ -656,6 +676,7 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn&
           stop.store(true);
         }
         finished.fetch_add(1);
+        finished.notify_one();
       }
     });
   }
@@ -676,7 +697,8 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn&
     const uint64_t round_start = trace::detail::now_ns();
     finished.store(0);
     generation.fetch_add(1);
-    while (finished.load() < roles) relax();
+    generation.notify_all();
+    for (size_t done = finished.load(); done < roles; done = finished.load()) finished.wait(done);
     ++result.rounds;
     if (progress && result.rounds % 1024 == 0) progress(result.rounds, config.rounds);
     if (stop.load()) break;
@@ -693,6 +715,8 @@ SeedRaceResult run_seed_race(const SeedRaceConfig& config, const SeedProgressFn&
   }
   result.seconds = ms_since(start) / 1000.0;
   stop.store(true);
+  generation.fetch_add(1);
+  generation.notify_all();
   for (std::thread& thread : threads) thread.join();
   for (const std::exception_ptr& error : errors) {
     if (error) std::rethrow_exception(error);

@@ -96,6 +96,12 @@ class SeedRig {
   // Where the zapper (role 0) waits, on the same rounds, until the delayed
   // role has reached its point; -1: nowhere (the zapper is the delayed role).
   int lead_point() const;
+  // The role that, on the same rounds, begins its operation only once the
+  // delayed role has reached its point; -1: none. delayed-rmap's cleaner:
+  // its writeback otherwise ends, most rounds, before the zapper has even
+  // taken the PTL, and the window is tried only when the scheduler happens
+  // to put the cleaner late.
+  int follower_role() const;
 
   struct State;  // internal to scenarios/seeds.cpp
 
