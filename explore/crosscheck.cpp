@@ -55,9 +55,10 @@ RaceConfig base_config(const CrosscheckOptions& options, const spte::Scheme& sch
   config.guest_path = options.guest_path;
   config.era = options.era;
   config.trace = false;  // the time to the first violation, without tracing's cost
-  // Native KVM guests run free, as `race` does; software vCPUs keep the
+  // The delays `race` uses for the backend: native KVM guests have only the
+  // windows behind a fault's round trip held; software vCPUs keep the
   // default delays that widen the windows for them.
-  if (options.backend == Backend::kKvm) config.delays.clear();
+  if (options.backend == Backend::kKvm) config.delays = scenarios::native_delays();
   return config;
 }
 

@@ -69,11 +69,16 @@ static void lockfree(uint64_t id) {
 static void stale_reader(uint64_t id) {
   uint64_t done = 0;
   uint64_t state = 0x9e3779b97f4a7c15ull * (id + 1);
+  /* Read once, as target_gfn above: the control page is guest RAM, which a
+   * host operation may reach (fork write-protects all of it), and under a
+   * racy scheme a stale spte can show this vCPU a freed copy of it. Its
+   * counters then go wrong, which the detectors see; a pointer built from
+   * it would crash the guest instead. */
+  const uint64_t version_gfn = control->version_gfn;
   while (!stopped()) {
     state = state * 6364136223846793005ull + 1442695040888963407ull;
     uint64_t page = (state >> 33) % SPTELAB_RACE_VERSION_PAGES;
-    volatile uint64_t* version =
-        (volatile uint64_t*)(uintptr_t)((control->version_gfn + page) << 12);
+    volatile uint64_t* version = (volatile uint64_t*)(uintptr_t)((version_gfn + page) << 12);
     uint64_t before = __atomic_load_n(&control->published[page], __ATOMIC_ACQUIRE);
     uint64_t seen = *version;
     uint64_t after = __atomic_load_n(&control->published[page], __ATOMIC_ACQUIRE);

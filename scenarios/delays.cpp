@@ -48,6 +48,27 @@ std::vector<DelayPoint> default_delays() {
   };
 }
 
+// A native vCPU comes back for a zapped page only after an EFAULT round
+// trip, by which time an operation's own window (a few microseconds) has
+// closed: free-running without delays, range-before's fault between the
+// early invalidation and the PTE change, and a naive fault's GUP before a
+// whole operation, were met on some seeds only (docs/crosscheck.md). The
+// other default windows a native vCPU meets at full speed; delaying there
+// only slowed the remapper (start-end+seq-count remap: 2,400 ops/s with
+// the four default delays against 14,000 with these two).
+std::vector<DelayPoint> native_delays() {
+  using P = inject::Point;
+  using U = DelayUntil;
+  return {
+      // fault-in-window, held until the vCPU's fault has finished.
+      {P::kHostBeforePtl, Role::kRemapper, 200000, 500, U::kGuestFault},
+      // gup-before-change, on fewer faults: each one held costs the
+      // remapper's wait for the vCPU (9,500 ops/s at 300 per mille, 11,000-
+      // 14,000 at 100, every such cell still found within 200 ms).
+      {P::kSpteFaultAfterGup, Role::kVcpu, 200000, 100, U::kHostProgress},
+  };
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -63,16 +84,21 @@ Clock::time_point delay_end(uint64_t ns, Clock::time_point deadline) {
 // Spins a while, then yields: the point is to let the other side run, but
 // a native vCPU runs on the other core, and a yield to a busy thread here
 // costs a whole scheduler slice.
-void wait_for_progress(const std::function<uint64_t()>& counter, Clock::time_point until) {
-  const uint64_t start = counter();
-  for (unsigned spins = 1;
-       counter() == start && Clock::now() < until && interrupt::requested() == 0; ++spins) {
+void wait_for_progress(const std::function<bool()>& progressed, Clock::time_point until) {
+  for (unsigned spins = 1; !progressed() && Clock::now() < until && interrupt::requested() == 0;
+       ++spins) {
     if (spins % 256 == 0) {
       std::this_thread::yield();
     } else {
       cpu_relax();
     }
   }
+}
+
+// Progress as a counter that moves.
+std::function<std::function<bool()>()> counter_watch(std::function<uint64_t()> counter) {
+  if (!counter) return {};
+  return [counter] { return [counter, start = counter()] { return counter() != start; }; };
 }
 
 void spin_until(Clock::time_point until) {
@@ -158,7 +184,8 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
     }
     struct Armed {
       DelayPoint delay;
-      std::function<uint64_t()> counter;  // empty: a fixed delay
+      // Starts watching the other side: empty for a fixed delay.
+      std::function<std::function<bool()>()> watch;
     };
     std::vector<Armed> delays;
     for (size_t i = 0; i < points_.size(); ++i) {
@@ -168,20 +195,26 @@ DelayInjector::DelayInjector(std::vector<DelayPoint> points, uint64_t seed,
       if (delay.until == DelayUntil::kGuestProgress) counter = progress_.guest;
       if (delay.until == DelayUntil::kHostProgress) counter = progress_.host;
       if (delay.until == DelayUntil::kPassed) counter = pass_counts[i];
-      delays.push_back({delay, counter});
+      std::function<std::function<bool()>()> watch = counter_watch(counter);
+      if (delay.until == DelayUntil::kGuestFault) watch = progress_.guest_fault_watch;
+      delays.push_back({delay, watch});
     }
-    inject::set_hook(point, [before, delays, deadline = deadline_](inject::Point at,
-                                                                   const inject::Context& context) {
+    inject::set_hook(point, [before, delays, deadline = deadline_,
+                             fault_can_come = progress_.fault_can_come](
+                                inject::Point at, const inject::Context& context) {
       for (const inject::Hook& hook : before) hook(at, context);
       for (const Armed& armed : delays) {
         const DelayPoint& delay = armed.delay;
         if (ThreadRole::current() != delay.role) continue;
+        if (delay.until == DelayUntil::kGuestFault && fault_can_come && !fault_can_come(context)) {
+          continue;
+        }
         if (splitmix64(thread_rng()) % 1000 >= delay.per_mille) continue;
         injected.fetch_add(1, std::memory_order_relaxed);
         const Clock::time_point began = Clock::now();
         Clock::time_point until = delay_end(delay.delay_ns, deadline);
-        if (armed.counter) {
-          wait_for_progress(armed.counter, until);
+        if (armed.watch) {
+          wait_for_progress(armed.watch(), until);
         } else {
           spin_until(until);
         }

@@ -26,8 +26,15 @@ namespace sptelab::scenarios {
 enum class DelayUntil : uint8_t {
   kTime,           // the full delay
   kGuestProgress,  // a vCPU faulted or finished work since the delay began
-  kHostProgress,   // the host invalidated something since the delay began
-  kPassed,         // a thread of `until_role` passed `until_point` since it began
+  // A vCPU fault finished (an spte installed, or the fault told to retry)
+  // since the delay began. No wait at all where no fault can come: the
+  // point's page still has its spte (ProgressSources::fault_can_come).
+  // Finished, not begun: a fault that has only begun has not read the PTE,
+  // and the operation going on would change it first; and not work done,
+  // which a vCPU busy on its other pages reports within nanoseconds.
+  kGuestFault,
+  kHostProgress,  // the host invalidated something since the delay began
+  kPassed,        // a thread of `until_role` passed `until_point` since it began
 };
 
 struct DelayPoint {
@@ -47,10 +54,21 @@ struct DelayPoint {
 struct ProgressSources {
   std::function<uint64_t()> guest;
   std::function<uint64_t()> host;
+  // kGuestFault: called as a delay begins, returns whether a fault has
+  // finished since, not counting the retry of a fault already in flight
+  // then (it read the invalidation state before the window opened: its
+  // retry says nothing of the window, and the vCPU faults again).
+  std::function<std::function<bool()>()> guest_fault_watch;
+  std::function<bool(const inject::Context&)> fault_can_come;  // empty: always
 };
 
 // Defaults: one window per interleaving of scenarios/interleavings.h.
 std::vector<DelayPoint> default_delays();
+// For vCPUs that run natively (KVM native mode), which meet on their own
+// the windows they can reach within nanoseconds: only the two windows a vCPU
+// reaches no faster than a fault's round trip (~37 us here) are held open,
+// each until the vCPU's part in it is done.
+std::vector<DelayPoint> native_delays();
 
 // Parses "point=ns[@per_mille]" (e.g. "host_after_release=50000@500"): a
 // fixed delay. Strict: NS a whole number of nanoseconds up to 4294967295

@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -40,10 +42,27 @@ class KvmEngine final : public GuestEngine {
       hypervisor::RunResult result = vm_.run();
       std::lock_guard lock(mutex_);
       result_ = std::move(result);
+      ended_ = true;
+      ended_cv_.notify_all();
     });
   }
 
-  void join() override { thread_.join(); }
+  // The stop flag is in guest RAM: a vCPU that reads the control page
+  // through a stale spte (a racy scheme's, after fork write-protected guest
+  // RAM) never sees it. Stopped from outside after a grace period instead of
+  // at the VM's own timeout, a minute later.
+  void join() override {
+    {
+      std::unique_lock lock(mutex_);
+      if (!ended_cv_.wait_for(lock, kStopGrace, [this] { return ended_; })) {
+        lock.unlock();
+        vm_.request_stop(kNoStopStatus,
+                         "a vCPU did not see the host's stop flag: its control page was not the "
+                         "page the host wrote");
+      }
+    }
+    thread_.join();
+  }
 
   // Every vCPU halts once the host sets control.stop; anything else is a
   // failure of the run itself, not a violation.
@@ -70,10 +89,15 @@ class KvmEngine final : public GuestEngine {
     return vm;
   }
 
+  static constexpr auto kStopGrace = std::chrono::seconds(2);
+  static constexpr int kNoStopStatus = 4;
+
   hypervisor::GuestWindow window_;
   hypervisor::Vm vm_;
   std::thread thread_;
   mutable std::mutex mutex_;
+  std::condition_variable ended_cv_;
+  bool ended_ = false;  // under mutex_
   hypervisor::RunResult result_;
 };
 

@@ -501,7 +501,7 @@ class Remapper {
 
 // A progress delay waits for the other side: the guest faulting or finishing
 // work (vCPU slots only, read from the control page's frame: it never
-// moves), or the host
+// moves), a guest fault finishing (where one can come), or the host
 // invalidating something.
 ProgressSources progress_sources(host::Lab& lab, const RaceLayout& layout, uint32_t vcpus) {
   mm::Pte control = lab.mm->read_pte_lockless(lab.hva_of(gfn_of(layout.control_gpa)));
@@ -514,6 +514,17 @@ ProgressSources progress_sources(host::Lab& lab, const RaceLayout& layout, uint3
     return sum;
   };
   sources.host = [mmu] { return mmu->stats().invalidations; };
+  sources.guest_fault_watch = [mmu] {
+    return [mmu, start = mmu->stats()] { return guest_fault_finished(start, mmu->stats()); };
+  };
+  // A guest page whose spte is still present is not faulted on: the vCPU
+  // goes on using the spte (a page outside guest RAM has none either way).
+  const uint64_t guest_hva = lab.guest_hva();
+  const uint64_t guest_end = guest_hva + mmu->gfn_count() * mm::kPageSize;
+  sources.fault_can_come = [mmu, guest_hva, guest_end](const inject::Context& context) {
+    if (context.addr < guest_hva || context.addr >= guest_end) return false;
+    return !mmu->spte((context.addr - guest_hva) / mm::kPageSize).present();
+  };
   return sources;
 }
 
@@ -800,6 +811,13 @@ void validate(const RaceConfig& config) {
 
 }  // namespace
 
+bool guest_fault_finished(const spte::MmuStats& at_start, const spte::MmuStats& now) {
+  if (now.fixed != at_start.fixed) return true;
+  const uint64_t given_up = at_start.retries + at_start.protection_waits;
+  const uint64_t in_flight = at_start.faults - std::min(at_start.faults, at_start.fixed + given_up);
+  return now.retries + now.protection_waits > given_up + in_flight;
+}
+
 RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   validate(config);
   RaceResult result;
@@ -849,7 +867,7 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
       run_free(threads);
     }
   }
-  if (std::string failure = engine->failure(); !failure.empty()) throw_internal(failure);
+  const std::string guest_failure = engine->failure();
   std::optional<trace::KernelTrace> kernel;
   if (capture && capture->active()) kernel = capture->stop();
 
@@ -907,6 +925,16 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
     remapper.note(fmt::format("{} on gfn {:#x} (pfn {:#x}): {}",
                               spte::violation_kind_name(violation.kind), violation.gfn,
                               violation.pfn, violation.detail));
+  }
+
+  // A guest that crashed or missed the stop in a run with violations did
+  // so of them (its vCPU read a freed copy of a page it depends on through a
+  // stale spte): a result, the crash its last note. In a clean run it is the
+  // run's own failure.
+  if (!guest_failure.empty()) {
+    if (result.violations == 0) throw_internal(guest_failure);
+    result.examples.push_back("the guest did not end cleanly after the violation: " +
+                              guest_failure.substr(0, guest_failure.find('\n')));
   }
 
   spte::MmuStats stats = lab.mmu->stats();

@@ -38,6 +38,7 @@
 #include "host/host_ops.h"
 #include "mm/kernel_era.h"
 #include "scenarios/delays.h"
+#include "spte/mmu.h"
 #include "spte/scheme.h"
 #include "trace/file.h"
 
@@ -160,6 +161,12 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress = {});
 // Table (one row per result, each detector its own column, a legend under
 // it) and the JSON document of the CLI contract. The table fits kTableWidth
 // columns (the cost columns go first) unless `wide`.
+// native_delays' fault-in-window wait: whether a vCPU fault has finished
+// between two snapshots of the MMU's statistics, not counting the retry of a
+// fault already in flight at the first (it read the invalidation state
+// before the window opened, and its vCPU faults again).
+bool guest_fault_finished(const spte::MmuStats& at_start, const spte::MmuStats& now);
+
 std::string format_race_table(const std::vector<RaceResult>& results, bool wide = false);
 std::string race_json(const std::vector<RaceResult>& results);
 

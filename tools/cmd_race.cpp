@@ -109,9 +109,13 @@ options:
                    whole number up to 4294967295) with probability PM/1000
                    (0 to 1000, default 1000); replaces the defaults;
                    repeatable; 'sptelab list points'
-  --no-delays      no delay injection at all (the default for a native KVM
-                   guest; free soft and --cpl0 runs widen the windows with
-                   delays)
+  --no-delays      no delay injection at all. By default free soft and
+                   --cpl0 runs widen every window with delays; a native KVM
+                   guest has only the two windows held that it reaches no
+                   faster than a fault's round trip (the host operation
+                   before its PTE change, until the vCPU's fault has
+                   finished; the vCPU's fault after its GUP, until the host
+                   invalidates)
   --guided         per scheme, let the explorer find the fewest-preemption
                    counterexample for this op and place delays where it holds
                    threads back (each waits until the thread that ran instead
@@ -243,10 +247,10 @@ scenarios::RaceConfig base_config(const Options& options) {
     }
   }
   config.native = !options.flag("cpl0");
-  // Native vCPUs hit the microsecond windows unaided; the default delays
-  // (made for guests emulated at a microsecond per instruction) would only
-  // make the remapper wait. Free-running, unless delays are asked for.
-  if (kvm && config.native && options.values("delay").empty()) config.delays.clear();
+  // Native vCPUs meet most windows unaided; the default delays (made for
+  // guests emulated at a microsecond per instruction) would mostly make the
+  // remapper wait. Only the windows behind a fault's round trip are held.
+  if (kvm && config.native) config.delays = scenarios::native_delays();
   config.scheduled = scheduled_option(options, config);
   if (options.flag("no-delays") || config.scheduled) {
     config.delays.clear();
