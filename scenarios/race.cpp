@@ -1078,8 +1078,8 @@ std::string format_race_table(const std::vector<RaceResult>& results, bool wide)
   columns.push_back({"ops/s",
                      "remapper operations per second, waits for the guest included (before "
                      "each one the remapper waits, up to 50 us native or 2 ms otherwise, for a "
-                     "vCPU to fault the page back); `sptelab bench remap_*` times an "
-                     "operation alone",
+                     "vCPU to fault the page back) and the windows delays hold open; "
+                     "`sptelab bench remap_*` times an operation alone",
                      true});
   columns.push_back(
       {"guest/s", "vCPU increments or page reads per second (host thread's excluded)", true});
