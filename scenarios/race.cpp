@@ -811,6 +811,12 @@ void validate(const RaceConfig& config) {
 
 }  // namespace
 
+std::string guest_failure_note(const std::string& failure, uint64_t violations) {
+  if (violations == 0) throw_internal(failure);
+  return "the guest did not end cleanly after the violation: " +
+         failure.substr(0, failure.find('\n'));
+}
+
 bool guest_fault_finished(const spte::MmuStats& at_start, const spte::MmuStats& now) {
   if (now.fixed != at_start.fixed) return true;
   const uint64_t given_up = at_start.retries + at_start.protection_waits;
@@ -927,14 +933,8 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
                               violation.pfn, violation.detail));
   }
 
-  // A guest that crashed or missed the stop in a run with violations did
-  // so of them (its vCPU read a freed copy of a page it depends on through a
-  // stale spte): a result, the crash its last note. In a clean run it is the
-  // run's own failure.
   if (!guest_failure.empty()) {
-    if (result.violations == 0) throw_internal(guest_failure);
-    result.examples.push_back("the guest did not end cleanly after the violation: " +
-                              guest_failure.substr(0, guest_failure.find('\n')));
+    result.examples.push_back(guest_failure_note(guest_failure, result.violations));
   }
 
   spte::MmuStats stats = lab.mmu->stats();

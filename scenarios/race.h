@@ -161,6 +161,13 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress = {});
 // Table (one row per result, each detector its own column, a legend under
 // it) and the JSON document of the CLI contract. The table fits kTableWidth
 // columns (the cost columns go first) unless `wide`.
+// A guest that crashed or missed the stop (`failure`, the engine's
+// message): in a run with violations it did so of them (a vCPU read a freed
+// copy of a page it depends on through a stale spte), and the run's result
+// keeps it as a note, which this returns; in a clean run it is the run's own
+// failure: Error(kInternal).
+std::string guest_failure_note(const std::string& failure, uint64_t violations);
+
 // native_delays' fault-in-window wait: whether a vCPU fault has finished
 // between two snapshots of the MMU's statistics, not counting the retry of a
 // fault already in flight at the first (it read the invalidation state

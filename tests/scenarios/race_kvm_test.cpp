@@ -4,6 +4,7 @@
 // scheme must be caught and a correct one must have no violation at all.
 #include <gtest/gtest.h>
 
+#include "base/error.h"
 #include "scenarios/race.h"
 #include "tests/hypervisor/kvm_env.h"
 
@@ -144,6 +145,33 @@ TEST_P(KvmEveryOp, RunsWithoutAGuestCrash) {
   EXPECT_GT(result.operations, 0u) << describe(result);
   EXPECT_GT(result.guest_work, 0u) << describe(result);
   EXPECT_EQ(result.violations, 0u) << describe(result);
+}
+
+// A guest that ends on its own (hello exits at once) in a run without a
+// violation is the run's failure, not a result.
+TEST(KvmRaceGuestFailure, WithoutAViolationIsAnInternalError) {
+  SPTELAB_REQUIRE_KVM();
+  RaceConfig config =
+      kvm_config(ScenarioKind::kLockfree, "start-end+seq-count", HostOp::kRemap, 1000000);
+  config.guest_path = std::string(SPTELAB_GUEST_OUTPUT_DIR) + "/hello.elf";
+  config.max_seconds = 0.2;
+  config.for_duration = true;
+  try {
+    run_race(config);
+    FAIL() << "a guest that exited mid-race gave a result";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.status(), ExitStatus::kInternal);
+    EXPECT_NE(std::string(error.what()).find("the race guest ended"), std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(GuestFailureNote, IsTheRunsLastNoteOnlyAfterAViolation) {
+  const std::string failure = "the race guest ended with guest error (status 2): #GP\nrax=0";
+  EXPECT_EQ(guest_failure_note(failure, 3),
+            "the guest did not end cleanly after the violation: the race guest ended with guest "
+            "error (status 2): #GP");
+  EXPECT_THROW(guest_failure_note(failure, 0), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, KvmEveryOp, testing::ValuesIn(host::all_host_ops()),
