@@ -32,7 +32,7 @@ class KvmEngine final : public GuestEngine {
 
   ~KvmEngine() override {
     if (thread_.joinable()) {
-      vm_.request_stop(4, "race engine destroyed while the guest ran");
+      vm_.request_stop(kStoppedStatus, "race engine destroyed while the guest ran");
       thread_.join();
     }
   }
@@ -56,7 +56,7 @@ class KvmEngine final : public GuestEngine {
       std::unique_lock lock(mutex_);
       if (!ended_cv_.wait_for(lock, kStopGrace, [this] { return ended_; })) {
         lock.unlock();
-        vm_.request_stop(kNoStopStatus,
+        vm_.request_stop(kStoppedStatus,
                          "a vCPU did not see the host's stop flag: its control page was not the "
                          "page the host wrote");
       }
@@ -90,7 +90,8 @@ class KvmEngine final : public GuestEngine {
   }
 
   static constexpr auto kStopGrace = std::chrono::seconds(2);
-  static constexpr int kNoStopStatus = 4;
+  // A guest stopped from outside did not end as the race expects.
+  static constexpr int kStoppedStatus = static_cast<int>(ExitStatus::kInternal);
 
   hypervisor::GuestWindow window_;
   hypervisor::Vm vm_;
