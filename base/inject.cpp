@@ -14,6 +14,7 @@ constexpr std::array<const char*, static_cast<size_t>(Point::kCount)> kNames = {
     "gup_fast_after_pte_read", "gup_fast_after_ref",    "gup_slow_after_walk",
     "tlb_before_flush",        "walk_after_pte_read",   "spte_fault_after_snapshot",
     "spte_fault_after_gup",    "spte_fault_under_lock", "spte_zap_before_mirror",
+    "host_before_ref_freeze",
 };
 
 // shared_ptr so that a hook being replaced stays alive while another thread

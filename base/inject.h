@@ -29,6 +29,8 @@ enum class Point : uint16_t {
   kSpteFaultAfterGup,       // GUP returned a page, mmu_lock not yet taken
   kSpteFaultUnderLock,      // mmu_lock held, before the retry check and install
   kSpteZapBeforeMirror,     // spte cleared, mirror not yet told
+  // mm/ again, appended: trace files name a delay's point by its number.
+  kHostBeforeRefFreeze,  // migration: every mapping unmapped, refcount not yet frozen
   kCount
 };
 

@@ -142,6 +142,14 @@ bool migrate_referenced(PhysMem& phys, Pfn pfn) {
   File* file = page.mapping;
   bool moved = false;
   if (page.mapcount.load(std::memory_order_acquire) == 0) {
+    // page_ref_freeze decides the move: a reference dropped just before it
+    // (a secondary MMU's fault that installed its spte from a GUP taken
+    // before the unmap) lets the copy go on under that spte. An injection
+    // point, so also a scheduling point dependent on every step: the
+    // references the freeze counts are taken and dropped in steps named
+    // after other objects.
+    detail::inject_at(Point::kHostBeforeRefFreeze, unmapped.empty() ? 0 : unmapped.front().addr,
+                      pfn);
     // move_to_new_folio with the refcount frozen: ours (and the page
     // cache's) and nothing more, or a pin may still write to the old frame.
     if (file) {

@@ -10,7 +10,6 @@
 #include <thread>
 
 #include "base/error.h"
-#include "base/sched.h"
 #include "trace/trace.h"
 
 namespace sptelab::mm {
@@ -225,13 +224,6 @@ void PhysMem::put(Pfn pfn) {
 }
 
 bool PhysMem::ref_freeze(Pfn pfn, int32_t expected) {
-  // page_ref_freeze decides a migration: a reference dropped just before it
-  // (a secondary MMU's fault that installed its spte from a GUP) lets the
-  // move go on under that spte. A scheduling point of its own, dependent on
-  // every step (the references it counts are taken and dropped in steps
-  // named after other objects), so the explorer can put such a drop on
-  // either side of it.
-  sched::point(sched::Step{.kind = sched::Kind::kWrite, .label = "ref_freeze", .detail = pfn});
   return pages_[pfn].refcount.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
 }
 

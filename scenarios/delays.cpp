@@ -55,13 +55,17 @@ std::vector<DelayPoint> default_delays() {
 // whole operation, were met on some seeds only (docs/crosscheck.md). The
 // other default windows a native vCPU meets at full speed; delaying there
 // only slowed the remapper (start-end+seq-count remap: 2,400 ops/s with
-// the four default delays against 14,000 with these two).
+// the four default delays against 14,000 with the two first ones here).
 std::vector<DelayPoint> native_delays() {
   using P = inject::Point;
   using U = DelayUntil;
   return {
       // fault-in-window, held until the vCPU's fault has finished.
       {P::kHostBeforePtl, Role::kRemapper, 200000, 500, U::kGuestFault},
+      // The same for a migration between its unmap and its refcount freeze:
+      // a naive fault whose GUP came before the unmap installs and drops its
+      // reference there, and the freeze lets the copy go on under its spte.
+      {P::kHostBeforeRefFreeze, Role::kRemapper, 200000, 500, U::kGuestFault},
       // gup-before-change, on fewer faults: each one held costs the
       // remapper's wait for the vCPU (9,500 ops/s at 300 per mille, 11,000-
       // 14,000 at 100, every such cell still found within 200 ms).

@@ -65,7 +65,7 @@ struct ProgressSources {
 // Defaults: one window per interleaving of scenarios/interleavings.h.
 std::vector<DelayPoint> default_delays();
 // For vCPUs that run natively (KVM native mode), which meet on their own
-// the windows they can reach within nanoseconds: only the two windows a vCPU
+// the windows they can reach within nanoseconds: only the windows a vCPU
 // reaches no faster than a fault's round trip (~37 us here) are held open,
 // each until the vCPU's part in it is done.
 std::vector<DelayPoint> native_delays();

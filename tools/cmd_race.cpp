@@ -111,10 +111,11 @@ options:
                    repeatable; 'sptelab list points'
   --no-delays      no delay injection at all. By default free soft and
                    --cpl0 runs widen every window with delays; a native KVM
-                   guest has only the two windows held that it reaches no
+                   guest has only the windows held that it reaches no
                    faster than a fault's round trip (the host operation
-                   before its PTE change, until the vCPU's fault has
-                   finished; the vCPU's fault after its GUP, until the host
+                   before its PTE change, and a migration before its
+                   refcount freeze, until the vCPU's fault has finished;
+                   the vCPU's fault after its GUP, until the host
                    invalidates)
   --guided         per scheme, let the explorer find the fewest-preemption
                    counterexample for this op and place delays where it holds
