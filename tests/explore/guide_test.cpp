@@ -96,22 +96,25 @@ TEST(Guide, HoldsTheThreadABlockedSwitchStoppedNotAVcpuMidAccess) {
   EXPECT_FALSE(at(inject::Point::kSpteFaultAfterGup, Role::kVcpu)) << guide.description;
 }
 
-// range-after+naive/migrate: since 6.3 migration flushes after the PTL is
-// dropped (a deferred flush), so the remapper can be held at its flush,
-// after its late invalidation, while the vCPU installs the spte it faulted
-// from the old page; under ptep_clear_flush (2.6.27) the same point is inside
-// the PTL and no delay may stand there. Whether a point is inside a lock
-// comes from the replay, not from the point's name: a delay moved back to
-// the remapper's PTL unlock (before its invalidation) let the invalidation
-// zap the stale spte, and the real guest missed the cell in 4 of 5 seeds.
+// range-after+naive/migrate: the remapper must be held after its late
+// invalidation (at its deferred flush, since 6.3 outside the PTL, or at its
+// refcount freeze) while the vCPU installs the spte it faulted from the old
+// page; under ptep_clear_flush (2.6.27) the flush is inside the PTL and no
+// delay may stand there. Whether a point is inside a lock comes from the
+// replay, not from the point's name: a delay moved back to the remapper's
+// PTL unlock (before its invalidation) let the invalidation zap the stale
+// spte, and the real guest missed the cell in 4 of 5 seeds.
 TEST(Guide, HoldsTheRemapperAtAFlushOnlyWhereItIsOutsideThePtl) {
   Guide deferred = guide_for(cell("range-after+naive", HostOp::kMigrate), kBoundNs);
   EXPECT_EQ(deferred.property, "use-after-free");
-  EXPECT_TRUE(
-      has_delay(deferred, inject::Point::kTlbBeforeFlush, Role::kRemapper,
-                DelayUntil::kGuestProgress) ||
-      has_wait_for_pass(deferred, inject::Point::kTlbBeforeFlush, Role::kRemapper, Role::kVcpu))
+  const auto held_at = [&](inject::Point point) {
+    return has_delay(deferred, point, Role::kRemapper, DelayUntil::kGuestProgress) ||
+           has_wait_for_pass(deferred, point, Role::kRemapper, Role::kVcpu);
+  };
+  EXPECT_TRUE(held_at(inject::Point::kTlbBeforeFlush) ||
+              held_at(inject::Point::kHostBeforeRefFreeze))
       << deferred.description;
+  EXPECT_FALSE(held_at(inject::Point::kHostAfterPtlUnlock)) << deferred.description;
   Cell in_ptl = cell("ptl-page+naive", HostOp::kRemap);
   in_ptl.era = mm::KernelEra::k2_6_27;
   Guide guide = guide_for(in_ptl, kBoundNs);
