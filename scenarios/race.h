@@ -158,9 +158,6 @@ using ProgressFn = std::function<void(const RaceConfig&, uint64_t done, uint64_t
 
 RaceResult run_race(const RaceConfig& config, const ProgressFn& progress = {});
 
-// Table (one row per result, each detector its own column, a legend under
-// it) and the JSON document of the CLI contract. The table fits kTableWidth
-// columns (the cost columns go first) unless `wide`.
 // A guest that crashed or missed the stop (`failure`, the engine's
 // message): in a run with violations it did so of them (a vCPU read a freed
 // copy of a page it depends on through a stale spte), and the run's result
@@ -174,6 +171,9 @@ std::string guest_failure_note(const std::string& failure, uint64_t violations);
 // before the window opened, and its vCPU faults again).
 bool guest_fault_finished(const spte::MmuStats& at_start, const spte::MmuStats& now);
 
+// Table (one row per result, each detector its own column, a legend under
+// it) and the JSON document of the CLI contract. The table fits kTableWidth
+// columns (the cost columns go first) unless `wide`.
 std::string format_race_table(const std::vector<RaceResult>& results, bool wide = false);
 std::string race_json(const std::vector<RaceResult>& results);
 
