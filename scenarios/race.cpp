@@ -13,8 +13,10 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "base/error.h"
 #include "base/interrupt.h"
@@ -287,11 +289,9 @@ class Remapper {
     std::vector<uint64_t> before;
     if (writes) before = vcpu_words(protected_pte.pfn());
     wait_for_vcpu_work(std::chrono::microseconds(50));
-    if (size_t found = lab_.mmu->audit(); found > 0) {
-      note(
-          fmt::format("{} #{}: with gfn {:#x} write-protected, the auditor found {} spte(s) "
-                      "disagreeing with the host page table",
-                      host::host_op_name(config_.op), result_.operations, gfn, found));
+    if (std::string found = audit_sptes(); !found.empty()) {
+      note(fmt::format("{} #{}: with gfn {:#x} write-protected, the auditor found {}",
+                       host::host_op_name(config_.op), result_.operations, gfn, found));
     }
     if (!writes) return;
     const std::vector<uint64_t> after = vcpu_words(protected_pte.pfn());
@@ -416,13 +416,23 @@ class Remapper {
     const uint64_t version = ++version_;
     host_.store(layout_.version_page(page), version);
     host_.store(layout_.published(page), version);
-    size_t found = lab_.mmu->audit();
-    if (found > 0) {
-      note(
-          fmt::format("after {} #{} of gfn {:#x}: the auditor found {} spte(s) disagreeing with "
-                      "the host page table",
-                      host::host_op_name(config_.op), i, gfn, found));
+    if (std::string found = audit_sptes(); !found.empty()) {
+      note(fmt::format("after {} #{} of gfn {:#x}: the auditor found {}",
+                       host::host_op_name(config_.op), i, gfn, found));
     }
+  }
+
+  // Audits every spte; says what it found in the words of the detectors
+  // that count it (an spte on a freed frame is a use-after-free, not a
+  // stale spte), or nothing.
+  std::string audit_sptes() {
+    const spte::Mmu::AuditFindings found = lab_.mmu->audit_findings();
+    std::vector<std::string> parts;
+    if (found.freed > 0) parts.push_back(fmt::format("{} spte(s) on a freed frame", found.freed));
+    if (found.stale > 0) {
+      parts.push_back(fmt::format("{} spte(s) disagreeing with the host page table", found.stale));
+    }
+    return fmt::format("{}", fmt::join(parts, " and "));
   }
 
   // Runs after every operation. The counters the workers keep become
@@ -1021,8 +1031,10 @@ constexpr std::array kDetectorNames = {
     DetectorName{"wp_writes", "wp_write", "writes after the host write-protected the page"},
     DetectorName{"stale_reads", "stale_rd", "reads that returned a version older than published"},
     DetectorName{"stale_sptes", "stale_spte",
-                 "sptes the auditor found on another frame than the host PTE"},
-    DetectorName{"use_after_free", "uaf", "accesses that reached a freed frame"},
+                 "sptes the auditor found on another live frame than the host PTE's, or "
+                 "with more permission"},
+    DetectorName{"use_after_free", "uaf",
+                 "accesses, or sptes the auditor found, that reached a freed frame"},
 };
 
 DetectorName detector_name(const std::string& name) {

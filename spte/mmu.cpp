@@ -371,7 +371,11 @@ bool Mmu::access(Gfn gfn, bool write, const std::function<void(uint8_t* frame)>&
 }
 
 size_t Mmu::audit() {
-  size_t found = 0;
+  return audit_findings().total();
+}
+
+Mmu::AuditFindings Mmu::audit_findings() {
+  AuditFindings found;
   std::lock_guard lock(mmu_lock_);
   for (auto& slot : slots_) {
     for (uint64_t i = 0; i < slot->npages; ++i) {
@@ -383,7 +387,7 @@ size_t Mmu::audit() {
       if (phys_.generation(spte.pfn()) != slot->generations[i]) {
         violations_.report({ViolationKind::kUseAfterFree, gfn, spte.pfn(), 0,
                             "present spte maps a frame that was freed or reused"});
-        ++found;
+        ++found.freed;
         continue;
       }
       if (!pte.present()) {
@@ -396,7 +400,7 @@ size_t Mmu::audit() {
       if (!problem.empty()) {
         violations_.report({ViolationKind::kStaleSpte, gfn, spte.pfn(), 0,
                             fmt::format("spte maps pfn {:#x}: {}", spte.pfn(), problem)});
-        ++found;
+        ++found.stale;
       }
     }
   }

@@ -90,6 +90,15 @@ class Mmu final : public GuestMemory {
   // PTE maps, with no more permission, and that frame is live. Reports what it
   // finds into the violation log and returns the count.
   size_t audit();
+  // The same audit, its findings counted by kind: an spte on a freed frame is
+  // a use-after-free, one disagreeing with the host PTE over a live frame a
+  // stale spte.
+  struct AuditFindings {
+    size_t freed = 0;
+    size_t stale = 0;
+    size_t total() const { return freed + stale; }
+  };
+  AuditFindings audit_findings();
 
   void zap_all();
   MmuStats stats() const;

@@ -200,6 +200,23 @@ TEST(Mmu, SpteOutlivingItsFrameIsAUseAfterFree) {
   EXPECT_EQ(lab.violations.count(ViolationKind::kUseAfterFree), 1u);
 }
 
+// The race's notes name the detector that counts a finding: an spte left on
+// a migrated-away (freed) frame is a use-after-free, not a stale spte.
+TEST(Mmu, AuditCountsAnSpteOnAFreedFrameApartFromAStaleOne) {
+  Lab lab(config(Placement::kNone, Protocol::kSeqCount, 16, Backing::kSharedFile));
+  for (Gfn gfn = 3; gfn < 6; ++gfn) ASSERT_EQ(lab.mmu->fault(gfn, true, 0), FaultOutcome::kFixed);
+  ASSERT_TRUE(mm::migrate_page(*lab.mm, lab.hva_of(3)));  // old frame freed, spte not told
+  ASSERT_TRUE(mm::migrate_page(*lab.mm, lab.hva_of(4)));
+  // The old page stays in the page cache: a live frame the host PTE no longer maps.
+  ASSERT_TRUE(mm::remap_file_page(*lab.mm, lab.hva_of(5), lab.spare_file_index(5)));
+  const Mmu::AuditFindings found = lab.mmu->audit_findings();
+  EXPECT_EQ(found.freed, 2u);
+  EXPECT_EQ(found.stale, 1u);
+  EXPECT_EQ(found.total(), 3u);
+  EXPECT_EQ(lab.violations.count(ViolationKind::kUseAfterFree), 2u);
+  EXPECT_EQ(lab.violations.count(ViolationKind::kStaleSpte), 1u);
+}
+
 TEST(Mmu, StartEndKeepsSptesCoherentAcrossEveryHostOperation) {
   Lab lab(config(Placement::kStartEnd, Protocol::kSeqCount, 16, Backing::kSharedFile));
   for (Gfn gfn = 0; gfn < 8; ++gfn) ASSERT_EQ(lab.mmu->fault(gfn, true, 0), FaultOutcome::kFixed);
