@@ -31,6 +31,7 @@ constexpr PropertyInfo kProperties[] = {
     {"stale-spte", "STALE", "an spte disagrees with the host PTE at the end (auditor)"},
     {"use-after-free", "UAF", "an spte or a vCPU access reached a freed frame"},
     {"lost-write", "LOST", "a completed write is missing from the page the host maps"},
+    {"orphan-page", "ORPHAN", "the host maps a page its file's page cache dropped"},
     {"write-after-wrprotect", "WRPROT",
      "a vCPU write landed after mprotect(PROT_READ) had returned"},
     {"lost-at-writeback", "WBACK", "a write after page_mkclean that writeback never saw"},

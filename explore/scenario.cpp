@@ -5,6 +5,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "base/error.h"
 #include "host/lab.h"
@@ -29,9 +30,10 @@ constexpr uint64_t kHostValue = 0x686f7374;   // H, word 1
 constexpr uint64_t kPublished = 0x7075626c;   // stale-spte: the new version of word 0
 
 // Whether the op keeps the page's content (every completed write must
-// survive it); remap installs another file page, whose content is its own.
+// survive it); remap installs another file page, whose content is its own,
+// and punch-hole discards the page: the hole reads zeros.
 bool keeps_content(HostOp op) {
-  return op != HostOp::kRemap;
+  return op != HostOp::kRemap && op != HostOp::kPunchHole;
 }
 
 // What one execution records, written by the role threads (one at a time,
@@ -42,6 +44,9 @@ struct Record {
   mm::Pfn guest_write_start_pfn = mm::kNoPfn;
   bool host_write_done = false;
   mm::Pfn host_write_start_pfn = mm::kNoPfn;
+  bool op_returned = false;           // the remapper's operation has returned
+  bool guest_write_after_op = false;  // started once the operation had returned
+  bool host_write_after_op = false;
   bool write_forbidden = false;  // between mprotect(PROT_READ) and giving write back
   std::string wrprotect_violation;
   bool published = false;
@@ -107,6 +112,7 @@ std::optional<uint64_t> guest_load(Rig& rig) {
 void apply_op(Rig& rig, HostOp op, Record& record) {
   if (op != HostOp::kMprotect) {
     host::apply_host_op(rig.lab, op, kGfn, 0);
+    record.op_returned = true;
     return;
   }
   // Spelled out so that the window in which writes are forbidden is known:
@@ -125,11 +131,13 @@ void apply_op(Rig& rig, HostOp op, Record& record) {
   record.write_forbidden = false;
   rig.lab.mmu->audit();
   mm::mprotect(*rig.lab.mm, page, mm::kPageSize, mm::kProtRead | mm::kProtWrite);
+  record.op_returned = true;
 }
 
 void coherence_vcpu(Rig& rig, Record& record) {
   guest_load(rig);  // a cold fault: its GUP may straddle the whole operation
   record.guest_write_start_pfn = rig.host_pfn();
+  record.guest_write_after_op = record.op_returned;
   const bool landed = guest_store(rig, kGuestValue);
   if (landed && record.write_forbidden && record.wrprotect_violation.empty()) {
     record.wrprotect_violation = fmt::format(
@@ -140,6 +148,7 @@ void coherence_vcpu(Rig& rig, Record& record) {
 
 void coherence_host(Rig& rig, Record& record) {
   record.host_write_start_pfn = rig.host_pfn();
+  record.host_write_after_op = record.op_returned;
   try {
     rig.host.store64(rig.hva(1), kHostValue);
     record.host_write_done = true;
@@ -183,9 +192,37 @@ FinalView final_view(Rig& rig) {
   return view;
 }
 
+// punch-hole discards the page by design: at the end a word holds zero (the
+// hole) or what a write put there, and must hold the write if it started
+// once the punch had returned (nothing but the hole's new page was left to
+// write). Anything else, such as the content from before the punch, reached
+// the host's page some other way.
+std::optional<Outcome> check_punched_word(const FinalView& view, uint64_t held, size_t word,
+                                          const char* writer, uint64_t value, bool done,
+                                          bool after_punch) {
+  const bool must_hold_write = done && after_punch;
+  if (held == value ? done : held == 0 && !must_hold_write) return std::nullopt;
+  const std::string expected =
+      must_hold_write ? fmt::format("{:#x}, which {} after the punch had returned", value, writer)
+      : done          ? fmt::format("0 (the hole) or {:#x}, which {}", value, writer)
+                      : std::string("0 (the hole)");
+  return Outcome{true, "lost-write",
+                 fmt::format("word {} of frame {:#x}, which the host maps at the end, holds {:#x} "
+                             "instead of {}",
+                             word, view.pfn, held, expected)};
+}
+
 std::optional<Outcome> check_lost_writes(Rig& rig, const Cell& cell, const Record& record) {
   if (cell.scenario != ScenarioKind::kCoherence) return std::nullopt;
   const FinalView view = final_view(rig);
+  if (cell.op == HostOp::kPunchHole) {
+    if (auto found = check_punched_word(view, view.word0, 0, "the vCPU wrote", kGuestValue,
+                                        record.guest_write_done, record.guest_write_after_op)) {
+      return found;
+    }
+    return check_punched_word(view, view.word1, 1, "the host thread wrote", kHostValue,
+                              record.host_write_done, record.host_write_after_op);
+  }
   auto must_survive = [&](bool done, mm::Pfn start_pfn) {
     return done && (keeps_content(cell.op) || start_pfn == view.pfn);
   };
@@ -204,6 +241,21 @@ std::optional<Outcome> check_lost_writes(Rig& rig, const Cell& cell, const Recor
                                kHostValue, view.pfn, view.word1)};
   }
   return std::nullopt;
+}
+
+// On a shared file the page the host maps at the end must still be the
+// file's: one the page cache dropped (a fault that mapped it after the
+// truncation had removed it) is an orphan whose content no read(), no
+// other mapping and no writeback will ever see.
+std::optional<Outcome> check_orphan(Rig& rig) {
+  if (rig.lab.config().backing != host::Backing::kSharedFile) return std::nullopt;
+  const FinalView view = final_view(rig);
+  if (view.pfn == mm::kNoPfn) return std::nullopt;
+  if (rig.lab.phys.page(view.pfn).mapping == rig.lab.file.get()) return std::nullopt;
+  return Outcome{true, "orphan-page",
+                 fmt::format("the host maps frame {:#x} at gfn {:#x}, which its file's page "
+                             "cache no longer holds",
+                             view.pfn, kGfn)};
 }
 
 // A final writeback (the host's next one) must leave on disk what the page
@@ -368,6 +420,7 @@ Outcome run_cell(const Cell& cell, sched::Chooser& chooser) {
   }
   if (!found && !record.stale_read.empty()) found = Outcome{true, "stale-read", record.stale_read};
   if (!found) found = check_log(rig);
+  if (!found && end == sched::EndReason::kCompleted) found = check_orphan(rig);
   if (!found && end == sched::EndReason::kCompleted) found = check_lost_writes(rig, cell, record);
   if (!found && end == sched::EndReason::kCompleted) found = check_writeback(rig, cell);
   if (found) {

@@ -18,8 +18,14 @@
 //  use-after-free    an spte or a vCPU access reached a freed frame
 //  lost-write        a completed write is missing from the page the host maps
 //                    at the end: every write for an op that keeps the page's
-//                    content (all but remap), and for remap every write that
-//                    started once the host already mapped the final page
+//                    content (all but remap and punch-hole), for remap every
+//                    write that started once the host already mapped the
+//                    final page; punch-hole discards the content, so a word
+//                    must hold zero or its write, and the write if it
+//                    started once the punch had returned
+//  orphan-page       on a shared file, the page the host maps at the end is
+//                    no longer the file's (a fault mapped it after a
+//                    truncation dropped it from the page cache)
 //  write-after-wrprotect  a vCPU write landed after mprotect(PROT_READ)
 //                    returned and before write permission was given back
 //  lost-at-writeback a final writeback at the end leaves the disk without

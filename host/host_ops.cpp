@@ -19,7 +19,7 @@ struct OpInfo {
   const char* description;
 };
 
-constexpr std::array<OpInfo, 7> kOps = {{
+constexpr std::array<OpInfo, 8> kOps = {{
     {HostOp::kMigrate, "migrate", Backing::kAnon,
      "page migration: migration entry, copy, new frame, old frame freed"},
     {HostOp::kRemap, "remap", Backing::kSharedFile,
@@ -34,6 +34,8 @@ constexpr std::array<OpInfo, 7> kOps = {{
      "writeback: page_mkclean write-protects and cleans every mapping"},
     {HostOp::kKsm, "ksm", Backing::kAnon,
      "KSM merge with an identical twin (change_pte until 6.9), then a write breaks it"},
+    {HostOp::kPunchHole, "punch-hole", Backing::kSharedFile,
+     "fallocate(PUNCH_HOLE): unmap_mapping_range, the page leaves the page cache; reads zeros"},
 }};
 
 const OpInfo& info(HostOp op) {
@@ -125,6 +127,9 @@ bool apply_host_op(Lab& lab, HostOp op, spte::Gfn gfn, uint64_t iteration) {
     }
     case HostOp::kKsm:
       return merge_and_break(lab, hva, lab.scratch_hva(gfn));
+    case HostOp::kPunchHole:
+      // Guest RAM maps the file from offset 0: gfn is the file page.
+      return mm::punch_hole(*lab.file, gfn, 1) > 0;
     default:
       break;  // an mm op no race applies
   }

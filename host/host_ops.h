@@ -22,12 +22,15 @@ namespace sptelab::host {
 //   kMprotect  write-protect, then give write permission back
 //   kMkclean   writeback: page_mkclean write-protects and cleans every mapping
 //   kKsm       merge with an identical twin page, then break the KSM page by writing
+//   kPunchHole fallocate(FALLOC_FL_PUNCH_HOLE) of the page: every mapping of it
+//              is zapped, it leaves the page cache, the hole reads zeros
 using HostOp = mm::MmOp;
 
 const char* host_op_name(HostOp op);
 std::optional<HostOp> parse_host_op(std::string_view name);
 const std::vector<HostOp>& all_host_ops();
-// The backing an op needs (remap/mkclean: a shared file; cow/ksm: anon).
+// The backing an op needs (remap/mkclean/punch-hole: a shared file;
+// cow/ksm: anon). punch-hole discards the content whatever the backing.
 // MADV_DONTNEED discards anonymous content but keeps a file page in the page
 // cache: a scenario whose page content must survive gets the file, one that
 // wants the frame to change gets anonymous memory.

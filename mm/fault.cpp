@@ -67,21 +67,43 @@ Outcome anon_fault(Mm& mm, const Vma& vma, uint64_t addr, PteSlot slot, bool wri
   return install_new_page(mm, addr, slot, pfn, entry, false);
 }
 
-// do_read_fault / do_shared_fault / do_cow_fault
+// filemap_fault's lookup: the page-cache page with a reference, locked, and
+// still the file's. Truncation (truncate_inode_pages_range) holds the page
+// lock while it unmaps a page and removes it from the cache, so a page that
+// was found before the truncation and locked after it no longer belongs to
+// the file (Page::mapping cleared): drop it and look again, as
+// filemap_fault's "did it get truncated?" recheck does. kNoPfn if no frame
+// is free.
+Pfn lock_file_page(File& file, uint64_t index) {
+  PhysMem& phys = file.phys();
+  for (;;) {
+    const Pfn pfn = file.get_page(index);
+    if (pfn == kNoPfn) return kNoPfn;
+    phys.lock_page(pfn);
+    if (phys.page(pfn).mapping == &file) return pfn;
+    phys.unlock_page(pfn);
+    phys.put(pfn);
+  }
+}
+
+// do_read_fault / do_shared_fault / do_cow_fault. The page stays locked
+// until its PTE is installed (finish_fault before folio_unlock), so a
+// truncation either comes first and the recheck sees it, or comes after
+// and finds the PTE to unmap: the host never maps a page the cache dropped.
 Outcome file_fault(Mm& mm, const Vma& vma, uint64_t addr, PteSlot slot, bool write) {
   PhysMem& phys = mm.phys();
   const uint64_t index = vma.file_index(addr);
   if (index >= vma.file->size_pages()) return {FaultResult::kSigSegv, kNoPfn};  // SIGBUS
-  Pfn cached = vma.file->get_page(index);
+  const Pfn cached = lock_file_page(*vma.file, index);
   if (cached == kNoPfn) return {FaultResult::kOom, kNoPfn};
   if (write && !vma.shared) {
+    // do_cow_fault copies under the page lock, then unlocks and installs
+    // the copy, an anonymous page truncation leaves alone.
     Pfn copy = phys.alloc(kPageAnon);
-    if (copy == kNoPfn) {
-      phys.put(cached);
-      return {FaultResult::kOom, kNoPfn};
-    }
-    phys.copy_frame(copy, cached);
+    if (copy != kNoPfn) phys.copy_frame(copy, cached);
+    phys.unlock_page(cached);
     phys.put(cached);
+    if (copy == kNoPfn) return {FaultResult::kOom, kNoPfn};
     Pte entry = Pte::make(copy, true).with(Pte::kAccessed | Pte::kDirty);
     return install_new_page(mm, addr, slot, copy, entry, false);
   }
@@ -89,9 +111,12 @@ Outcome file_fault(Mm& mm, const Vma& vma, uint64_t addr, PteSlot slot, bool wri
   // the first write then faults and marks the page dirty (write-notify).
   const bool writable = write && vma.shared;
   Pte entry = Pte::make(cached, writable).with(Pte::kAccessed | (writable ? Pte::kDirty : 0));
+  // The PTE takes over our reference (or install_new_page drops it); the
+  // cache's keeps the frame until the unlock, which no truncation passes.
   Outcome outcome = install_new_page(mm, addr, slot, cached, entry, vma.shared);
-  // fault_dirty_shared_page(): after the PTL is dropped.
+  // fault_dirty_shared_page(): after the PTL is dropped, under the page lock.
   if (writable && outcome.pfn != kNoPfn) phys.mark_dirty(cached);
+  phys.unlock_page(cached);
   return outcome;
 }
 

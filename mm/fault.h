@@ -20,7 +20,9 @@ const char* fault_result_name(FaultResult result);
 //    a new zeroed page (do_anonymous_page);
 //  - none PTE, file VMA: maps the page-cache page; a write to a shared
 //    mapping maps it writable and dirty, a write to a private one copies it
-//    into a new anon page (do_read_fault / do_shared_fault / do_cow_fault);
+//    into a new anon page (do_read_fault / do_shared_fault / do_cow_fault).
+//    The page is locked from its lookup to its PTE's install, and looked up
+//    again if truncation dropped it meanwhile (filemap_fault's recheck);
 //  - write to a read-only present PTE (do_wp_page): a shared file mapping is
 //    made writable+dirty; a private page is reused in place if it is an
 //    exclusive anon page (mapcount 1, refcount 1), otherwise copied

@@ -124,8 +124,10 @@ class File {
   std::atomic<uint64_t> writebacks_{0};
   // A plain lock, not a scheduling point of `explore`: every VMA change
   // takes it, and making it one would grow every explored scenario's
-  // schedules. No explored scenario truncates a file; one that does must
-  // make it a base/rwlock.h RwLock, since punch_hole holds it across a zap.
+  // schedules. punch_hole holds it across a zap (whose steps are scheduling
+  // points), which is safe only while nothing else takes it in the same
+  // execution: the explored punch-hole cells change no VMA. A scenario that
+  // truncates while it changes VMAs must make it a base/rwlock.h RwLock.
   mutable std::shared_mutex i_mmap_lock_;
   std::vector<FileMapping> mappings_;  // under i_mmap_lock_
 };

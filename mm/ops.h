@@ -109,10 +109,10 @@ ReclaimResult reclaim_page(PhysMem& phys, Pfn pfn, bool honor_references = true)
 // unless something else holds it (truncate_inode_pages_range); the hole
 // reads as zeros afterwards. Returns how many cached pages were dropped.
 // Throws Error(kBadInput) for an empty range or one beyond the file.
-// Unlike Linux, a fault that found a page in the cache before the
-// truncation dropped it can still map it afterwards, as an orphan
-// (filemap_fault rechecks folio->mapping under the folio lock; the emulated
-// fault takes no page lock): reference counts stay balanced.
+// A fault that found a page in the cache before the truncation dropped it
+// rechecks Page::mapping under the page lock and looks the index up again
+// (filemap_fault; mm/fault.cpp), so no PTE is left to a dropped page; a GUP
+// pin taken before keeps the dropped frame alive, unmapped, until it is put.
 size_t punch_hole(File& file, uint64_t first_index, uint64_t count);
 
 // --- aging ---

@@ -50,6 +50,9 @@ void unmap_mapping_pages(File& file, uint64_t first, uint64_t count) {
 // again, cancel_dirty_page), delete_from_page_cache_batch (the slot goes,
 // Page::mapping with it), unlock, then the cache's and the lookup's
 // references are dropped: the frame is freed unless a GUP pin holds it.
+// The release points carry the frame and no address (the page may have
+// been mapped anywhere): from the first on, the page is nobody's and its
+// content is gone for good.
 bool truncate_cached_page(File& file, uint64_t index) {
   PhysMem& phys = file.phys();
   const Pfn pfn = file.find_page(index);
@@ -68,8 +71,10 @@ bool truncate_cached_page(File& file, uint64_t index) {
   const bool removed = file.remove_page(index, pfn);
   if (removed) page.mapping = nullptr;
   phys.unlock_page(pfn);
+  if (removed) detail::inject_at(inject::Point::kHostBeforeRelease, 0, pfn);
   if (removed) phys.put(pfn);  // the page cache's reference
   phys.put(pfn);               // find_page's
+  if (removed) detail::inject_at(inject::Point::kHostAfterRelease, 0, pfn);
   return removed;
 }
 

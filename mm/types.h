@@ -98,7 +98,7 @@ const char* invalidate_event_name(InvalidateEvent event);
 
 // The mm operations: the "op" argument of trace kMmOpBegin/kMmOpEnd, and
 // the host operations a race applies to a guest page (host::HostOp is
-// this enum; `--op` offers seven of them, host::all_host_ops()). Two
+// this enum; `--op` offers eight of them, host::all_host_ops()). Two
 // race ops are whole cycles, named by the step a secondary MMU must see:
 // kCow is fork, then the write that breaks COW (traced as fork, break_cow);
 // kKsm is the merge, then the write that breaks the KSM page.

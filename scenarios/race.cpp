@@ -147,6 +147,8 @@ class Remapper {
   void stop() { host_.store(layout_.control(offsetof(sptelab_race_control, stop)), 1); }
 
   uint64_t counter() { return host_.load(layout_.counter()); }
+  // coherence: the counter plus the values punch-hole discarded with it.
+  uint64_t counted() { return counter() + discarded_counter_; }
   uint64_t control(size_t offset) { return host_.load(layout_.control(offset)); }
   uint64_t finished_work(uint32_t workers) {
     uint64_t sum = 0;
@@ -160,7 +162,7 @@ class Remapper {
     uint64_t lost = 0;
     for (uint32_t w = 0; w < workers; ++w) {
       uint64_t done = host_.load(layout_.done(w));
-      uint64_t held = host_.load(layout_.count(w));
+      uint64_t held = host_.load(layout_.count(w)) + discarded_counts_[w];
       if (held < done) lost += done - held;
     }
     return lost;
@@ -185,6 +187,20 @@ class Remapper {
               fold_counters();
             }};
   }
+  // punch-hole drops the page and its counters with it. Once the page has
+  // left the page cache and every mapping (truncate_cached_page's release
+  // point, the only one that names no address), no correct scheme lets a
+  // vCPU write it: what it holds then is what the hole discarded, and is
+  // counted aside before the frame is freed. A write after that came
+  // through a stale spte and is lost.
+  PointObserver discard_observer() {
+    return {inject::Point::kHostBeforeRelease,
+            [this](inject::Point, const inject::Context& context) {
+              if (ThreadRole::current() != Role::kRemapper || !discard_armed_) return;
+              if (context.addr != 0) return;  // the zap's release point, not the truncation's
+              discard_counters(context.pfn);
+            }};
+  }
   void note(const std::string& example) {
     if (result_.examples.size() < kMaxExamples) result_.examples.push_back(example);
   }
@@ -201,6 +217,14 @@ class Remapper {
     for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) {
       uint64_t moved = __atomic_exchange_n(from + w, 0, __ATOMIC_SEQ_CST);
       if (moved) __atomic_fetch_add(to + w, moved, __ATOMIC_SEQ_CST);
+    }
+  }
+
+  void discard_counters(mm::Pfn pfn) {
+    discard_armed_ = false;
+    uint64_t* from = counts(pfn);
+    for (uint32_t w = 0; w < SPTELAB_RACE_MAX_WORKERS; ++w) {
+      discarded_counts_[w] += __atomic_exchange_n(from + w, 0, __ATOMIC_SEQ_CST);
     }
   }
 
@@ -253,6 +277,8 @@ class Remapper {
     const spte::Gfn target = gfn_of(layout_.target_gpa);
     if (config_.op == host::HostOp::kRemap) {
       remap_under_lock(target, i);
+    } else if (config_.op == host::HostOp::kPunchHole) {
+      punch_under_lock(target, i);
     } else {
       result_.operations_applied += apply_op(target, i) ? 1 : 0;
     }
@@ -355,6 +381,21 @@ class Remapper {
     }
   }
 
+  // An application punching a hole under its own lock: the counter it holds
+  // there is final (no worker is inside), and is what the hole discards.
+  // The lock word goes with the page: the hole's new page reads zero, an
+  // unlocked lock and a zero counter, so the punch itself releases the
+  // lock. A worker still on the old page (a stale spte) finds it locked
+  // forever, or freed under it.
+  void punch_under_lock(spte::Gfn target, uint64_t i) {
+    if (!try_take_lock(host_, layout_, kRemapperOwner, kLockAttempts)) return;
+    enter_critical(host_, layout_);
+    // Reading it faulted the page into the cache: the punch drops it.
+    discarded_counter_ += counter();
+    leave_critical(host_, layout_);
+    result_.operations_applied += host::apply_host_op(lab_, config_.op, target, i) ? 1 : 0;
+  }
+
   uint64_t* counts(mm::Pfn pfn) {
     return reinterpret_cast<uint64_t*>(lab_.phys.direct_map(pfn) +
                                        offsetof(sptelab_race_target, counts));
@@ -365,6 +406,12 @@ class Remapper {
   // own, so the fold observer moves the counters at the PTE switch.
   void lockfree_step(uint64_t i) {
     const spte::Gfn target = gfn_of(layout_.target_gpa);
+    if (config_.op == host::HostOp::kPunchHole) {
+      discard_armed_ = true;
+      result_.operations_applied += apply_op(target, i) ? 1 : 0;
+      discard_armed_ = false;
+      return;
+    }
     if (config_.op != host::HostOp::kRemap) {
       result_.operations_applied += apply_op(target, i) ? 1 : 0;
       return;
@@ -480,7 +527,7 @@ class Remapper {
   bool lost_increments_now() {
     if (!try_take_lock(host_, layout_, kRemapperOwner, kLockAttempts)) return false;
     enter_critical(host_, layout_);
-    uint64_t value = counter();
+    uint64_t value = counted();
     uint64_t finished = finished_work(workers());
     leave_critical(host_, layout_);
     host_.store(layout_.lock(), 0);
@@ -506,6 +553,12 @@ class Remapper {
   mm::Pfn fold_from_ = mm::kNoPfn;
   mm::Pfn fold_to_ = mm::kNoPfn;
   uint64_t misplaced_ = 0;
+  // punch-hole: what the holes discarded (coherence: the counter, under the
+  // application's lock; coherence-lockfree: each worker's slot, at the
+  // discard observer).
+  uint64_t discarded_counter_ = 0;
+  bool discard_armed_ = false;
+  std::array<uint64_t, SPTELAB_RACE_MAX_WORKERS> discarded_counts_{};
   uint64_t writes_after_wrprotect_ = 0;  // windows in which a vCPU wrote a protected page
 };
 
@@ -863,6 +916,9 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   {
     std::vector<PointObserver> observers;
     if (config.scenario == ScenarioKind::kLockfree) observers.push_back(remapper.fold_observer());
+    if (config.scenario == ScenarioKind::kLockfree && config.op == host::HostOp::kPunchHole) {
+      observers.push_back(remapper.discard_observer());
+    }
     // A scheduled run's windows are the chooser's switches, not delays.
     DelayInjector delays(config.scheduled ? std::vector<DelayPoint>{} : config.delays, config.seed,
                          progress_sources(lab, layout, config.vcpus), remapper.deadline(),
@@ -893,13 +949,14 @@ RaceResult run_race(const RaceConfig& config, const ProgressFn& progress) {
   size_t stale_at_end = lab.mmu->audit();
   uint64_t uaf = lab.violations.count(spte::ViolationKind::kUseAfterFree);
   if (config.scenario == ScenarioKind::kCoherence) {
-    uint64_t counter = remapper.counter();
+    uint64_t counter = remapper.counted();
     uint64_t lost = result.guest_work > counter ? result.guest_work - counter : 0;
     if (lost > 0) {
       remapper.saw_violation();
       remapper.note(
           fmt::format("lost increments: {} increments finished but the counter in gfn "
-                      "{:#x} says {}: {} went to a page the others never saw",
+                      "{:#x} (with what punched holes discarded) says {}: {} went to a page "
+                      "the others never saw",
                       result.guest_work, gfn_of(layout.target_gpa), counter, lost));
     }
     uint64_t doubles = remapper.control(offsetof(sptelab_race_control, double_holders));

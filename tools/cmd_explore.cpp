@@ -40,7 +40,8 @@ reduction; the first violation found is the cell's counterexample, the one
 with the fewest preemptions. --pct N runs N random PCT schedules instead.
 
   --scheme LIST    comma list of schemes or globs ('ptl-page+*', '*+seq-count'), or all
-  --op LIST        comma list of ops (migrate remap cow dontneed mprotect mkclean ksm) or all
+  --op LIST        comma list of ops (migrate remap cow dontneed mprotect mkclean ksm
+                   punch-hole) or all
   --scenario LIST  coherence, stale-spte, or all (default)
   --mutant NAME    run with a deliberately broken protocol ('sptelab list mutants')
   --race NAME      a seed race ('sptelab list scenarios': delayed-rmap,

@@ -76,7 +76,8 @@ options:
                    ptl-page+seq,range-after+seq; or all (default all);
                    'sptelab list schemes'
   --op LIST        the host operations, a comma list or globs: migrate,
-                   remap, cow, dontneed, mprotect, mkclean, ksm, or all
+                   remap, cow, dontneed, mprotect, mkclean, ksm,
+                   punch-hole, or all
                    (default remap); 'sptelab list ops'
   --backend B      kvm: the built-in race guest on /dev/kvm (default);
                    soft: software vCPUs, no KVM needed

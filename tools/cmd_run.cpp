@@ -79,9 +79,10 @@ options:
                  ones were lost
   --op OP        with an emulated --scheme: a remapper thread applies the
                  host operation OP (migrate, remap, cow, dontneed, mprotect,
-                 mkclean, ksm; 'sptelab list ops') to the guest's pages
-                 above its image, one after another, while the guest runs,
-                 so the trace shows invalidations and the faults they cause
+                 mkclean, ksm, punch-hole; 'sptelab list ops') to the guest's
+                 pages above its image, one after another, while the guest
+                 runs, so the trace shows invalidations and the faults they
+                 cause (punch-hole discards those pages' content)
   --kernel       with --trace: also capture the real kernel's kvm and kvmmmu
                  tracepoints (tracefs, needs root) into the same timeline;
                  where tracefs is unavailable the run goes on without them

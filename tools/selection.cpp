@@ -12,7 +12,7 @@ std::vector<host::HostOp> selected_ops(const Options& options, const std::string
   return select<host::HostOp>(
       options, "op", options.value("op").value_or(fallback), host::all_host_ops(),
       [](host::HostOp op) { return std::string(host::host_op_name(op)); },
-      "migrate, remap, cow, dontneed, mprotect, mkclean, ksm, or all");
+      "migrate, remap, cow, dontneed, mprotect, mkclean, ksm, punch-hole, or all");
 }
 
 mm::KernelEra selected_era(const Options& options) {

@@ -54,6 +54,24 @@ TEST(Explore, RemapAsMmapSince40) {
   EXPECT_EQ(result.property, "stale-spte");
 }
 
+// fallocate(PUNCH_HOLE) frees the page once it has left the page cache,
+// after the zap's whole bracket: start-end+seq lets a fault that runs inside
+// the bracket install an spte the page is then freed under; seq-count holds
+// that fault off, and range-after's late invalidation still comes before
+// the free (docs/schemes.md). Each word must end zero or its write.
+TEST(Explore, PunchHoleFreesThePageUnderAnSpteOnlyWhereTheBracketLetsAFaultIn) {
+  CellResult racy = explore(cell("start-end+seq", HostOp::kPunchHole));
+  EXPECT_TRUE(racy.violated);
+  EXPECT_EQ(racy.property, "use-after-free");
+  EXPECT_EQ(racy.preemptions, 1);
+  for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
+    CellResult coherent = explore(cell("start-end+seq-count", HostOp::kPunchHole, scenario));
+    EXPECT_FALSE(coherent.violated) << coherent.property << ": " << coherent.detail;
+    EXPECT_TRUE(coherent.complete);
+  }
+  EXPECT_FALSE(explore(cell("range-after+seq", HostOp::kPunchHole)).violated);
+}
+
 // change_pte went in 6.10: start-end+seq kept cow and ksm coherent only
 // through it (docs/schemes.md), and loses both without it.
 TEST(Explore, StartEndSeqNeededChangePteOnCowAndKsm) {

@@ -21,12 +21,16 @@ TEST(HostOps, AreMmOpsUnderTheirCliNames) {
   std::vector<std::string> names;
   for (HostOp op : all_host_ops()) names.push_back(host_op_name(op));
   EXPECT_EQ(names, (std::vector<std::string>{"migrate", "remap", "cow", "dontneed", "mprotect",
-                                             "mkclean", "ksm"}));
+                                             "mkclean", "ksm", "punch-hole"}));
   // The cycles are named by the step a secondary MMU must see.
   EXPECT_EQ(parse_host_op("cow"), mm::MmOp::kBreakCow);
   EXPECT_EQ(parse_host_op("ksm"), mm::MmOp::kKsmMerge);
   EXPECT_STREQ(mm::mm_op_name(HostOp::kCow), "break_cow");
   EXPECT_EQ(parse_host_op("break_cow"), std::nullopt);  // the CLI keeps its names
+  EXPECT_EQ(parse_host_op("punch-hole"), mm::MmOp::kPunchHole);
+  // A hole needs a file to punch, and discards the content either way.
+  EXPECT_EQ(backing_for(HostOp::kPunchHole, true), Backing::kSharedFile);
+  EXPECT_EQ(backing_for(HostOp::kPunchHole, false), Backing::kSharedFile);
 }
 
 TEST(HostOps, AnMmOpNoRaceAppliesIsAnInternalError) {

@@ -309,10 +309,10 @@ TEST(MmConcurrencyTest, RacingFaultsOnTheSamePagesInstallOneMappingEach) {
 // VMA splits and merges (each republishing the file's i_mmap), and a second
 // address space that maps the file, forks and exits over and over: no frame
 // is used after it is freed, every reference and mapcount balances, and
-// every frame is free once everything is gone. (A fault that got the page
-// before the truncation dropped it may still map it afterwards, as an
-// orphan: the emulated fault does not take the page lock and recheck
-// Page::mapping as filemap_fault does; the audit's balance holds for it.)
+// every frame is free once everything is gone, and every page still mapped
+// is the one the cache holds: a fault that found a page before the
+// truncation dropped it rechecks it under the page lock (filemap_fault)
+// rather than map it as an orphan.
 TEST(MmConcurrencyTest, PunchHoleRacesFaultsVmaChangesAndAnotherAddressSpace) {
   constexpr uint64_t kPages = 16;
   constexpr int kRounds = 1000;
@@ -373,6 +373,12 @@ TEST(MmConcurrencyTest, PunchHoleRacesFaultsVmaChangesAndAnotherAddressSpace) {
   c.join();
   std::vector<std::string> problems = audit(phys, {mm.get()}, {file.get()});
   EXPECT_TRUE(problems.empty()) << problems.front();
+  for (uint64_t i = 0; i < kPages; ++i) {
+    const Pte pte = mm->read_pte_lockless(page(base, i));
+    if (pte.present()) {
+      EXPECT_EQ(pte.pfn(), file->cached_pfn(i)) << "an orphan at page " << i;
+    }
+  }
   EXPECT_EQ(file->mappings_of(0, kPages).size(), 1u);
   mm.reset();
   file.reset();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "mm/fault.h"
@@ -159,6 +160,43 @@ TEST_F(FaultTest, FaultOnMigrationEntryWaitsUntilMigrationEnds) {
   EXPECT_EQ(seen.load(), 555u);
   EXPECT_GE(mm.stats().migration_waits, 1u);
   EXPECT_NE(pfn_at(addr), before);
+  EXPECT_TRUE(audit_all().empty());
+}
+
+// filemap_fault's recheck. A fault found page 0 in the cache and is held
+// before its PTE is installed while a hole is punched there. Without the
+// page lock the truncation drops the page meanwhile and the fault then maps
+// it anyway: an orphan the cache no longer knows, whose writes no one will
+// ever read back. With it, the punch waits for the fault's install and
+// unmaps the new PTE: whatever is mapped at the end is the cache's page.
+TEST_F(FaultTest, AFaultHeldBeforeItsPteWhileAHoleIsPunchedMapsNoDroppedPage) {
+  const uint64_t addr = mm.mmap_file(file, 0, 2 * kPageSize, kProtRead | kProtWrite, true);
+  cpu.store64(addr, 9);
+  ASSERT_TRUE(madvise_dontneed(mm, addr, kPageSize));  // cached, no longer mapped
+  std::atomic<bool> punched{false};
+  bool started = false;
+  std::thread puncher;
+  inject::ScopedHook hook(
+      inject::Point::kHostFaultBeforePtl, [&](inject::Point, const inject::Context&) {
+        if (started) return;
+        started = true;
+        puncher = std::thread([&] {
+          punch_hole(file, 0, 1);
+          punched = true;
+        });
+        // Until the punch is over, or long enough for it to be waiting for
+        // this fault's page lock.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+        while (!punched && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      });
+  cpu.load64(addr);
+  puncher.join();
+  const Pte pte = mm.read_pte_lockless(addr);
+  if (pte.present()) {
+    EXPECT_EQ(pte.pfn(), file.cached_pfn(0)) << "the host maps a page the hole dropped";
+    EXPECT_EQ(phys.page(pte.pfn()).mapping, &file);
+  }
+  EXPECT_EQ(cpu.load64(addr), 0u);  // the hole reads as zeros
   EXPECT_TRUE(audit_all().empty());
 }
 

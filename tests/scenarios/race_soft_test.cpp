@@ -120,7 +120,11 @@ INSTANTIATE_TEST_SUITE_P(
                     CoherenceCase{"start-end+seq-count", HostOp::kKsm, false},
                     CoherenceCase{"start-end+seq-count", HostOp::kMkclean, false},
                     CoherenceCase{"start-end+seq-count", HostOp::kMprotect, false},
-                    CoherenceCase{"start-end+seq-count", HostOp::kDontneed, false}),
+                    CoherenceCase{"start-end+seq-count", HostOp::kDontneed, false},
+                    // The hole takes the counter and the lock word with the
+                    // page; what it discarded is counted aside under the lock.
+                    CoherenceCase{"none+seq-count", HostOp::kPunchHole, true},
+                    CoherenceCase{"start-end+seq-count", HostOp::kPunchHole, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
       std::string name = std::string(param.param.scheme) + "_" + host::host_op_name(param.param.op);
       for (char& c : name) {
@@ -172,7 +176,12 @@ INSTANTIATE_TEST_SUITE_P(
                     CoherenceCase{"none+seq", HostOp::kMprotect, true},
                     CoherenceCase{"none+seq", HostOp::kMkclean, true},
                     CoherenceCase{"start-end+seq-count", HostOp::kMprotect, false},
-                    CoherenceCase{"start-end+seq-count", HostOp::kMkclean, false}),
+                    CoherenceCase{"start-end+seq-count", HostOp::kMkclean, false},
+                    // punch-hole: the counters the hole discards are counted
+                    // aside once the page has left the cache and every mapping.
+                    CoherenceCase{"range-after+naive", HostOp::kPunchHole, true},
+                    CoherenceCase{"start-end+seq-count", HostOp::kPunchHole, false},
+                    CoherenceCase{"range-after+seq-count", HostOp::kPunchHole, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
       std::string name = std::string(param.param.scheme) + "_" + host::host_op_name(param.param.op);
       if (param.param.era != mm::kDefaultKernelEra)
@@ -249,6 +258,19 @@ TEST(ScheduledRace, CatchesTheRacySchemeOnly) {
   const RaceResult bracketed = run_race(
       scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq-count", HostOp::kDontneed, 1));
   EXPECT_EQ(bracketed.violations, 0u) << describe(bracketed);
+}
+
+// The explorer's punch-hole column on the stale-spte race: start-end+seq
+// installs an spte inside the zap's bracket and the hole frees the page
+// under it; start-end+seq-count does not.
+TEST(ScheduledRace, PunchHoleFreesThePageUnderTheRacySchemesSpteOnly) {
+  const RaceResult racy =
+      run_race(scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq", HostOp::kPunchHole, 1));
+  EXPECT_GT(racy.violations, 0u) << describe(racy);
+  const RaceResult correct = run_race(
+      scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq-count", HostOp::kPunchHole, 1));
+  EXPECT_EQ(correct.violations, 0u) << describe(correct);
+  EXPECT_GT(correct.guest_work, 0u);
 }
 
 TEST(ScheduledRace, NeedsSoftVcpusAndAnOperationCount) {

@@ -412,7 +412,8 @@ TEST(ListCli, ListsTheTwentySchemesAndTheOps) {
   EXPECT_EQ(schemes.status, 0);
   EXPECT_EQ(std::count(schemes.out.begin(), schemes.out.end(), '\n'), 20);
   auto ops = run_sptelab({"list", "ops"});
-  for (const char* op : {"migrate", "remap", "cow", "dontneed", "mprotect", "mkclean", "ksm"}) {
+  for (const char* op :
+       {"migrate", "remap", "cow", "dontneed", "mprotect", "mkclean", "ksm", "punch-hole"}) {
     EXPECT_THAT(ops.out, HasSubstr(op));
   }
   EXPECT_EQ(run_sptelab({"list", "scenarios"}).status, 0);
