@@ -40,6 +40,12 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+// A grid of left-aligned text cells, its first row the header (the
+// explorer's and crosscheck's scheme-by-op matrices): every column as wide
+// as its widest cell, one space between columns, no trailing spaces. A
+// fixed column width would put a matrix of eight ops past 100 columns.
+std::string format_grid(const std::vector<std::vector<std::string>>& rows);
+
 // The default limit: a terminal of 100 columns.
 inline constexpr size_t kTableWidth = 100;
 

@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/json.h"
+#include "base/table.h"
 #include "explore/json_reader.h"
 #include "trace/export.h"
 #include "trace/trace.h"
@@ -337,18 +338,16 @@ std::string cell_text(const std::vector<const CellResult*>& results, int bound) 
 
 std::string format_table(const std::vector<CellResult>& results, int bound) {
   const Table table = tabulate(results);
-  std::string out = fmt::format("{:<23}", "scheme");
-  for (HostOp op : table.ops) out += fmt::format(" {:<9}", host::host_op_name(op));
-  out += "\n";
+  std::vector<std::vector<std::string>> grid{{"scheme"}};
+  for (HostOp op : table.ops) grid[0].emplace_back(host::host_op_name(op));
   for (const std::string& scheme : table.schemes) {
-    std::string row = fmt::format("{:<23}", scheme);
+    std::vector<std::string>& row = grid.emplace_back(std::vector<std::string>{scheme});
     for (HostOp op : table.ops) {
       auto it = table.cells.find({scheme, op});
-      row += fmt::format(" {:<9}", it == table.cells.end() ? "-" : cell_text(it->second, bound));
+      row.push_back(it == table.cells.end() ? "-" : cell_text(it->second, bound));
     }
-    while (!row.empty() && row.back() == ' ') row.pop_back();
-    out += row + "\n";
   }
+  std::string out = format_grid(grid);
   out += fmt::format(
       "\nok/{0}: no violation in any schedule with at most {0} preemptions (ok?: the search "
       "hit\nits execution limit). Racy cells name the property the fewest-preemption "

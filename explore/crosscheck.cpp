@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "base/json.h"
+#include "base/table.h"
 #include "explore/guide.h"
 
 namespace sptelab::explore {
@@ -158,21 +159,18 @@ std::string header_line(const CrosscheckOptions& options) {
 
 std::string table_body(const std::vector<CrosscheckResult>& results) {
   const std::vector<HostOp> ops = column_order(results);
-  std::string out = fmt::format("{:<24}", "scheme");
-  for (HostOp op : ops) out += fmt::format("{:<10}", host::host_op_name(op));
-  out += "\n";
+  std::vector<std::vector<std::string>> grid{{"scheme"}};
+  for (HostOp op : ops) grid[0].emplace_back(host::host_op_name(op));
   for (const std::string& scheme : row_order(results)) {
-    std::string line = fmt::format("{:<24}", scheme);
+    std::vector<std::string>& row = grid.emplace_back(std::vector<std::string>{scheme});
     for (HostOp op : ops) {
       auto found = std::find_if(results.begin(), results.end(), [&](const auto& r) {
         return r.scheme.name() == scheme && r.op == op;
       });
-      line += fmt::format("{:<10}", found == results.end() ? "-" : cell_text(*found));
+      row.push_back(found == results.end() ? "-" : cell_text(*found));
     }
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    out += line + "\n";
   }
-  return out;
+  return format_grid(grid);
 }
 
 constexpr const char* kLegend =

@@ -59,5 +59,15 @@ TEST(TableTest, LongLegendsWrapUnderThemselves) {
                              std::string(60, 'b') + " c\n"));
 }
 
+TEST(FormatGrid, EachColumnIsAsWideAsItsWidestCellOneSpaceApart) {
+  const std::string out = format_grid({{"scheme", "migrate", "punch-hole"},
+                                       {"start-end+seq", "UAF p1", "ok/2"},
+                                       {"none+naive", "STALE p1", "-"}});
+  EXPECT_EQ(out,
+            "scheme        migrate  punch-hole\n"
+            "start-end+seq UAF p1   ok/2\n"
+            "none+naive    STALE p1 -\n");
+}
+
 }  // namespace
 }  // namespace sptelab

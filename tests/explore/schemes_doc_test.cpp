@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/table.h"
 #include "explore/campaign.h"
 
 namespace sptelab::explore {
@@ -39,6 +40,25 @@ std::vector<std::vector<std::string>> doc_table() {
     rows.push_back(row);
   }
   return rows;
+}
+
+// The CLI contract: tables fit a terminal of 100 columns, the explorer's
+// whole matrix too (every op a column).
+TEST(SchemesDoc, TheTableFitsAHundredColumns) {
+  std::ifstream in(std::string(SPTELAB_SOURCE_DIR) + "/docs/schemes.md");
+  bool in_table = false;
+  size_t lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("```", 0) == 0) {
+      if (in_table) break;
+      in_table = true;
+      continue;
+    }
+    if (!in_table) continue;
+    ++lines;
+    EXPECT_LE(line.size(), kTableWidth) << line;
+  }
+  EXPECT_GT(lines, 20u);
 }
 
 TEST(SchemesDoc, SampledCellsAgreeWithTheExplorer) {
