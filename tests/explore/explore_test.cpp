@@ -87,6 +87,37 @@ TEST(Explore, NoInvalidationIsRacyForEveryOp) {
   }
 }
 
+// The IOMMU-SVA device: without arch_invalidate_secondary_tlbs (placement
+// none, a kernel without MMU notifiers) nothing ever flushes its IOTLB, and
+// the search finds that on every op without a preemption.
+TEST(Explore, SvaWithoutNotifiersIsRacyForEveryOp) {
+  for (HostOp op : host::all_host_ops()) {
+    CellResult result = explore(cell("none+sva", op));
+    EXPECT_TRUE(result.violated) << host::host_op_name(op);
+    EXPECT_EQ(result.preemptions, 0) << host::host_op_name(op);
+  }
+}
+
+// With the flush forwarded, the placement does not matter: the IOTLB hears
+// only the host's TLB flush, which every op issues before it frees or
+// reuses a page (exhaustive_test searches every op at bound 2).
+TEST(Explore, SvaIsCoherentUnderEveryForwardingPlacement) {
+  for (const char* scheme :
+       {"ptl-page+sva", "range-before+sva", "range-after+sva", "start-end+sva"}) {
+    for (HostOp op : {HostOp::kRemap, HostOp::kMigrate, HostOp::kMprotect}) {
+      for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
+        CellResult result = explore(cell(scheme, op, scenario));
+        EXPECT_FALSE(result.violated) << result.cell.key() << ": " << result.detail;
+        EXPECT_TRUE(result.complete) << result.cell.key();
+      }
+    }
+  }
+}
+
+TEST(Explore, SvaNeedsAHostOfSixSixOrLater) {
+  EXPECT_THROW(explore(cell_in(mm::KernelEra::k6_1, "start-end+sva", HostOp::kRemap)), Error);
+}
+
 TEST(Explore, TheSameSearchGivesTheSameCounterexample) {
   const Cell racy = cell("range-before+seq", HostOp::kMigrate);
   CellResult first = explore(racy);
