@@ -100,18 +100,21 @@ TEST(Explore, SvaWithoutNotifiersIsRacyForEveryOp) {
 
 // With the flush forwarded, the placement does not matter: the IOTLB hears
 // only the host's TLB flush, which every op issues before it frees or
-// reuses a page (exhaustive_test searches every op at bound 2).
-TEST(Explore, SvaIsCoherentUnderEveryForwardingPlacement) {
-  for (const char* scheme :
-       {"ptl-page+sva", "range-before+sva", "range-after+sva", "start-end+sva"}) {
-    for (HostOp op : {HostOp::kRemap, HostOp::kMigrate, HostOp::kMprotect}) {
-      for (ScenarioKind scenario : {ScenarioKind::kCoherence, ScenarioKind::kStaleSpte}) {
-        CellResult result = explore(cell(scheme, op, scenario));
-        EXPECT_FALSE(result.violated) << result.cell.key() << ": " << result.detail;
-        EXPECT_TRUE(result.complete) << result.cell.key();
-      }
+// reuses a page. exhaustive_test searches ptl-page+sva and start-end+sva on
+// every op and scenario; here the two placements whose shadow schemes are
+// racy on these ops.
+TEST(Explore, SvaIsCoherentWhereTheSamePlacementsShadowSchemesAreNot) {
+  for (const char* scheme : {"range-before+sva", "range-after+sva"}) {
+    for (HostOp op : {HostOp::kRemap, HostOp::kDontneed}) {
+      CellResult result = explore(cell(scheme, op, ScenarioKind::kStaleSpte));
+      EXPECT_FALSE(result.violated) << result.cell.key() << ": " << result.detail;
+      EXPECT_TRUE(result.complete) << result.cell.key();
     }
   }
+  EXPECT_TRUE(
+      explore(cell("range-before+seq-count", HostOp::kRemap, ScenarioKind::kStaleSpte)).violated);
+  EXPECT_TRUE(
+      explore(cell("range-after+seq", HostOp::kDontneed, ScenarioKind::kStaleSpte)).violated);
 }
 
 TEST(Explore, SvaNeedsAHostOfSixSixOrLater) {
