@@ -221,7 +221,7 @@ TEST(RaceCli, SigintPrintsTheFinishedRowsAndWritesTheTrace) {
                             {}, {.signal = SIGINT, .signal_after_ms = 1500});
   EXPECT_EQ(result.status, 130) << result.err;
   EXPECT_THAT(result.out, HasSubstr("none+naive"));  // the first scheme's row
-  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 rows ran"));
+  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 25 rows ran"));
   EXPECT_THAT(result.err, HasSubstr("SIGINT: stopping"));
   trace::TraceFile file = trace::read_trace_file(dir + "/race.bin.none+naive");
   EXPECT_GT(file.snapshot.events.size(), 0u);
@@ -259,8 +259,8 @@ TEST(RaceCli, SchemesAndOpsTakeCommaListsAndGlobs) {
   auto andrea = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "ptl-page+*",
                              "--iterations", "3", "--json"});
   EXPECT_LE(andrea.status, 1) << andrea.err;  // 1 if a racy one showed its race
-  EXPECT_EQ(count_of(andrea.out, "\"scheme\": \"ptl-page+"), 4u) << andrea.out;
-  EXPECT_EQ(count_of(andrea.out, "\"scheme\": "), 4u);
+  EXPECT_EQ(count_of(andrea.out, "\"scheme\": \"ptl-page+"), 5u) << andrea.out;  // with sva
+  EXPECT_EQ(count_of(andrea.out, "\"scheme\": "), 5u);
   auto seq_count = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "*+seq-count",
                                 "--iterations", "3", "--json"});
   EXPECT_EQ(count_of(seq_count.out, "+seq-count\""), 5u) << seq_count.err;
