@@ -31,6 +31,8 @@ constexpr std::array<Info, static_cast<size_t>(Mutant::kCount)> kInfo = {{
     {Mutant::kWalkReadsBeforePtl, "walk-reads-before-ptl",
      "the write-protect and clean walker holds the PTL but rewrites each PTE from the copy it "
      "read before taking it"},
+    {Mutant::kSvaSkipsIotlbFlush, "sva-skips-iotlb-flush",
+     "sva's arch_invalidate_secondary_tlbs returns without flushing the IOTLB"},
 }};
 
 }  // namespace

@@ -21,6 +21,7 @@ enum class Mutant : uint8_t {
   kGupFastNoRecheck,          // GUP-fast keeps its reference without re-reading the PTE
   kShootdownNoAck,            // a TLB flush that does not wait for the CPUs to drop entries
   kWalkReadsBeforePtl,        // the PTE walker takes the PTL but rewrites the entry it read before
+  kSvaSkipsIotlbFlush,        // sva: arch_invalidate_secondary_tlbs leaves the IOTLB entries
   kCount
 };
 

@@ -1,5 +1,9 @@
 #include "host/lab.h"
 
+#include <string>
+
+#include "base/error.h"
+
 namespace sptelab::host {
 namespace {
 
@@ -13,6 +17,9 @@ Lab::Lab(const LabConfig& config)
     : phys(frames_for(config), config.freed_frames),
       chain(config.scheme.placement),
       config_(config) {
+  if (std::string why = spte::era_requirement(config.scheme, config.era); !why.empty()) {
+    throw_bad_input(why);
+  }
   // The file is larger than guest RAM so remaps have other pages to install.
   file = std::make_unique<mm::File>(phys, "guest-ram", config.guest_pages * 2 + 16);
   mm = std::make_unique<mm::Mm>(phys);

@@ -67,6 +67,14 @@ class EmulatedStack final : public RunStack {
 }  // namespace
 
 void check_run_scheme(std::string_view scheme) {
+  if (auto parsed = spte::parse_scheme(scheme);
+      parsed && parsed->protocol == spte::Protocol::kSva) {
+    throw_bad_input(fmt::format(
+        "run: {} models an IOMMU device sharing the host page table, but `run` executes the "
+        "guest on KVM, whose own MMU maps guest memory; race it on software vCPUs instead "
+        "(sptelab race coherence --backend soft --scheme {})",
+        scheme, scheme));
+  }
   if (scheme == kDirectScheme || spte::parse_scheme(scheme)) return;
   std::string protocols;
   for (spte::Protocol protocol : spte::all_protocols()) {

@@ -34,6 +34,18 @@ struct Outcome {
 
 // The page is ready; install it unless a racing fault got there first. The
 // new PTE takes over the caller's reference on pfn.
+// fault_dirty_shared_page (wp_page_shared, do_shared_fault): the page is
+// marked dirty under the page lock. folio_clear_dirty_for_io holds that lock
+// from its page_mkclean to its test-and-clear of the dirty flag and relies on
+// it ("We carefully synchronise fault handlers against installing a dirty pte
+// and marking the folio dirty at this point"): a fault's dirtying lands
+// before the writeback's clear or after it, never between mkclean and clear.
+void mark_dirty_locked(PhysMem& phys, Pfn pfn) {
+  phys.lock_page(pfn);
+  phys.mark_dirty(pfn);
+  phys.unlock_page(pfn);
+}
+
 Outcome install_new_page(Mm& mm, uint64_t addr, PteSlot slot, Pfn pfn, Pte entry, bool shared) {
   PhysMem& phys = mm.phys();
   detail::inject_at(Point::kHostFaultBeforePtl, addr, pfn);
@@ -177,7 +189,7 @@ Outcome wp_fault(Mm& mm, const Vma& vma, uint64_t addr, PteSlot slot, Pte orig) 
       return {FaultResult::kOk, kNoPfn};  // the hardware set A meanwhile: access again
     }
     ptl.unlock();
-    phys.mark_dirty(pfn);
+    mark_dirty_locked(phys, pfn);
     return {FaultResult::kOk, pfn};
   }
   const Page& page = phys.page(pfn);

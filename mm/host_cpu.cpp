@@ -64,27 +64,15 @@ void HostCpu::access(uint64_t addr, bool write, Fn&& fn) {
 // because it runs under the CPU lock a flusher must take.
 bool HostCpu::fill_locked(uint64_t addr, bool write, TlbEntry& entry) {
   entry.vpn = ~uint64_t{0};
-  PteSlot slot = mm_.walk(addr);
-  if (!slot) return false;
-  Mm::announce_pte_access(slot, true, "tlb_walk", addr);
-  for (;;) {
-    Pte pte = Mm::load_pte(slot);
-    if (!pte.present() || (write && !pte.writable())) return false;
-    Pte updated = pte.with(Pte::kAccessed | (write ? Pte::kDirty : 0));
-    uint64_t raw = pte.raw();
-    if (updated != pte &&
-        !std::atomic_ref<uint64_t>(*slot.entry)
-             .compare_exchange_strong(raw, updated.raw(), std::memory_order_acq_rel)) {
-      continue;  // the PTE changed under the walk: walk again
-    }
-    entry.vpn = addr >> kPageShift;
-    entry.pfn = updated.pfn();
-    entry.writable = updated.writable();
-    entry.dirty = updated.dirty();
-    trace::emit(trace::Kind::kTlbFill, static_cast<uint64_t>(id_), addr & ~(kPageSize - 1),
-                entry.pfn, entry.writable);
-    return true;
-  }
+  const Pte pte = mm_.hardware_walk(addr, write, "tlb_walk");
+  if (!pte.present()) return false;
+  entry.vpn = addr >> kPageShift;
+  entry.pfn = pte.pfn();
+  entry.writable = pte.writable();
+  entry.dirty = pte.dirty();
+  trace::emit(trace::Kind::kTlbFill, static_cast<uint64_t>(id_), addr & ~(kPageSize - 1), entry.pfn,
+              entry.writable);
+  return true;
 }
 
 bool HostCpu::set_dirty_locked(uint64_t addr, TlbEntry& entry) {

@@ -391,6 +391,24 @@ Pte Mm::read_pte_lockless(uint64_t addr) const {
   return load_pte(slot);
 }
 
+Pte Mm::hardware_walk(uint64_t addr, bool write, const char* label) {
+  PteSlot slot = walk(addr);
+  if (!slot) return Pte();
+  announce_pte_access(slot, true, label, addr);
+  for (;;) {
+    Pte pte = load_pte(slot);
+    if (!pte.present() || (write && !pte.writable())) return Pte();
+    Pte updated = pte.with(Pte::kAccessed | (write ? Pte::kDirty : 0));
+    uint64_t raw = pte.raw();
+    if (updated == pte ||
+        std::atomic_ref<uint64_t>(*slot.entry)
+            .compare_exchange_strong(raw, updated.raw(), std::memory_order_acq_rel)) {
+      return updated;
+    }
+    // The PTE changed under the walk: walk again.
+  }
+}
+
 Pte Mm::lookup_pte(uint64_t addr) {
   PteSlot slot = walk(addr);
   if (!slot) return Pte();

@@ -156,7 +156,14 @@ class Mm {
   // last-level table (addr and first_addr within one 2 MiB span).
   static PteSlot slot_at(PteSlot first, uint64_t first_addr, uint64_t addr);
   Pte read_pte_lockless(uint64_t addr) const;  // ptep_get_lockless
-  Pte lookup_pte(uint64_t addr);               // under the PTL
+  // The hardware page walk of a host CPU's TLB miss or an IOMMU's walk of a
+  // PASID table: lockless; if the PTE is present and allows the access, sets
+  // its accessed bit (and dirty for a write) with a locked cmpxchg, walking
+  // again when the PTE changed under it, and returns the PTE as updated.
+  // Returns a non-present Pte when the access would fault. `label` names
+  // the walker's scheduling point under `explore`.
+  Pte hardware_walk(uint64_t addr, bool write, const char* label);
+  Pte lookup_pte(uint64_t addr);  // under the PTL
   // Every non-none PTE (audits, at quiescent points).
   void for_each_pte(const std::function<void(uint64_t addr, Pte pte)>& fn) const;
   // Every page-table frame, root included.

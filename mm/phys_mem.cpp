@@ -178,16 +178,19 @@ std::vector<Pfn> PhysMem::alloc_contiguous(size_t count, uint32_t flags) {
   return taken;
 }
 
+// No lock: under `explore` a thread that held one here would yield inside
+// alloc() (a scheduling point) while a second first user of the zero page
+// blocked on it where the scheduler cannot see. Both allocate instead; one
+// publishes its frame and the other gives its own back.
 Pfn PhysMem::zero_pfn() {
   Pfn pfn = zero_pfn_.load(std::memory_order_acquire);
   if (pfn != kNoPfn) return pfn;
-  std::lock_guard lock(zero_lock_);
-  pfn = zero_pfn_.load(std::memory_order_acquire);
-  if (pfn != kNoPfn) return pfn;
   // The reference from alloc() belongs to PhysMem forever, so GUP's get/put
   // on the zero page can never free it.
-  pfn = alloc(kPageZero);
-  if (pfn != kNoPfn) zero_pfn_.store(pfn, std::memory_order_release);
+  const Pfn fresh = alloc(kPageZero);
+  if (fresh == kNoPfn) return zero_pfn_.load(std::memory_order_acquire);
+  if (zero_pfn_.compare_exchange_strong(pfn, fresh, std::memory_order_acq_rel)) return fresh;
+  put(fresh);  // another first user published its frame first
   return pfn;
 }
 

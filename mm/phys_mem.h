@@ -195,7 +195,6 @@ class PhysMem {
   std::vector<Pfn> free_list_;  // a stack: recently freed frames are reused first
   uint64_t allocations_ = 0;    // under free_lock_
   uint64_t frees_ = 0;          // under free_lock_
-  std::mutex zero_lock_;
   std::atomic<Pfn> zero_pfn_{kNoPfn};
   RwLock rmap_walk_lock_{"rmap_walk_lock"};
   std::atomic<uint32_t> next_file_id_{1};

@@ -6,6 +6,8 @@
 #include <optional>
 #include <thread>
 
+#include <fmt/core.h>
+
 #include "base/error.h"
 #include "mm/host_cpu.h"
 #include "scenarios/gate.h"
@@ -201,6 +203,12 @@ const std::vector<Interleaving>& all_interleavings() {
 
 InterleavingOutcome run_interleaving(const spte::Scheme& scheme, Interleaving interleaving,
                                      host::HostOp op) {
+  // The interleavings park a GUP-based fault on a 2.6.27 host; an sva
+  // device neither calls GUP nor exists before 6.6.
+  if (scheme.protocol == spte::Protocol::kSva) {
+    throw_bad_input(
+        fmt::format("{}: the 2008 interleavings are for shadow MMUs that GUP", scheme.name()));
+  }
   InterleavingOutcome out;
   Rig rig(scheme, op);
   switch (interleaving) {

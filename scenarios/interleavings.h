@@ -43,6 +43,7 @@ struct InterleavingOutcome {
   bool coherent() const { return !stale_spte && !lost_write && !use_after_free; }
 };
 
+// Shadow-MMU schemes only: an sva scheme throws Error(kBadInput).
 InterleavingOutcome run_interleaving(const spte::Scheme& scheme, Interleaving interleaving,
                                      host::HostOp op);
 

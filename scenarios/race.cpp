@@ -870,6 +870,12 @@ void validate(const RaceConfig& config) {
         "--scheduled repeats a run by its operation count: give --iterations (a run cut by "
         "--duration alone ends wherever the clock says)");
   }
+  // The KVM engine's guest runs on KVM's own MMU through the guest window;
+  // an IOMMU's IOTLB has no place there.
+  if (config.backend == Backend::kKvm && config.scheme.protocol == spte::Protocol::kSva) {
+    throw_bad_input(
+        fmt::format("{} runs on software vCPUs only: use --backend soft", config.scheme.name()));
+  }
 }
 
 }  // namespace

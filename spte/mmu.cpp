@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/inject.h"
 #include "base/mutation.h"
+#include "mm/fault.h"
 #include "mm/gup.h"
 #include "mm/mm.h"
 #include "mm/phys_mem.h"
@@ -102,16 +103,43 @@ class Mmu::IntervalSubscriber final : public mmu_notifier::IntervalSubscription 
   Memslot& slot_;
 };
 
+// An IOMMU-SVA binding (iommu_sva_bind_device -> the driver's
+// mmu_notifier_ops: intel_mmuops in drivers/iommu/intel/svm.c, sva_mn_ops in
+// drivers/iommu/amd/pasid.c). Since 6.6 its only invalidation callback is
+// arch_invalidate_secondary_tlbs, which the host issues from its TLB flush
+// (inside the PTL where the flush is); invalidate_range_start/end, the
+// 2008 callbacks, interval invalidations and change_pte leave its IOTLB
+// alone, and it has no young callbacks: the walk sets the accessed bit in the
+// host PTE itself, where aging finds it. release is mm teardown (the
+// driver's mm_release clears the PASID entry, so nothing can walk any more).
+class Mmu::SvaSubscriber final : public mmu_notifier::Subscription {
+ public:
+  explicit SvaSubscriber(Mmu& mmu) : mmu_(mmu) {}
+  std::string_view name() const override { return "sva"; }
+  // Called from the TLB flush, maybe inside the PTL: the IOTLB flush
+  // spins on the invalidation queue, it never sleeps.
+  bool may_sleep() const override { return false; }
+  void arch_invalidate_secondary_tlbs(mm::Mm*, uint64_t start, uint64_t end) override {
+    mmu_.flush_iotlb(start, end);
+  }
+  void release(mm::Mm*) override { mmu_.release(); }
+
+ private:
+  Mmu& mmu_;
+};
+
 Mmu::Mmu(mm::Mm& host_mm, mmu_notifier::Chain& chain, MmuOptions options, ViolationLog& violations)
     : mm_(host_mm),
       phys_(host_mm.phys()),
       chain_(chain),
       options_(options),
       violations_(violations) {
-  if (options_.protocol != Protocol::kInterval) {
+  if (sva()) {
+    subscriber_ = std::make_unique<SvaSubscriber>(*this);
+  } else if (options_.protocol != Protocol::kInterval) {
     subscriber_ = std::make_unique<Subscriber>(*this);
-    chain_.register_subscription(subscriber_.get());
   }
+  if (subscriber_) chain_.register_subscription(subscriber_.get());
 }
 
 Mmu::~Mmu() {
@@ -179,6 +207,7 @@ FaultOutcome Mmu::fault(Gfn gfn, bool write, uint32_t vcpu) {
   if (!slot) return FaultOutcome::kNoMemslot;
   if (write && slot->readonly) return FaultOutcome::kBadAccess;
   if (fix_present(*slot, gfn, write)) return FaultOutcome::kFixed;
+  if (sva()) return sva_fault(*slot, gfn, write);
 
   // Snapshot the invalidation state *before* looking the page up: an
   // invalidation that completes after this point is seen by the check under
@@ -222,6 +251,71 @@ FaultOutcome Mmu::fault(Gfn gfn, bool write, uint32_t vcpu) {
   stats_.fixed.fetch_add(1, std::memory_order_relaxed);
   trace::emit(Kind::kFaultFixed, gfn, page.pfn, slot->load(gfn).raw());
   return FaultOutcome::kFixed;
+}
+
+// An IOTLB miss (Intel's PRS / AMD's PPR flow, drivers/iommu/iommu-sva.c):
+// the IOMMU walks the host page table; if the walk faults, the device sends
+// a page request, the host serves it (iommu_sva_handle_iopf) and the device
+// retries. No GUP, no page reference, no sequence: the IOTLB entry is safe
+// because the host flushes its TLBs, and with them this IOTLB, before it
+// frees or reuses a page it unmapped, as it must for its own CPUs.
+FaultOutcome Mmu::sva_fault(Memslot& slot, Gfn gfn, bool write) {
+  const uint64_t hva = slot.hva_of(gfn);
+  trace::emit(Kind::kFaultBegin, gfn, write, 0, 0);
+  if (!sva_walk_and_fill(slot, gfn, write)) {
+    const FaultOutcome served = sva_page_request(hva, write);
+    if (served != FaultOutcome::kFixed) return served;
+    if (!sva_walk_and_fill(slot, gfn, write)) {
+      // The host changed the PTE again between serving the request and
+      // the second walk: the device retries the access.
+      stats_.retries.fetch_add(1, std::memory_order_relaxed);
+      trace::emit(Kind::kFaultRetry, gfn, 0, 0);
+      return FaultOutcome::kRetry;
+    }
+  }
+  stats_.fixed.fetch_add(1, std::memory_order_relaxed);
+  trace::emit(Kind::kFaultFixed, gfn, slot.load(gfn).pfn(), slot.load(gfn).raw());
+  return FaultOutcome::kFixed;
+}
+
+// The walk and the fill happen under mmu_lock, the lock flush_iotlb takes:
+// an invalidation either completes before the walk (which then reads the
+// new PTE, since the host flushes after changing it) or waits for the fill
+// and zaps it, as the IOMMU's invalidation-wait descriptor waits for walks in
+// flight. The walk sets accessed, and dirty for a write, in the host PTE
+// (hardware A/D, like a CPU's walker); the entry is writable only after a
+// write walk, so a later write first walks again and sets dirty in the PTE.
+bool Mmu::sva_walk_and_fill(Memslot& slot, Gfn gfn, bool write) {
+  const uint64_t hva = slot.hva_of(gfn);
+  std::lock_guard lock(mmu_lock_);
+  const mm::Pte pte = mm_.hardware_walk(hva, write, "iommu_walk");
+  if (!pte.present()) return false;
+  inject::at(inject::Point::kSpteFaultUnderLock, {.addr = hva, .gfn = gfn, .pfn = pte.pfn()});
+  const bool writable = write && !slot.readonly;
+  install(slot, gfn, pte.pfn(), writable, writable);
+  mirror({gfn, pte.pfn(), 1, writable ? Access::kWrite : Access::kRead});
+  return true;
+}
+
+// iommu_sva_handle_iopf: under mmap_lock for read, find the VMA, check the
+// access against it and run handle_mm_fault. A refused request is what a
+// failed GUP is to the other protocols (gup_failure).
+FaultOutcome Mmu::sva_page_request(uint64_t hva, bool write) {
+  mm::FaultResult result;
+  {
+    mm::MmapReadGuard guard(mm_);
+    result = mm::handle_mm_fault(mm_, hva, write);
+  }
+  switch (result) {
+    case mm::FaultResult::kOk:
+    case mm::FaultResult::kRetry:
+      return FaultOutcome::kFixed;
+    case mm::FaultResult::kOom:
+      return gup_failure(hva, mm::GupError::kNoMemory);
+    case mm::FaultResult::kSigSegv:
+      break;
+  }
+  return gup_failure(hva, mm::GupError::kBadAccess);
 }
 
 // KVM turns a failed GUP into -EFAULT for the VMM. A VMA that still exists
@@ -271,6 +365,10 @@ bool Mmu::retry_needed(const Memslot& slot, uint64_t hva, uint64_t seq,
     case Protocol::kInterval:
       return chain_.read_retry(*slot.interval, interval_seq) &&
              !mutation::active(mutation::Mutant::kIntervalSkipsSeqCheck);
+    case Protocol::kSva:
+      // sva_fault never asks: its walk and fill share the IOTLB lock with
+      // every flush, so there is nothing to retry.
+      throw_internal("the sva protocol has no sequence to check");
   }
   return true;
 }
@@ -307,7 +405,7 @@ void Mmu::store_spte(Memslot& slot, Gfn gfn, Spte spte) {
 MirrorUpdate Mmu::fault_around(Memslot& slot, Gfn gfn, Pfn pfn, bool writable) {
   const Access access = writable ? Access::kWrite : Access::kRead;
   const uint64_t block = options_.fault_around;
-  if (block <= 1) return {gfn, pfn, 1, access};
+  if (block <= 1 || sva()) return {gfn, pfn, 1, access};
   const uint64_t offset = slot.index(gfn);
   const Gfn block_first = slot.base_gfn + offset - offset % block;
   const Gfn block_end = std::min(block_first + block, slot.base_gfn + slot.npages);
@@ -485,6 +583,9 @@ void Mmu::retire_spte(Memslot& slot, Gfn gfn, Spte old) {
                         "spte zapped after its frame was freed: it outlived the frame"});
     return;
   }
+  // An IOTLB entry holds no state of its own: the walk set accessed and
+  // dirty in the host PTE, where the host looks for them.
+  if (sva()) return;
   mm::Page& page = phys_.page(pfn);
   if (old.dirty()) page.set(mm::kPageDirty);
   if (old.accessed()) page.set(mm::kPageAccessed);
@@ -592,6 +693,16 @@ void Mmu::change_pte(uint64_t addr, mm::Pte pte) {
       mirror({gfn, pte.pfn(), 1, Access::kRead});
     }
   });
+}
+
+// The driver's arch_invalidate_secondary_tlbs (intel_arch_invalidate_secondary_tlbs,
+// sva_arch_invalidate_secondary_tlbs): flush the IOTLB and the device's ATC
+// for [start, end) and wait for the flush to complete before returning.
+void Mmu::flush_iotlb(uint64_t start, uint64_t end) {
+  std::lock_guard lock(mmu_lock_);
+  stats_.invalidations.fetch_add(1, std::memory_order_relaxed);
+  if (mutation::active(mutation::Mutant::kSvaSkipsIotlbFlush)) return;
+  zap_hva_range(start, end);
 }
 
 void Mmu::release() {

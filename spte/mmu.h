@@ -4,6 +4,14 @@
 // x86 PTEs too), synchronises its faults with host invalidations through one of
 // four protocols, and tells a Mirror (software vCPU TLBs, or the hypervisor's
 // guest window) about every change before the change returns.
+//
+// Under the fifth protocol, sva, the same per-gfn table is an IOMMU's IOTLB:
+// a device bound to the address space (IOMMU SVA) shares the host page table,
+// so an entry is a cached translation, not a copy the MMU owns. A miss walks
+// the host page table under mmu_lock (the IOTLB lock), with no GUP and no page
+// reference, and the only invalidation it heeds is
+// arch_invalidate_secondary_tlbs from the host's TLB flush (sva_fault,
+// flush_iotlb).
 #pragma once
 
 #include <atomic>
@@ -28,7 +36,8 @@ class PhysMem;
 
 namespace sptelab::mmu_notifier {
 class Chain;
-}
+class Subscription;
+}  // namespace sptelab::mmu_notifier
 
 namespace sptelab::spte {
 
@@ -114,8 +123,10 @@ class Mmu final : public GuestMemory {
   struct Memslot;
   class Subscriber;
   class IntervalSubscriber;
+  class SvaSubscriber;
   friend class Subscriber;
   friend class IntervalSubscriber;
+  friend class SvaSubscriber;
 
   // Notifier side (called by the subscribers).
   void invalidate_now(uint64_t start, uint64_t end);  // single call: begin and end at once
@@ -126,6 +137,13 @@ class Mmu final : public GuestMemory {
   bool test_young(uint64_t addr);
   void change_pte(uint64_t addr, mm::Pte pte);
   void release();
+  void flush_iotlb(uint64_t start, uint64_t end);  // sva: arch_invalidate_secondary_tlbs
+
+  // The sva protocol's fault path: an IOTLB miss and its page request.
+  FaultOutcome sva_fault(Memslot& slot, Gfn gfn, bool write);
+  bool sva_walk_and_fill(Memslot& slot, Gfn gfn, bool write);
+  FaultOutcome sva_page_request(uint64_t hva, bool write);
+  bool sva() const { return options_.protocol == Protocol::kSva; }
 
   Memslot* slot_for(Gfn gfn);
   const Memslot* slot_for(Gfn gfn) const;
@@ -162,7 +180,7 @@ class Mmu final : public GuestMemory {
   std::atomic<uint64_t> open_count_{0};
   uint64_t open_start_ = 0;  // union of the open invalidations' ranges (under mmu_lock_)
   uint64_t open_end_ = 0;
-  std::unique_ptr<Subscriber> subscriber_;
+  std::unique_ptr<mmu_notifier::Subscription> subscriber_;
 
   struct AtomicStats {
     std::atomic<uint64_t> faults{0}, fixed{0}, retries{0}, fast_fixes{0}, installs{0}, zaps{0},

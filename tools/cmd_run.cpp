@@ -68,7 +68,8 @@ options:
                  a guest loaded at 4 MiB, like the built-in ones, takes at
                  most {} with one vCPU
   --scheme S     secondary MMU: PLACEMENT+PROTOCOL (e.g. start-end+seq-count)
-                 or 'direct', the plain memslot baseline (default direct)
+                 or 'direct', the plain memslot baseline (default direct);
+                 not sva, an IOMMU device rather than a KVM guest
   --trace FILE   record every event and write them to FILE (a binary trace;
                  'sptelab trace FILE' shows it as text, a summary or
                  Perfetto JSON)

@@ -45,10 +45,22 @@ std::vector<T> select(const Options& options, const std::string& what, const std
   return chosen;
 }
 
+// Where the chosen schemes will run, for the schemes that cannot run there.
+enum class SchemeBackend : uint8_t {
+  kEmulated,  // software vCPUs or the explorer: every protocol
+  kKvm,       // a real KVM guest: its MMU is KVM's, so no sva (an IOMMU's IOTLB)
+};
+
 // The schemes and ops of --scheme LIST and --op LIST (default: all, or
-// `fallback` when the option is not given).
+// `fallback` when the option is not given). Schemes that cannot run under
+// the --era or on `backend` (sva: before 6.6, or on KVM) are skipped when a
+// glob or `all` names them and fail with the reason when named one by one.
 std::vector<spte::Scheme> selected_schemes(const Options& options,
-                                           const std::string& fallback = "all");
+                                           const std::string& fallback = "all",
+                                           SchemeBackend backend = SchemeBackend::kEmulated);
+// Why `scheme` cannot run under `era` on `backend`; empty if it can.
+std::string scheme_unavailable(const spte::Scheme& scheme, mm::KernelEra era,
+                               SchemeBackend backend);
 std::vector<host::HostOp> selected_ops(const Options& options, const std::string& fallback = "all");
 // The kernel era of --era (default mm::kDefaultKernelEra); a bad name fails
 // with the valid ones.

@@ -37,7 +37,7 @@ TEST_P(CorrectScheme, IsExhaustedAtBoundTwoForEveryOp) {
 INSTANTIATE_TEST_SUITE_P(Docs, CorrectScheme,
                          ::testing::Values("ptl-page+seq", "ptl-page+seq-count",
                                            "ptl-page+interval", "start-end+seq-count",
-                                           "start-end+interval"));
+                                           "start-end+interval", "ptl-page+sva", "start-end+sva"));
 
 // Verdicts and the fewest preemptions. start-end+naive/ksm/stale-spte is
 // racy at bound 2 only if the remapper goes first and the vCPU preempts it:

@@ -105,6 +105,40 @@ TEST(Explore, NoInvalidationIsRacyForEveryOp) {
   }
 }
 
+// The IOMMU-SVA device: without arch_invalidate_secondary_tlbs (placement
+// none, a kernel without MMU notifiers) nothing ever flushes its IOTLB, and
+// the search finds that on every op without a preemption.
+TEST(Explore, SvaWithoutNotifiersIsRacyForEveryOp) {
+  for (HostOp op : host::all_host_ops()) {
+    CellResult result = explore(cell("none+sva", op));
+    EXPECT_TRUE(result.violated) << host::host_op_name(op);
+    EXPECT_EQ(result.preemptions, 0) << host::host_op_name(op);
+  }
+}
+
+// With the flush forwarded, the placement does not matter: the IOTLB hears
+// only the host's TLB flush, which every op issues before it frees or
+// reuses a page. exhaustive_test searches ptl-page+sva and start-end+sva on
+// every op and scenario; here the two placements whose shadow schemes are
+// racy on these ops.
+TEST(Explore, SvaIsCoherentWhereTheSamePlacementsShadowSchemesAreNot) {
+  for (const char* scheme : {"range-before+sva", "range-after+sva"}) {
+    for (HostOp op : {HostOp::kRemap, HostOp::kDontneed}) {
+      CellResult result = explore(cell(scheme, op, ScenarioKind::kStaleSpte));
+      EXPECT_FALSE(result.violated) << result.cell.key() << ": " << result.detail;
+      EXPECT_TRUE(result.complete) << result.cell.key();
+    }
+  }
+  EXPECT_TRUE(
+      explore(cell("range-before+seq-count", HostOp::kRemap, ScenarioKind::kStaleSpte)).violated);
+  EXPECT_TRUE(
+      explore(cell("range-after+seq", HostOp::kDontneed, ScenarioKind::kStaleSpte)).violated);
+}
+
+TEST(Explore, SvaNeedsAHostOfSixSixOrLater) {
+  EXPECT_THROW(explore(cell_in(mm::KernelEra::k6_1, "start-end+sva", HostOp::kRemap)), Error);
+}
+
 TEST(Explore, TheSameSearchGivesTheSameCounterexample) {
   const Cell racy = cell("range-before+seq", HostOp::kMigrate);
   CellResult first = explore(racy);

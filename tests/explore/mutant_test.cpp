@@ -45,7 +45,8 @@ INSTANTIATE_TEST_SUITE_P(
         MutantCase{Mutant::kEndBeforePteChange, "start-end+seq-count", HostOp::kRemap},
         MutantCase{Mutant::kEndKeepsSeq, "start-end+seq-count", HostOp::kRemap},
         MutantCase{Mutant::kZapForgetsMirror, "ptl-page+seq", HostOp::kRemap},
-        MutantCase{Mutant::kShootdownNoAck, "start-end+seq-count", HostOp::kMigrate}),
+        MutantCase{Mutant::kShootdownNoAck, "start-end+seq-count", HostOp::kMigrate},
+        MutantCase{Mutant::kSvaSkipsIotlbFlush, "start-end+sva", HostOp::kMigrate}),
     [](const ::testing::TestParamInfo<MutantCase>& param_info) {
       std::string name = mutation::name(param_info.param.mutant);
       std::replace(name.begin(), name.end(), '-', '_');

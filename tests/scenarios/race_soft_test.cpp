@@ -22,7 +22,13 @@ constexpr uint64_t kStaleOps = 600;
 
 // A scheme leaves a stale spte behind a remap if any decisive interleaving
 // does (scenarios/interleavings.h, itself asserted in interleavings_test).
+// An sva device's IOTLB is flushed by every host TLB flush, under every
+// placement that forwards arch_invalidate_secondary_tlbs: only none leaves it
+// stale.
 bool leaves_stale_spte(const Scheme& scheme) {
+  if (scheme.protocol == spte::Protocol::kSva) {
+    return scheme.placement == mmu_notifier::Placement::kNone;
+  }
   for (Interleaving interleaving : all_interleavings()) {
     if (run_interleaving(scheme, interleaving, HostOp::kRemap).stale_spte) return true;
   }
@@ -124,7 +130,17 @@ INSTANTIATE_TEST_SUITE_P(
                     // The hole takes the counter and the lock word with the
                     // page; what it discarded is counted aside under the lock.
                     CoherenceCase{"none+seq-count", HostOp::kPunchHole, true},
-                    CoherenceCase{"start-end+seq-count", HostOp::kPunchHole, false}),
+                    CoherenceCase{"start-end+seq-count", HostOp::kPunchHole, false},
+                    // The IOMMU-SVA device: flushed only from the host's TLB
+                    // flush, which placement none never forwards.
+                    CoherenceCase{"none+sva", HostOp::kRemap, true},
+                    CoherenceCase{"start-end+sva", HostOp::kRemap, false},
+                    CoherenceCase{"range-after+sva", HostOp::kRemap, false},
+                    CoherenceCase{"none+sva", HostOp::kMigrate, true},
+                    CoherenceCase{"ptl-page+sva", HostOp::kMigrate, false},
+                    CoherenceCase{"start-end+sva", HostOp::kKsm, false},
+                    CoherenceCase{"none+sva", HostOp::kPunchHole, true},
+                    CoherenceCase{"start-end+sva", HostOp::kPunchHole, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
       std::string name = std::string(param.param.scheme) + "_" + host::host_op_name(param.param.op);
       for (char& c : name) {
@@ -181,7 +197,10 @@ INSTANTIATE_TEST_SUITE_P(
                     // aside once the page has left the cache and every mapping.
                     CoherenceCase{"range-after+naive", HostOp::kPunchHole, true},
                     CoherenceCase{"start-end+seq-count", HostOp::kPunchHole, false},
-                    CoherenceCase{"range-after+seq-count", HostOp::kPunchHole, false}),
+                    CoherenceCase{"range-after+seq-count", HostOp::kPunchHole, false},
+                    CoherenceCase{"none+sva", HostOp::kMprotect, true},
+                    CoherenceCase{"start-end+sva", HostOp::kMprotect, false},
+                    CoherenceCase{"start-end+sva", HostOp::kMkclean, false}),
     [](const testing::TestParamInfo<CoherenceCase>& param) {
       std::string name = std::string(param.param.scheme) + "_" + host::host_op_name(param.param.op);
       if (param.param.era != mm::kDefaultKernelEra)

@@ -28,9 +28,9 @@ LabConfig config(Placement placement, Protocol protocol, uint64_t pages = 16,
   return LabConfig{.scheme = {placement, protocol}, .guest_pages = pages, .backing = backing};
 }
 
-TEST(Scheme, AllTwentyParseAndPrint) {
+TEST(Scheme, AllTwentyFiveParseAndPrint) {
   auto schemes = all_schemes();
-  ASSERT_EQ(schemes.size(), 20u);
+  ASSERT_EQ(schemes.size(), 25u);
   for (const Scheme& scheme : schemes) {
     auto back = parse_scheme(scheme.name());
     ASSERT_TRUE(back.has_value()) << scheme.name();
@@ -38,6 +38,7 @@ TEST(Scheme, AllTwentyParseAndPrint) {
     EXPECT_FALSE(describe(scheme).empty());
   }
   EXPECT_EQ(parse_scheme("start-end+seq-count")->protocol, Protocol::kSeqCount);
+  EXPECT_EQ(parse_scheme("none+sva")->protocol, Protocol::kSva);
   EXPECT_FALSE(parse_scheme("start-end").has_value());
   EXPECT_FALSE(parse_scheme("middle+seq").has_value());
   EXPECT_FALSE(parse_scheme("ptl-page+sometimes").has_value());

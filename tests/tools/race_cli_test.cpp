@@ -221,7 +221,7 @@ TEST(RaceCli, SigintPrintsTheFinishedRowsAndWritesTheTrace) {
                             {}, {.signal = SIGINT, .signal_after_ms = 1500});
   EXPECT_EQ(result.status, 130) << result.err;
   EXPECT_THAT(result.out, HasSubstr("none+naive"));  // the first scheme's row
-  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 20 rows ran"));
+  EXPECT_THAT(result.out, HasSubstr("interrupted by SIGINT: 1 of 25 rows ran"));
   EXPECT_THAT(result.err, HasSubstr("SIGINT: stopping"));
   trace::TraceFile file = trace::read_trace_file(dir + "/race.bin.none+naive");
   EXPECT_GT(file.snapshot.events.size(), 0u);
@@ -259,8 +259,8 @@ TEST(RaceCli, SchemesAndOpsTakeCommaListsAndGlobs) {
   auto andrea = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "ptl-page+*",
                              "--iterations", "3", "--json"});
   EXPECT_LE(andrea.status, 1) << andrea.err;  // 1 if a racy one showed its race
-  EXPECT_EQ(count_of(andrea.out, "\"scheme\": \"ptl-page+"), 4u) << andrea.out;
-  EXPECT_EQ(count_of(andrea.out, "\"scheme\": "), 4u);
+  EXPECT_EQ(count_of(andrea.out, "\"scheme\": \"ptl-page+"), 5u) << andrea.out;  // with sva
+  EXPECT_EQ(count_of(andrea.out, "\"scheme\": "), 5u);
   auto seq_count = run_sptelab({"race", "coherence", "--backend", "soft", "--scheme", "*+seq-count",
                                 "--iterations", "3", "--json"});
   EXPECT_EQ(count_of(seq_count.out, "+seq-count\""), 5u) << seq_count.err;
@@ -407,10 +407,11 @@ TEST(ExploreCli, BadInputIsExitTwoWithTheValidChoices) {
   EXPECT_THAT(malformed.err, HasSubstr("line 4"));
 }
 
-TEST(ListCli, ListsTheTwentySchemesAndTheOps) {
+TEST(ListCli, ListsTheTwentyFiveSchemesAndTheOps) {
   auto schemes = run_sptelab({"list", "schemes"});
   EXPECT_EQ(schemes.status, 0);
-  EXPECT_EQ(std::count(schemes.out.begin(), schemes.out.end(), '\n'), 20);
+  EXPECT_EQ(std::count(schemes.out.begin(), schemes.out.end(), '\n'), 25);
+  EXPECT_THAT(schemes.out, HasSubstr("start-end+sva"));
   auto ops = run_sptelab({"list", "ops"});
   for (const char* op :
        {"migrate", "remap", "cow", "dontneed", "mprotect", "mkclean", "ksm", "punch-hole"}) {
@@ -418,6 +419,28 @@ TEST(ListCli, ListsTheTwentySchemesAndTheOps) {
   }
   EXPECT_EQ(run_sptelab({"list", "scenarios"}).status, 0);
   EXPECT_EQ(run_sptelab({"list", "points"}).status, 0);
+}
+
+// An sva scheme needs a 6.6 host and software vCPUs: named, it is refused
+// with the requirement (exit 2); in a glob it is skipped.
+TEST(SvaCli, RefusedByNameBeforeSixSixAndOnKvmSkippedInGlobs) {
+  auto old_era = run_sptelab({"explore", "--era", "2.6.27", "--scheme", "start-end+sva"});
+  EXPECT_EQ(old_era.status, 2);
+  EXPECT_THAT(old_era.err, HasSubstr("--era 6.6 or later"));
+  auto only_sva = run_sptelab({"explore", "--era", "6.1", "--scheme", "*+sva"});
+  EXPECT_EQ(only_sva.status, 2);
+  EXPECT_THAT(only_sva.err, HasSubstr("arch_invalidate_secondary_tlbs"));
+  auto glob = run_sptelab({"explore", "--era", "2.6.27", "--scheme", "start-end+*", "--op", "remap",
+                           "--scenario", "stale-spte", "--bound", "0", "--json"});
+  EXPECT_EQ(glob.status, 0) << glob.err;  // no race without a preemption
+  EXPECT_THAT(glob.err, HasSubstr("(4 cells)"));
+  EXPECT_THAT(glob.out, ::testing::Not(HasSubstr("+sva")));
+  auto kvm = run_sptelab({"race", "coherence", "--scheme", "start-end+sva"});
+  EXPECT_EQ(kvm.status, 2);
+  EXPECT_THAT(kvm.err, HasSubstr("--backend soft"));
+  auto crosscheck = run_sptelab({"crosscheck", "--scheme", "none+sva"});
+  EXPECT_EQ(crosscheck.status, 2);
+  EXPECT_THAT(crosscheck.err, HasSubstr("KVM's own MMU"));
 }
 
 // The seed races: buggy exits 1 with the violating round's events, fixed
