@@ -47,7 +47,7 @@ PhysMem::PhysMem(size_t frames, FreedFrames freed) : freed_(freed), pages_(frame
 }
 
 PhysMem::~PhysMem() {
-  if (base_) munmap(base_, bytes_);
+  if (base_) ::munmap(base_, bytes_);  // the system call, not mm::munmap
   if (memfd_ >= 0) close(memfd_);
 }
 

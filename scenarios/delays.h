@@ -114,6 +114,12 @@ inline uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
+// Milliseconds of the steady clock since `start` (a run's first violation).
+inline double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
 void spin_for_ns(uint64_t ns);
 
 }  // namespace sptelab::scenarios

@@ -42,10 +42,6 @@ constexpr size_t kMaxExamples = 8;
 constexpr uint64_t kLockAttempts = 4000;
 constexpr uint64_t kOpsPerPage = 4;
 
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 RaceLayout layout_for(const host::Lab& lab) {
   const uint64_t pages = lab.config().guest_pages;
   RaceLayout layout;

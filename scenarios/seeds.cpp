@@ -27,7 +27,7 @@ namespace sptelab::scenarios {
 
 namespace {
 
-constexpr spte::Gfn kGfn = 1;
+constexpr spte::Gfn kSeedGfn = 1;
 constexpr spte::Gfn kOtherGfn = 2;
 constexpr uint64_t kGuestPages = 4;
 constexpr uint64_t kInitial = 0x1111;
@@ -152,10 +152,10 @@ struct SeedRig::State {
                : host::Backing::kAnon;
   }
 
-  uint64_t hva() const { return lab.hva_of(kGfn); }
+  uint64_t hva() const { return lab.hva_of(kSeedGfn); }
   // gup-fast-revalidate: the page another thread faults in meanwhile.
   uint64_t other_hva() const { return lab.hva_of(kOtherGfn); }
-  uint64_t gpa() const { return kGfn * mm::kPageSize; }
+  uint64_t gpa() const { return kSeedGfn * mm::kPageSize; }
   // The frame the host PTE maps now: a snapshot inside the running step
   // (not a scheduling point), as explore/scenario.cpp's Rig::host_pfn.
   mm::Pfn host_pfn() const { return host_pfn_at(hva()); }
@@ -240,14 +240,14 @@ struct SeedRig::State {
 // holds: a write the host never saw as dirty is lost when the page is
 // reclaimed.
 std::optional<SeedViolation> SeedRig::State::check_writeback() {
-  mm::writeback_page(*lab.file, kGfn);
+  mm::writeback_page(*lab.file, kSeedGfn);
   // cached_pfn, not find_page: find_page takes a reference for the caller,
   // which this check would never drop.
-  const mm::Pfn pfn = lab.file->cached_pfn(kGfn);
+  const mm::Pfn pfn = lab.file->cached_pfn(kSeedGfn);
   if (pfn == mm::kNoPfn) return std::nullopt;
   const auto* frame = reinterpret_cast<const uint64_t*>(lab.phys.direct_map(pfn));
   const uint64_t held = std::atomic_ref<const uint64_t>(frame[0]).load(std::memory_order_relaxed);
-  const uint64_t disk = lab.file->disk_word(kGfn, 0);
+  const uint64_t disk = lab.file->disk_word(kSeedGfn, 0);
   if (held == disk) return std::nullopt;
   return SeedViolation{
       "lost-at-writeback",
@@ -329,7 +329,7 @@ std::optional<SeedViolation> SeedRig::State::check_host_audit() {
 // rmap; a mapping the walker wrote back is not there, so the frame is freed
 // with no invalidation for it, under whatever spte was made from that PTE.
 void SeedRig::State::reclaim_page() {
-  const mm::Pfn pfn = lab.file->cached_pfn(kGfn);
+  const mm::Pfn pfn = lab.file->cached_pfn(kSeedGfn);
   if (pfn != mm::kNoPfn) mm::reclaim_page(lab.phys, pfn, /*honor_references=*/false);
 }
 
@@ -443,7 +443,7 @@ void SeedRig::run_role(size_t index) {
       return;
     case 1:
       if (s.race == SeedRace::kDelayedRmap) {
-        mm::writeback_page(*s.lab.file, kGfn);
+        mm::writeback_page(*s.lab.file, kSeedGfn);
         return;
       }
       if (s.race == SeedRace::kPagewalkPtl) {
@@ -579,10 +579,6 @@ constexpr auto kDelayStep = std::chrono::microseconds(10);
 // zapper's mmap lock, notifier and walk): longer than the window itself.
 constexpr auto kFollowerBound = std::chrono::microseconds(500);
 constexpr uint32_t kRaceWrites = 100000;
-
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
 
 void relax() {
   std::this_thread::yield();

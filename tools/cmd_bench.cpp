@@ -19,7 +19,7 @@
 namespace sptelab::tools {
 namespace {
 
-constexpr const char* kHelp = R"(usage: sptelab bench [NAME]... [--json] [--quick]
+constexpr const char* kBenchHelp = R"(usage: sptelab bench [NAME]... [--json] [--quick]
 
 Runs the whole-run benchmarks (all of them, or the ones named) and prints one
 row per measured quantity: its value, the baseline measured in the same run
@@ -44,7 +44,7 @@ benchmarks:
 )";
 
 void print_help() {
-  fmt::print("{}", kHelp);
+  fmt::print("{}", kBenchHelp);
   for (const bench::Benchmark& benchmark : bench::benchmarks()) {
     fmt::print("  {}\n      {}{}\n", benchmark.name, benchmark.summary,
                benchmark.needs_kvm ? " [needs /dev/kvm]" : "");

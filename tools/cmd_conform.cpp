@@ -23,7 +23,7 @@
 namespace sptelab::tools {
 namespace {
 
-constexpr const char* kHelp =
+constexpr const char* kConformHelp =
     R"(usage: sptelab conform [--ops FILE|-] [--era ERA] [--json]
                        [--save-kernel FILE | --kernel-from FILE]
 
@@ -105,7 +105,7 @@ int conform_main(Args args) {
   Options options("conform", args,
                   {{"ops"}, {"era"}, {"save-kernel"}, {"kernel-from"}, {"json", false, true}});
   if (options.help()) {
-    fmt::print("{}", kHelp);
+    fmt::print("{}", kConformHelp);
     return 0;
   }
   if (!options.positionals().empty()) options.fail("conform takes no positional arguments");

@@ -18,7 +18,7 @@
 namespace sptelab::tools {
 namespace {
 
-constexpr const char* kHelp =
+constexpr const char* kCrosscheckHelp =
     R"(usage: sptelab crosscheck [--scheme LIST] [--op LIST] [--backend kvm|soft]
                           [--seeds N] [--attempt S] [--coherent-ops N] [--vcpus N]
                           [--era ERA] [--json | --markdown]
@@ -116,7 +116,7 @@ int crosscheck_main(Args args) {
                    {"json", false, true},
                    {"markdown", false, true}});
   if (options.help()) {
-    fmt::print("{}", kHelp);
+    fmt::print("{}", kCrosscheckHelp);
     return 0;
   }
   if (!options.positionals().empty()) options.fail("crosscheck takes no positional arguments");

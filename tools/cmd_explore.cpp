@@ -17,7 +17,7 @@
 namespace sptelab::tools {
 namespace {
 
-constexpr const char* kHelp =
+constexpr const char* kExploreHelp =
     R"(usage: sptelab explore [--scheme LIST] [--op LIST] [--scenario LIST] [--mutant NAME]
                        [--bound K] [--pct N [--pct-depth D] [--seed S]] [--no-reduction]
                        [--save FILE] [--json | --markdown] [--shard I/N] [--era ERA]
@@ -302,7 +302,7 @@ int explore_main(Args args) {
                    {"json", false, true},
                    {"markdown", false, true}});
   if (options.help()) {
-    print(kHelp);
+    print(kExploreHelp);
     return 0;
   }
   if (options.flag("json") && options.flag("markdown"))

@@ -26,7 +26,7 @@
 namespace sptelab::tools {
 namespace {
 
-constexpr const char* kHelp =
+constexpr const char* kRaceHelp =
     R"(usage: sptelab race SCENARIO [--scheme LIST] [--op LIST] [--backend kvm|soft]
                     [--iterations N] [--duration S] [--vcpus N] [--seed N] [--cpl0]
                     [--scheduled|--free]
@@ -490,7 +490,7 @@ int race_main(Args args) {
                    {"variant"},
                    {"era"}});
   if (options.help()) {
-    fmt::print("{}", kHelp);
+    fmt::print("{}", kRaceHelp);
     return 0;
   }
   if (options.positionals().size() != 1) {

@@ -55,7 +55,7 @@ constexpr uint64_t kMaxMem = 4ull << 30;
 constexpr uint32_t kMaxVcpus = 64;
 constexpr double kDefaultTimeout = 60;
 
-constexpr const char* kHelp = R"(usage: sptelab run GUEST [options]
+constexpr const char* kRunHelp = R"(usage: sptelab run GUEST [options]
 
 Runs a guest on KVM. GUEST is the path of a static x86-64 ELF image or the
 name of a built-in guest ('sptelab list guests'). The guest's console (port
@@ -409,7 +409,7 @@ int run_main(Args args) {
                    {"trace-events"},
                    {"op"}});
   if (options.help()) {
-    fmt::print(fmt::runtime(kHelp), human_size(max_ram_below(SPTELAB_GUEST_LOAD_ADDRESS, 1)));
+    fmt::print(fmt::runtime(kRunHelp), human_size(max_ram_below(SPTELAB_GUEST_LOAD_ADDRESS, 1)));
     return 0;
   }
   if (options.positionals().size() != 1) {

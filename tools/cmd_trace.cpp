@@ -24,7 +24,7 @@
 namespace sptelab::tools {
 namespace {
 
-constexpr const char* kHelp = R"(usage: sptelab trace FILE [options]
+constexpr const char* kTraceHelp = R"(usage: sptelab trace FILE [options]
 
 Shows a trace written by 'sptelab run --trace FILE' or 'sptelab race --trace
 FILE': one line per event like trace-cmd report (the default), a summary,
@@ -258,7 +258,7 @@ int trace_main(Args given) {
                    {"format"},
                    {"output"}});
   if (options.help()) {
-    fmt::print("{}", kHelp);
+    fmt::print("{}", kTraceHelp);
     return 0;
   }
   if (options.positionals().size() != 1) {

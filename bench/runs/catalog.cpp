@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 namespace sptelab::bench {
 
 const std::vector<Benchmark>& benchmarks() {
@@ -21,6 +23,14 @@ double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   size_t middle = values.size() / 2;
   return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+std::string samples_text(const std::vector<double>& samples, int decimals) {
+  std::string text;
+  for (double sample : samples) {
+    text += fmt::format("{}{:.{}f}", text.empty() ? "" : " ", sample, decimals);
+  }
+  return text;
 }
 
 }  // namespace sptelab::bench

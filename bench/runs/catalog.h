@@ -46,4 +46,7 @@ std::vector<Benchmark> explore_benchmarks();
 
 double median(std::vector<double> values);
 
+// The samples a median came from, space-separated, for a result's notes.
+std::string samples_text(const std::vector<double>& samples, int decimals);
+
 }  // namespace sptelab::bench

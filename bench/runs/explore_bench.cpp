@@ -106,12 +106,6 @@ std::string verdict(const explore::SearchResult& result) {
   return fmt::format("racy: {} with {} preemption(s)", result.outcome.property, result.preemptions);
 }
 
-std::string samples_text(const std::vector<double>& samples) {
-  std::string text;
-  for (double sample : samples) text += fmt::format("{}{:.0f}", text.empty() ? "" : " ", sample);
-  return text;
-}
-
 // What one repetition measures on a cell: the search (sleep sets on), the
 // default schedule run `default_count` times, and, for the whole-bound
 // cell only, the search without sleep sets.
@@ -174,8 +168,8 @@ Result throughput_row(const explore::Cell& cell, int bound, uint64_t default_cou
   result.add("default_us_per_step", us_per_step(defaults.steps, defaults.cpu_seconds));
   result.add("wall_value", median(samples.wall_value));
   result.add("wall_baseline", median(samples.wall_baseline));
-  result.add("value_samples", samples_text(samples.value));
-  result.add("baseline_samples", samples_text(samples.baseline));
+  result.add("value_samples", samples_text(samples.value, 0));
+  result.add("baseline_samples", samples_text(samples.baseline, 0));
   return result;
 }
 

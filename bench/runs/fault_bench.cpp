@@ -122,12 +122,6 @@ std::string label_for(uint32_t fault_around) {
   return fmt::format("emulated, fault-around {}", fault_around);
 }
 
-std::string samples_text(const std::vector<double>& samples) {
-  std::string text;
-  for (double sample : samples) text += fmt::format("{}{:.2f}", text.empty() ? "" : " ", sample);
-  return text;
-}
-
 Result spte_fault(const BenchEnv& env, bool random) {
   const Sizes size = sizes(env);
   TouchConfig config;
@@ -185,8 +179,8 @@ Result spte_fault(const BenchEnv& env, bool random) {
   result.add("spte_faults_per_page", value.exits_per_page);
   result.add("baseline_first_touch_us", baseline.first_us);
   result.add("baseline_settle_us", baseline.settle_us);
-  result.add("value_samples", samples_text(large.fault_samples[best]));
-  result.add("baseline_samples", samples_text(large.fault_samples["direct"]));
+  result.add("value_samples", samples_text(large.fault_samples[best], 2));
+  result.add("baseline_samples", samples_text(large.fault_samples["direct"], 2));
   result.add("wall_value", value.wall_fault_us);
   result.add("wall_baseline", baseline.wall_fault_us);
   // Linear growth: the per-page cost at large_pages against small_pages.
@@ -315,8 +309,8 @@ Result spte_fault_native(const BenchEnv& env) {
   result.add("efaults_per_page_fault_around_0", efaults_per_page);
   result.add("loop_us", value.loop_us);
   result.add("resolution_us", value.resolution_us);
-  result.add("value_samples", samples_text(measured.fault_samples[label_for(best_around)]));
-  result.add("baseline_samples", samples_text(measured.fault_samples["direct"]));
+  result.add("value_samples", samples_text(measured.fault_samples[label_for(best_around)], 2));
+  result.add("baseline_samples", samples_text(measured.fault_samples["direct"], 2));
   result.add("wall_value", value.wall_fault_us);
   result.add("wall_baseline", baseline.wall_fault_us);
   return result;

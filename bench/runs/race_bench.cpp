@@ -219,12 +219,6 @@ double ns_per_event(uint64_t count) {
   return seconds * 1e9 / static_cast<double>(count);
 }
 
-std::string samples_text(const std::vector<double>& samples) {
-  std::string text;
-  for (double sample : samples) text += fmt::format("{}{:.0f}", text.empty() ? "" : " ", sample);
-  return text;
-}
-
 double us_per_op(const scenarios::RaceResult& result) {
   return result.operations > 0 ? result.seconds * 1e6 / static_cast<double>(result.operations) : 0;
 }
@@ -257,8 +251,8 @@ Result trace_overhead(const BenchEnv& env) {
   // the machine's noise does not blur.
   result.add("estimated_ratio",
              ratio_of(result.baseline + per_op * event_ns / 1000, result.baseline));
-  result.add("value_samples", samples_text(traced));
-  result.add("baseline_samples", samples_text(untraced));
+  result.add("value_samples", samples_text(traced, 0));
+  result.add("baseline_samples", samples_text(untraced, 0));
   return result;
 }
 

@@ -31,8 +31,8 @@
 namespace sptelab::bench {
 namespace {
 
-const spte::Scheme kScheme{mmu_notifier::Placement::kStartEnd, spte::Protocol::kSeqCount};
-constexpr uint32_t kFaultAround = 16;
+const spte::Scheme kZapScheme{mmu_notifier::Placement::kStartEnd, spte::Protocol::kSeqCount};
+constexpr uint32_t kZapFaultAround = 16;
 
 // CPU seconds of this thread since `start` (cpu_clock.h): the zap runs on
 // the calling thread in both cases, in the real kernel for the baseline.
@@ -100,10 +100,10 @@ struct ZapBreakdown {
 };
 
 ZapBreakdown zap_breakdown(uint64_t pages) {
-  host::Lab lab(host::LabConfig{.scheme = kScheme,
+  host::Lab lab(host::LabConfig{.scheme = kZapScheme,
                                 .guest_pages = pages,
                                 .backing = host::Backing::kAnon,
-                                .fault_around = kFaultAround,
+                                .fault_around = kZapFaultAround,
                                 .freed_frames = mm::FreedFrames::kAsIs});  // as the run stack
   {
     mm::MmapReadGuard guard(*lab.mm);
@@ -139,11 +139,12 @@ Result range_zap(const BenchEnv& env) {
     std::vector<double> emulated, real, zapped;
     for (uint32_t rep = 0; rep < env.repetitions(); ++rep) {
       env.say(fmt::format("range_zap: {} pages", pages));
-      Zap e = zap_after_touch(env, ram, pages,
-                              emulated_stack(ram, kScheme, kFaultAround, HostMemory::kPreallocated),
-                              [&](host::RunStack& stack, uint64_t first) {
-                                return emulated_dontneed(stack, first, pages);
-                              });
+      Zap e = zap_after_touch(
+          env, ram, pages,
+          emulated_stack(ram, kZapScheme, kZapFaultAround, HostMemory::kPreallocated),
+          [&](host::RunStack& stack, uint64_t first) {
+            return emulated_dontneed(stack, first, pages);
+          });
       Zap r = zap_after_touch(env, ram, pages, anonymous_stack(ram),
                               [&](host::RunStack& stack, uint64_t first) {
                                 return real_dontneed(stack, first, pages);
@@ -171,7 +172,7 @@ Result range_zap(const BenchEnv& env) {
   result.notes = fmt::format(
       "emulated madvise_dontneed of {} present sptes ({}); baseline: "
       "madvise(MADV_DONTNEED) on a real KVM guest's anonymous memory",
-      large_pages, kScheme.name());
+      large_pages, kZapScheme.name());
   result.add("pages", static_cast<double>(large_pages));
   result.add("sptes_zapped", large.zapped);
   result.add("small_pages", static_cast<double>(small_pages));

@@ -72,18 +72,6 @@ TEST(Explore, PunchHoleFreesThePageUnderAnSpteOnlyWhereTheBracketLetsAFaultIn) {
   EXPECT_FALSE(explore(cell("range-after+seq", HostOp::kPunchHole)).violated);
 }
 
-// change_pte went in 6.10: start-end+seq kept cow and ksm coherent only
-// through it (docs/schemes.md), and loses both without it.
-TEST(Explore, StartEndSeqNeededChangePteOnCowAndKsm) {
-  for (HostOp op : {HostOp::kCow, HostOp::kKsm}) {
-    EXPECT_FALSE(explore(cell_in(mm::KernelEra::k6_6, "start-end+seq", op)).violated)
-        << host::host_op_name(op);
-    CellResult result = explore(cell("start-end+seq", op));
-    EXPECT_TRUE(result.violated) << host::host_op_name(op);
-    EXPECT_EQ(result.preemptions, 1) << host::host_op_name(op);
-  }
-}
-
 // Found when the real guest (which writes all the time) disagreed: a fault
 // inside mprotect's start..PTE-change window installs a writable spte that
 // outlives mprotect's return. The single store of the explorer's vCPU may

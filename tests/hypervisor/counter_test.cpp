@@ -23,7 +23,7 @@ namespace {
 using ::testing::HasSubstr;
 using testing::VmRig;
 
-constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kCounterRam = 16ull << 20;
 
 struct Totals {
   RunResult result;
@@ -45,7 +45,7 @@ Totals run_counter_under_migration(uint32_t iterations, uint32_t mode,
   c.on_report = [&](const GuestReport& report) {
     if (report.key == SPTELAB_REPORT_COUNTER_PAGE) counter_gfn = report.value >> 12;
   };
-  VmRig rig(kRam, c, testing::Backing::kFake, 4096);
+  VmRig rig(kCounterRam, c, testing::Backing::kFake, 4096);
   std::atomic<bool> done = false;
   std::thread migrator([&] {
     while (!done.load()) {

@@ -11,7 +11,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint64_t kPages = 1024;  // 4 MiB
+constexpr uint64_t kDumpPages = 1024;  // 4 MiB
 
 class DumpTest : public ::testing::Test {
  protected:
@@ -30,8 +30,8 @@ class DumpTest : public ::testing::Test {
   }
   void put(uint64_t gpa, uint64_t value) { ASSERT_FALSE(access_.write(gpa, &value, 8)); }
 
-  mm::PhysMem phys_{kPages};
-  testing::FakeMemory memory_{phys_, kPages};
+  mm::PhysMem phys_{kDumpPages};
+  testing::FakeMemory memory_{phys_, kDumpPages};
   GuestPhysical access_{memory_, 0};
   kvm_sregs sregs_{};
 };

@@ -17,10 +17,10 @@ using testing::ElfSegmentSpec;
 using testing::ElfSpec;
 using ::testing::HasSubstr;
 
-constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kElfRam = 16ull << 20;
 
 // The message of the Error(kBadInput) parse_elf throws, or "" if it accepts.
-std::string rejection(const std::vector<uint8_t>& bytes, uint64_t ram = kRam) {
+std::string rejection(const std::vector<uint8_t>& bytes, uint64_t ram = kElfRam) {
   try {
     parse_elf("test.elf", bytes, ram);
     return "";
@@ -34,7 +34,7 @@ TEST(ElfTest, AcceptsAValidImage) {
   ElfSpec spec;
   spec.segments = {{0x400000, 32, 32, PF_R | PF_X}, {0x402000, 16, 0x3000, PF_R | PF_W}};
   spec.entry = 0x400010;
-  ElfImage image = parse_elf("ok.elf", build_elf(spec), kRam);
+  ElfImage image = parse_elf("ok.elf", build_elf(spec), kElfRam);
   EXPECT_EQ(image.entry, 0x400010u);
   ASSERT_EQ(image.segments.size(), 2u);
   EXPECT_EQ(image.lowest_address(), 0x400000u);
@@ -46,7 +46,7 @@ TEST(ElfTest, AcceptsAValidImage) {
 TEST(ElfTest, AcceptsTheBuiltInGuests) {
   for (const char* name : {"hello", "memtouch", "counter", "reader"}) {
     std::string path = testing::builtin_guest(name);
-    ElfImage image = read_elf_file(path, kRam);
+    ElfImage image = read_elf_file(path, kElfRam);
     EXPECT_EQ(image.lowest_address(), 0x400000u) << name;
   }
 }
@@ -107,7 +107,7 @@ TEST(ElfTest, RejectsFileSizeAboveMemorySize) {
 
 TEST(ElfTest, RejectsSegmentOutsideRam) {
   ElfSpec spec;
-  spec.segments = {{0x400000, 16, 16, PF_R | PF_X}, {kRam - 0x1000, 16, 0x2000, PF_R | PF_W}};
+  spec.segments = {{0x400000, 16, 16, PF_R | PF_X}, {kElfRam - 0x1000, 16, 0x2000, PF_R | PF_W}};
   EXPECT_THAT(rejection(build_elf(spec)), HasSubstr("does not fit in guest RAM"));
 }
 
@@ -150,7 +150,7 @@ TEST(ElfTest, RejectsImagesWithoutLoadableContent) {
 
 TEST(ElfTest, UnreadableFileIsBadInput) {
   try {
-    read_elf_file("/nonexistent/guest.elf", kRam);
+    read_elf_file("/nonexistent/guest.elf", kElfRam);
     FAIL() << "read a file that does not exist";
   } catch (const Error& error) {
     EXPECT_EQ(error.status(), ExitStatus::kBadInput);
@@ -161,9 +161,9 @@ TEST(ElfTest, UnreadableFileIsBadInput) {
 TEST(ElfTest, LoadWritesSegmentsAndZeroesBss) {
   ElfSpec spec;
   spec.segments = {{0x400000, 32, 32, PF_R | PF_X}, {0x402000, 8, 0x1800, PF_R | PF_W}};
-  ElfImage image = parse_elf("load.elf", build_elf(spec), kRam);
-  mm::PhysMem phys(kRam / 4096);
-  testing::FakeMemory memory(phys, kRam / 4096);
+  ElfImage image = parse_elf("load.elf", build_elf(spec), kElfRam);
+  mm::PhysMem phys(kElfRam / 4096);
+  testing::FakeMemory memory(phys, kElfRam / 4096);
   // Dirty the bss so that the loader must zero it.
   GuestPhysical access(memory, 0);
   std::vector<uint8_t> junk(0x1800, 0xee);

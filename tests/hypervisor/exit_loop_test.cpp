@@ -18,7 +18,7 @@ namespace {
 using ::testing::HasSubstr;
 using testing::VmRig;
 
-constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kExitLoopRam = 16ull << 20;
 
 VmConfig probe(uint32_t mode, uint32_t arg = 0) {
   VmConfig c;
@@ -33,7 +33,7 @@ TEST(ExitLoopTest, FirstTouchesAreRamFaultsCompletedOnTheFrame) {
   VmConfig c;
   c.vcpus = 2;
   c.guest_args = {300, 0, 2};  // memtouch: 300 pages, in order, 2 passes
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   RunResult result = rig.run(testing::builtin_guest("memtouch"));
   EXPECT_EQ(result.exit_status, 0) << result.message;
   // Untouched RAM is absent in the double: the first access to each page is
@@ -48,7 +48,7 @@ TEST(ExitLoopTest, ZapsDuringTheRunNeverLoseData) {
   VmConfig c;
   c.vcpus = 2;
   c.guest_args = {400, 1, 3, 11};  // memtouch: 400 pages, random, 3 passes
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   std::atomic<bool> done = false;
   std::atomic<uint64_t> zaps = 0;
   // Zap pages the guest is touching (above the image) while it runs: each
@@ -82,7 +82,7 @@ TEST(ExitLoopTest, ZappedPageTablePageGivesASpuriousPageFaultThatIsResumed) {
     rig.fake().zap(gfn);
     return PortResult::kHandled;
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   rig_pointer = &rig;
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 0) << result.message << result.dump;
@@ -103,7 +103,7 @@ TEST(ExitLoopTest, SystemMemslotKeepsPageTablesOutOfTheZapsReach) {
     rig.fake().zap(access.value >> 12);
     return PortResult::kHandled;
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   rig_pointer = &rig;
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 0) << result.message << result.dump;
@@ -126,7 +126,7 @@ TEST(ExitLoopTest, LockedRmwOnAPageZappedBeforeReentryIsRetried) {
     locked_gfn = report.value >> 12;
     rig_pointer->fake().zap(locked_gfn);
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   rig_pointer = &rig;
   rig.fake().set_after_access([&](spte::Gfn gfn, bool write) {
     if (!write && gfn == locked_gfn.load()) rig.fake().zap(gfn);
@@ -148,7 +148,7 @@ TEST(ExitLoopTest, CodePageZappedUnderTheVcpuIsFaultedBackIn) {
     rig_pointer->fake().zap(access.value >> 12);
     return PortResult::kHandled;
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   rig_pointer = &rig;
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 42) << result.message << result.dump;
@@ -168,7 +168,7 @@ TEST(ExitLoopTest, StoresIntoAZappedStackArePerformedOnTheFrame) {
     rig_pointer->fake().zap(gfn - 1);
     return PortResult::kHandled;
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kExitLoopRam, c);
   rig_pointer = &rig;
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 43) << result.message << result.dump;

@@ -10,7 +10,7 @@
 namespace sptelab::hypervisor {
 namespace {
 
-constexpr uint64_t kPages = 16;
+constexpr uint64_t kGuestPhysicalPages = 16;
 
 // A memory that answers kRetry a few times per fault, and whose access()
 // fails once after each fixed fault (a zap between fault and access).
@@ -48,8 +48,8 @@ class FlakyMemory final : public spte::GuestMemory {
 
 class GuestPhysicalTest : public ::testing::Test {
  protected:
-  mm::PhysMem phys_{kPages};
-  testing::FakeMemory memory_{phys_, kPages};
+  mm::PhysMem phys_{kGuestPhysicalPages};
+  testing::FakeMemory memory_{phys_, kGuestPhysicalPages};
   GuestPhysical access_{memory_, 0};
 };
 
@@ -78,10 +78,10 @@ TEST_F(GuestPhysicalTest, LoadAndStoreAreSingleAccesses) {
 
 TEST_F(GuestPhysicalTest, OutsideRamIsNoMemslotWithTheAddress) {
   uint8_t byte = 0;
-  auto failure = access_.read(kPages * 4096 + 5, &byte, 1);
+  auto failure = access_.read(kGuestPhysicalPages * 4096 + 5, &byte, 1);
   ASSERT_TRUE(failure);
   EXPECT_EQ(failure->outcome, spte::FaultOutcome::kNoMemslot);
-  EXPECT_EQ(failure->gpa, kPages * 4096 + 5);
+  EXPECT_EQ(failure->gpa, kGuestPhysicalPages * 4096 + 5);
   EXPECT_NE(failure->describe().find("outside guest RAM"), std::string::npos);
 }
 
@@ -94,8 +94,8 @@ TEST_F(GuestPhysicalTest, MemslotHoleFailsWhereTheHoleStarts) {
 }
 
 TEST(GuestPhysicalRetryTest, RetriesFaultsAndZappedAccesses) {
-  mm::PhysMem phys(kPages);
-  testing::FakeMemory inner(phys, kPages);
+  mm::PhysMem phys(kGuestPhysicalPages);
+  testing::FakeMemory inner(phys, kGuestPhysicalPages);
   FlakyMemory flaky(inner);
   GuestPhysical access(flaky, 0);
   uint64_t value = 42;
@@ -119,7 +119,7 @@ class StuckMemory final : public spte::GuestMemory {
   }
   bool access(spte::Gfn, bool, const std::function<void(uint8_t*)>&) override { return false; }
   void set_mirror(spte::Mirror*) override {}
-  uint64_t gfn_count() const override { return kPages; }
+  uint64_t gfn_count() const override { return kGuestPhysicalPages; }
 
   int faults = 0;
   std::atomic<bool>* abort = nullptr;

@@ -13,7 +13,7 @@
 namespace sptelab::hypervisor {
 namespace {
 
-constexpr uint64_t kPages = 64;
+constexpr uint64_t kGuestWindowPages = 64;
 
 // Probes without faulting: process_vm_readv/writev on ourselves fail with
 // EFAULT where the page is not readable/writable.
@@ -54,11 +54,11 @@ class GuestWindowTest : public ::testing::Test {
   uint8_t* frame(mm::Pfn pfn) { return phys_.direct_map(pfn); }
 
   mm::PhysMem phys_{256};
-  GuestWindow window_{phys_, kPages};
+  GuestWindow window_{phys_, kGuestWindowPages};
 };
 
 TEST_F(GuestWindowTest, StartsInaccessible) {
-  for (spte::Gfn gfn = 0; gfn < kPages; ++gfn) {
+  for (spte::Gfn gfn = 0; gfn < kGuestWindowPages; ++gfn) {
     EXPECT_FALSE(readable(page(gfn)));
     EXPECT_EQ(window_.access(gfn), spte::Access::kNone);
   }
@@ -121,13 +121,13 @@ TEST_F(GuestWindowTest, RepeatedUpdatesAreSkipped) {
 }
 
 TEST_F(GuestWindowTest, ContiguousFramesStayFewMappings) {
-  std::vector<mm::Pfn> frames = phys_.alloc_contiguous(kPages);
-  ASSERT_EQ(frames.back(), frames.front() + kPages - 1);
+  std::vector<mm::Pfn> frames = phys_.alloc_contiguous(kGuestWindowPages);
+  ASSERT_EQ(frames.back(), frames.front() + kGuestWindowPages - 1);
   // Page by page, in an order that leaves gaps until the end.
-  for (spte::Gfn gfn = 0; gfn < kPages; gfn += 2) {
+  for (spte::Gfn gfn = 0; gfn < kGuestWindowPages; gfn += 2) {
     window_.update({gfn, frames[gfn], 1, spte::Access::kWrite});
   }
-  for (spte::Gfn gfn = 1; gfn < kPages; gfn += 2) {
+  for (spte::Gfn gfn = 1; gfn < kGuestWindowPages; gfn += 2) {
     window_.update({gfn, frames[gfn], 1, spte::Access::kWrite});
   }
   // Zap a page and bring it back: still one mapping of the whole run.
@@ -149,8 +149,8 @@ TEST_F(GuestWindowTest, RunUpdateCoversEveryPage) {
 }
 
 TEST_F(GuestWindowTest, RejectsUpdatesOutsideTheWindowOrPhysicalMemory) {
-  EXPECT_THROW(window_.update({kPages, 0, 1, spte::Access::kWrite}), Error);
-  EXPECT_THROW(window_.update({kPages - 1, 0, 2, spte::Access::kWrite}), Error);
+  EXPECT_THROW(window_.update({kGuestWindowPages, 0, 1, spte::Access::kWrite}), Error);
+  EXPECT_THROW(window_.update({kGuestWindowPages - 1, 0, 2, spte::Access::kWrite}), Error);
   EXPECT_THROW(window_.update({0, 100000, 1, spte::Access::kWrite}), Error);
   EXPECT_THROW(window_.update({0, 0, 0, spte::Access::kWrite}), Error);
 }

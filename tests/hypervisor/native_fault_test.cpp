@@ -23,7 +23,7 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPml4 = 0x1000, kPdpt = 0x2000, kPd = 0x3000, kPt = 0x4000;
 constexpr uint64_t kCode = 0x10000;  // where the instruction under test sits
 constexpr uint64_t kData = 0x20000;
-constexpr uint64_t kRam = 2ull << 20;
+constexpr uint64_t kNativeFaultRam = 2ull << 20;
 
 // Guest-physical memory (identity-mapped first 2 MiB) and what the window
 // allows on each gfn (default: everything).
@@ -50,7 +50,7 @@ class FakeView final : public NativeFaultView {
     auto it = access_.find(gfn);
     return it == access_.end() ? spte::Access::kWrite : it->second;
   }
-  uint64_t ram_bytes() const override { return kRam; }
+  uint64_t ram_bytes() const override { return kNativeFaultRam; }
 
   void put(uint64_t gpa, const std::vector<uint8_t>& bytes) {
     for (size_t i = 0; i < bytes.size(); ++i)
@@ -70,7 +70,7 @@ class FakeView final : public NativeFaultView {
   std::map<uint64_t, spte::Access> access_;
 };
 
-class NativeFaultTest : public testing::Test {
+class NativeFaultTest : public ::testing::Test {
  protected:
   NativeFaultTest() {
     run_.s.regs.sregs.cr0 = (1ull << 31) | 1;

@@ -15,7 +15,7 @@ namespace {
 
 using testing::VmRig;
 
-constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kNativeRam = 16ull << 20;
 constexpr uint32_t kNative = 16;
 
 VmConfig native_probe(uint32_t mode, uint32_t arg = 0) {
@@ -40,7 +40,7 @@ TEST(NativeModeTest, LockedIncrementsStayExactWhileThePageIsZapped) {
     }
     if (report.key == 3) rig_pointer->fake().zap(report.value >> 12);
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kNativeRam, c);
   rig_pointer = &rig;
   std::atomic<bool> done = false;
   std::atomic<uint64_t> zaps = 0;
@@ -72,7 +72,7 @@ TEST(NativeModeTest, CodePageZappedUnderTheVcpuIsFetchedBackIn) {
     rig_pointer->fake().zap(access.value >> 12);
     return PortResult::kHandled;
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kNativeRam, c);
   rig_pointer = &rig;
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 42) << result.message << result.dump;
@@ -91,7 +91,7 @@ TEST(NativeModeTest, PushesIntoAZappedStackInRam) {
     rig_pointer->fake().zap(gfn - 1);
     return PortResult::kHandled;
   };
-  VmRig rig(kRam, c);
+  VmRig rig(kNativeRam, c);
   rig_pointer = &rig;
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 43) << result.message << result.dump;
@@ -102,7 +102,7 @@ TEST(NativeModeTest, HltAtCpl3StopsTheVcpu) {
   SPTELAB_REQUIRE_KVM();
   VmConfig c = native_probe(5);
   c.vcpus = 2;
-  VmRig rig(kRam, c);
+  VmRig rig(kNativeRam, c);
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.end, RunEnd::kAllHalted) << result.message << result.dump;
   EXPECT_EQ(result.stats.native_halts, 2u);

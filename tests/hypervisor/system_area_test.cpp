@@ -20,7 +20,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint64_t kRam = 64ull << 20;
+constexpr uint64_t kSystemAreaRam = 64ull << 20;
 
 kvm_sregs long_mode(const SystemLayout& layout) {
   kvm_sregs sregs{};
@@ -32,7 +32,7 @@ kvm_sregs long_mode(const SystemLayout& layout) {
 }
 
 TEST(SystemAreaTest, PlansTablesForEveryPageOfRam) {
-  SystemLayout layout = plan_system_layout(kRam, 2);
+  SystemLayout layout = plan_system_layout(kSystemAreaRam, 2);
   EXPECT_EQ(layout.pt_count, 32u);  // 64 MiB / 2 MiB
   EXPECT_EQ(layout.pd_count, 1u);
   EXPECT_EQ(layout.pdpt_count, 1u);
@@ -44,8 +44,8 @@ TEST(SystemAreaTest, PlansTablesForEveryPageOfRam) {
 }
 
 TEST(SystemAreaTest, RejectsZeroAndTooManyVcpus) {
-  EXPECT_THROW(plan_system_layout(kRam, 0), Error);
-  EXPECT_THROW(plan_system_layout(kRam, kMaxVcpus + 1), Error);
+  EXPECT_THROW(plan_system_layout(kSystemAreaRam, 0), Error);
+  EXPECT_THROW(plan_system_layout(kSystemAreaRam, kMaxVcpus + 1), Error);
 }
 
 TEST(SystemAreaTest, RejectsAnImageThatLeavesNoRoomBelowIt) {
@@ -64,11 +64,12 @@ TEST(SystemAreaTest, RejectsAnImageThatLeavesNoRoomBelowIt) {
 
 class WrittenSystemArea : public ::testing::Test {
  protected:
-  WrittenSystemArea() : phys_(kRam / 4096), memory_(phys_, kRam / 4096), access_(memory_, 0) {
+  WrittenSystemArea()
+      : phys_(kSystemAreaRam / 4096), memory_(phys_, kSystemAreaRam / 4096), access_(memory_, 0) {
     write_system_area(layout_, access_);
   }
 
-  SystemLayout layout_ = plan_system_layout(kRam, 3);
+  SystemLayout layout_ = plan_system_layout(kSystemAreaRam, 3);
   mm::PhysMem phys_;
   testing::FakeMemory memory_;
   GuestPhysical access_;
@@ -76,14 +77,14 @@ class WrittenSystemArea : public ::testing::Test {
 
 TEST_F(WrittenSystemArea, IdentityMapsAllRamInSmallPages) {
   kvm_sregs sregs = long_mode(layout_);
-  for (uint64_t address : {uint64_t{0}, uint64_t{0x1234}, uint64_t{0x400000}, kRam - 8}) {
+  for (uint64_t address : {uint64_t{0}, uint64_t{0x1234}, uint64_t{0x400000}, kSystemAreaRam - 8}) {
     PageWalk walk = walk_guest_page_tables(access_, sregs, address);
     ASSERT_TRUE(walk.translated) << walk.problem;
     EXPECT_EQ(walk.gpa, address);
     EXPECT_TRUE(walk.writable);
     EXPECT_EQ(walk.steps.size(), 4u);  // 4 KiB pages: all four levels
   }
-  PageWalk beyond = walk_guest_page_tables(access_, sregs, kRam);
+  PageWalk beyond = walk_guest_page_tables(access_, sregs, kSystemAreaRam);
   EXPECT_FALSE(beyond.translated);
   EXPECT_THAT(beyond.problem, HasSubstr("PDE is not present"));  // 64 MiB: exactly 32 PTs
 }

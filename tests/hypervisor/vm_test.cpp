@@ -24,7 +24,7 @@ using testing::Backing;
 using ::testing::HasSubstr;
 using testing::VmRig;
 
-constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kVmRam = 16ull << 20;
 
 VmConfig config(uint32_t vcpus, double timeout = 60) {
   VmConfig c;
@@ -35,7 +35,7 @@ VmConfig config(uint32_t vcpus, double timeout = 60) {
 
 TEST(VmTest, HelloPrintsItsGreetingAndExitsZero) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(1), Backing::kDirect);
+  VmRig rig(kVmRam, config(1), Backing::kDirect);
   RunResult result = rig.run(testing::builtin_guest("hello"));
   EXPECT_EQ(result.exit_status, 0);
   EXPECT_EQ(result.end, RunEnd::kGuestExit);
@@ -47,7 +47,7 @@ TEST(VmTest, HelloPrintsItsGreetingAndExitsZero) {
 
 TEST(VmTest, ExternalGuestWithOneVcpuExitsWithItsValue) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(1));
+  VmRig rig(kVmRam, config(1));
   RunResult result = rig.run(testing::external_guest());
   EXPECT_EQ(result.end, RunEnd::kGuestExit);
   EXPECT_EQ(result.exit_status, 41);
@@ -56,7 +56,7 @@ TEST(VmTest, ExternalGuestWithOneVcpuExitsWithItsValue) {
 
 TEST(VmTest, ExternalGuestWithFourVcpusExitsWithItsValue) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(4));
+  VmRig rig(kVmRam, config(4));
   RunResult result = rig.run(testing::external_guest());
   EXPECT_EQ(result.exit_status, 44);
   // Lines of different vCPUs may come in any order but never mix.
@@ -71,7 +71,7 @@ TEST(VmTest, AllVcpusHaltingEndsWithZero) {
   SPTELAB_REQUIRE_KVM();
   VmConfig c = config(3);
   c.guest_args = {5};  // probe: every vCPU halts
-  VmRig rig(kRam, c);
+  VmRig rig(kVmRam, c);
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.end, RunEnd::kAllHalted);
   EXPECT_EQ(result.exit_status, 0);
@@ -80,7 +80,7 @@ TEST(VmTest, AllVcpusHaltingEndsWithZero) {
 
 TEST(VmTest, TripleFaultEndsWithADumpNotAHang) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(1));
+  VmRig rig(kVmRam, config(1));
   RunResult result = rig.run(testing::test_guest("triple_fault"));
   EXPECT_EQ(result.end, RunEnd::kGuestError);
   EXPECT_EQ(result.exit_status, 2);
@@ -96,7 +96,7 @@ TEST(VmTest, TripleFaultEndsWithADumpNotAHang) {
 
 TEST(VmTest, GuestExceptionIsReportedWithTheFaultingContext) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(1));
+  VmRig rig(kVmRam, config(1));
   RunResult result = rig.run(testing::test_guest("ud2"));
   EXPECT_EQ(result.exit_status, 2);
   EXPECT_THAT(result.message, HasSubstr("#UD invalid opcode"));
@@ -108,22 +108,22 @@ TEST(VmTest, GuestExceptionIsReportedWithTheFaultingContext) {
 
 TEST(VmTest, ReadingBeyondRamEndsWithTheAddress) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(1));
+  VmRig rig(kVmRam, config(1));
   RunResult result = rig.run(testing::test_guest("beyond_ram"));
   EXPECT_EQ(result.exit_status, 2);
   EXPECT_THAT(
       result.message,
-      HasSubstr(fmt::format("guest touched memory it has not got: gpa={:#x}", kRam + 0x1008)));
+      HasSubstr(fmt::format("guest touched memory it has not got: gpa={:#x}", kVmRam + 0x1008)));
 }
 
 TEST(VmTest, WritingBeyondRamEndsWithTheAddress) {
   SPTELAB_REQUIRE_KVM();
   VmConfig c = config(1);
   c.guest_args = {1};
-  VmRig rig(kRam, c);
+  VmRig rig(kVmRam, c);
   RunResult result = rig.run(testing::test_guest("beyond_ram"));
   EXPECT_EQ(result.exit_status, 2);
-  EXPECT_THAT(result.message, HasSubstr(fmt::format("gpa={:#x}", kRam + 0x1008)));
+  EXPECT_THAT(result.message, HasSubstr(fmt::format("gpa={:#x}", kVmRam + 0x1008)));
   EXPECT_THAT(result.dump, HasSubstr("(write)"));
 }
 
@@ -131,7 +131,7 @@ TEST(VmTest, MemslotHoleEndsTheRunWithTheAddress) {
   SPTELAB_REQUIRE_KVM();
   VmConfig c = config(1);
   c.guest_args = {0, 0, 1};  // memtouch: all pages, in order, one pass
-  VmRig rig(kRam, c);
+  VmRig rig(kVmRam, c);
   rig.fake().set_memslot_limit(0x800);  // RAM above 8 MiB is a hole
   RunResult result = rig.run(testing::builtin_guest("memtouch"));
   EXPECT_EQ(result.exit_status, 2);
@@ -140,7 +140,7 @@ TEST(VmTest, MemslotHoleEndsTheRunWithTheAddress) {
 
 TEST(VmTest, TimeoutKicksSpinningVcpus) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(2, 0.5));
+  VmRig rig(kVmRam, config(2, 0.5));
   RunResult result = rig.run(testing::test_guest("spin"));
   EXPECT_EQ(result.end, RunEnd::kTimeout);
   EXPECT_EQ(result.exit_status, 4);
@@ -150,9 +150,9 @@ TEST(VmTest, TimeoutKicksSpinningVcpus) {
 
 TEST(VmTest, RequestStopFromAnotherThread) {
   SPTELAB_REQUIRE_KVM();
-  VmRig rig(kRam, config(2, 0));
+  VmRig rig(kVmRam, config(2, 0));
   std::atomic<bool> started = false;
-  rig.vm().load(read_elf_file(testing::test_guest("spin"), kRam));
+  rig.vm().load(read_elf_file(testing::test_guest("spin"), kVmRam));
   std::thread stopper([&] {
     while (!started.load()) std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -172,7 +172,7 @@ TEST(VmTest, ArgumentsAndReportsReachBothSides) {
   c.guest_args = {100, 1, 2, 7};  // memtouch: 100 pages, random, 2 passes, seed 7
   std::atomic<int> observed = 0;
   c.on_report = [&](const GuestReport&) { observed.fetch_add(1); };
-  VmRig rig(kRam, c);
+  VmRig rig(kVmRam, c);
   RunResult result = rig.run(testing::builtin_guest("memtouch"));
   EXPECT_EQ(result.exit_status, 0) << result.message << rig.console();
   EXPECT_THAT(rig.console(), HasSubstr("memtouch: 100 pages in random order, 2 pass(es)"));
@@ -191,7 +191,7 @@ TEST(VmTest, ScenarioPortWithoutAScenarioEndsTheRun) {
   SPTELAB_REQUIRE_KVM();
   VmConfig c = config(1);
   c.guest_args = {1};  // probe: asks the host on port 0x100
-  VmRig rig(kRam, c);
+  VmRig rig(kVmRam, c);
   RunResult result = rig.run(testing::test_guest("probe"));
   EXPECT_EQ(result.exit_status, 2);
   EXPECT_THAT(result.message, HasSubstr("I/O port it has not got: out to port 0x100"));
@@ -200,7 +200,7 @@ TEST(VmTest, ScenarioPortWithoutAScenarioEndsTheRun) {
 TEST(VmTest, TraceRecordsEveryExitOnTheVcpusTrack) {
   SPTELAB_REQUIRE_KVM();
   trace::Session session;
-  VmRig rig(kRam, config(1), Backing::kDirect);
+  VmRig rig(kVmRam, config(1), Backing::kDirect);
   RunResult result = rig.run(testing::builtin_guest("hello"));
   trace::Snapshot snapshot = trace::snapshot();
   uint64_t exits = 0;
@@ -221,8 +221,8 @@ TEST(VmTest, LoadRejectsAnImageWithNoRoomBelowIt) {
   testing::ElfSpec spec;
   spec.segments = {{0x10000, 16, 16, PF_R | PF_X}};
   spec.entry = 0x10000;
-  ElfImage image = parse_elf("low.elf", testing::build_elf(spec), kRam);
-  VmRig rig(kRam, config(2));
+  ElfImage image = parse_elf("low.elf", testing::build_elf(spec), kVmRam);
+  VmRig rig(kVmRam, config(2));
   try {
     rig.vm().load(image);
     FAIL() << "loaded an image over the page tables";

@@ -16,10 +16,7 @@ namespace {
 
 using testing::fake_mm;
 using testing::range;
-
-void wait_for(const std::atomic<bool>& flag) {
-  while (!flag.load()) std::this_thread::yield();
-}
+using testing::wait_for;
 
 // Counts its calls and notices any that arrive after its owner said it was
 // unregistered.

@@ -3,15 +3,22 @@
 // owner protocol (own lock, set_seq, record).
 #pragma once
 
+#include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mm/types.h"
 #include "mmu_notifier/chain.h"
 
 namespace sptelab::mmu_notifier::testing {
+
+// Spins (yielding) until another thread sets `flag`.
+inline void wait_for(const std::atomic<bool>& flag) {
+  while (!flag.load()) std::this_thread::yield();
+}
 
 inline std::string hex(uint64_t value) {
   char buffer[24];

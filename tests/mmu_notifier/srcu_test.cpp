@@ -7,12 +7,12 @@
 #include <thread>
 #include <vector>
 
+#include "tests/mmu_notifier/recorder.h"
+
 namespace sptelab::mmu_notifier {
 namespace {
 
-void wait_for(const std::atomic<bool>& flag) {
-  while (!flag.load()) std::this_thread::yield();
-}
+using testing::wait_for;
 
 TEST(Srcu, SynchronizeWaitsForAReaderAlreadyInside) {
   Srcu srcu;
