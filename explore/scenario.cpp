@@ -22,6 +22,11 @@ using host::LabConfig;
 
 constexpr spte::Gfn kGfn = 1;
 constexpr uint64_t kGuestPages = 4;
+// Frames for the guest's pages, page tables, copies and spare file pages: one
+// execution allocates a few dozen at most, and a lab is built per execution,
+// so the race scenarios' default (guest pages * 3 + 512) would spend a fifth
+// of the search constructing and faulting in frames it never uses.
+constexpr uint64_t kHostFrames = 96;
 constexpr uint64_t kStepLimit = 20000;
 constexpr uint64_t kInitial0 = 0x1111;
 constexpr uint64_t kInitial1 = 0x2222;
@@ -65,6 +70,7 @@ struct Rig {
             // memory there, which it frees (on a shared file the
             // page cache keeps the page).
             .backing = host::backing_for(cell.op, cell.scenario == ScenarioKind::kCoherence),
+            .host_frames = kHostFrames,
             .era = cell.era}),
         machine(*lab.mmu, lab.phys, lab.violations, 1),
         vcpu(machine.vcpu(0)),
