@@ -363,7 +363,12 @@ class Remapper {
     const uint64_t new_index = i % 2 == 0 ? lab_.spare_file_index(target) : target;
     const mm::Pfn fresh = lab_.file->get_page(new_index);
     bool applied = false;
-    if (fresh != mm::kNoPfn && old_pte.present()) {
+    // Not onto the page already mapped: after an operation that could not
+    // take the lock, the alternation (even: spare, odd: target) names it,
+    // and zeroing the "old" page's lock word below would then release the
+    // live lock under a worker holding it (CI's loaded run: lost and double
+    // under start-end+seq-count).
+    if (fresh != mm::kNoPfn && old_pte.present() && old_pte.pfn() != fresh) {
       copy_words(old_pte.pfn(), fresh, 2);
       applied = mm::remap_file_page(*lab_.mm, hva, new_index);
     }
