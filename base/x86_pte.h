@@ -22,4 +22,10 @@ inline constexpr uint64_t kPteAddressMask = 0x000ffffffffff000ull;
 inline constexpr uint64_t kPteSoftMigration = 1ull << 9;
 inline constexpr uint64_t kPteSoftProtNone = 1ull << 10;
 
+// The control-register bits a guest page walk depends on (SDM vol. 3, 2.5
+// and 4.1): paging on, 5-level paging, long mode active.
+inline constexpr uint64_t kCr0Paging = 1ull << 31;
+inline constexpr uint64_t kCr4La57 = 1ull << 12;
+inline constexpr uint64_t kEferLma = 1ull << 10;
+
 }  // namespace sptelab::x86

@@ -12,9 +12,6 @@
 namespace sptelab::hypervisor {
 namespace {
 
-constexpr uint64_t kCr0Paging = 1ull << 31;
-constexpr uint64_t kCr4La57 = 1ull << 12;
-constexpr uint64_t kEferLma = 1ull << 10;
 constexpr size_t kBytesBefore = 32;
 constexpr size_t kBytesAfter = 64;
 constexpr size_t kInstructionsBefore = 5;
@@ -92,19 +89,19 @@ std::string format_segment(const char* name, const kvm_segment& segment) {
 
 PageWalk walk_guest_page_tables(GuestPhysical& memory, const kvm_sregs& sregs, uint64_t linear) {
   PageWalk walk;
-  if (!(sregs.cr0 & kCr0Paging)) {
+  if (!(sregs.cr0 & x86::kCr0Paging)) {
     walk.translated = true;
     walk.gpa = linear;
     walk.writable = true;
     return walk;
   }
-  if (!(sregs.efer & kEferLma)) {
+  if (!(sregs.efer & x86::kEferLma)) {
     walk.problem =
         "paging is on but the vCPU is not in long mode; the dump walks only 4-level "
         "long-mode tables";
     return walk;
   }
-  if (sregs.cr4 & kCr4La57) {
+  if (sregs.cr4 & x86::kCr4La57) {
     walk.problem = "5-level paging is on; the dump walks only 4-level tables";
     return walk;
   }

@@ -243,10 +243,8 @@ std::optional<DecodedInstruction> decode_accesses(const uint8_t* bytes, size_t s
 
 std::optional<uint64_t> translate_linear(const NativeFaultView& view, const kvm_sregs& s,
                                          uint64_t linear) {
-  constexpr uint64_t kCr0Paging = 1ull << 31;
-  constexpr uint64_t kCr4La57 = 1ull << 12;
-  if (!(s.cr0 & kCr0Paging)) return linear;
-  if (s.cr4 & kCr4La57) return std::nullopt;
+  if (!(s.cr0 & x86::kCr0Paging)) return linear;
+  if (s.cr4 & x86::kCr4La57) return std::nullopt;
   uint64_t table = s.cr3 & x86::kPteAddressMask;
   for (int level = 4; level >= 1; --level) {
     unsigned shift = 12 + 9 * static_cast<unsigned>(level - 1);

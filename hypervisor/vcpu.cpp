@@ -15,6 +15,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "base/x86_pte.h"
 #include "guest/sptelab_abi.h"
 #include "hypervisor/dump.h"
 #include "hypervisor/guest_window.h"
@@ -63,30 +64,23 @@ void kick_handler(int) {}
 // tracing never faults an spte in, ages or dirties one, and costs no system
 // call but KVM_GET_SREGS. What it cannot read is not recorded.
 
-constexpr uint64_t kCr0PagingBit = 1ull << 31;
-constexpr uint64_t kCr4La57Bit = 1ull << 12;
-constexpr uint64_t kEferLmaBit = 1ull << 10;
-constexpr uint64_t kEntryPresentBit = 1ull << 0;
-constexpr uint64_t kEntryLargeBit = 1ull << 7;
-constexpr uint64_t kEntryAddressMask = 0x000ffffffffff000ull;
-
 // The 4-level long-mode walk of dump.cpp, reading only what is mapped now.
 std::optional<uint64_t> window_translate(const Vm& window, const kvm_sregs& s, uint64_t linear) {
-  if (!(s.cr0 & kCr0PagingBit)) return linear;
-  if (!(s.efer & kEferLmaBit) || (s.cr4 & kCr4La57Bit)) return std::nullopt;
-  uint64_t table = s.cr3 & kEntryAddressMask;
+  if (!(s.cr0 & x86::kCr0Paging)) return linear;
+  if (!(s.efer & x86::kEferLma) || (s.cr4 & x86::kCr4La57)) return std::nullopt;
+  uint64_t table = s.cr3 & x86::kPteAddressMask;
   for (int level = 4; level >= 1; --level) {
     unsigned shift = 12 + 9 * static_cast<unsigned>(level - 1);
     uint64_t entry = 0;
     if (!window.read_mapped(table + ((linear >> shift) & 511) * 8, &entry, sizeof entry) ||
-        !(entry & kEntryPresentBit)) {
+        !(entry & x86::kPtePresent)) {
       return std::nullopt;
     }
-    if (level == 1 || ((level == 2 || level == 3) && (entry & kEntryLargeBit))) {
+    if (level == 1 || ((level == 2 || level == 3) && (entry & x86::kPteLarge))) {
       uint64_t page_mask = (uint64_t{1} << shift) - 1;
-      return ((entry & kEntryAddressMask) & ~page_mask) | (linear & page_mask);
+      return ((entry & x86::kPteAddressMask) & ~page_mask) | (linear & page_mask);
     }
-    table = entry & kEntryAddressMask;
+    table = entry & x86::kPteAddressMask;
   }
   return std::nullopt;
 }
