@@ -255,6 +255,17 @@ TEST(ScheduledRace, TheSameSeedRepeatsEveryCount) {
   }
 }
 
+// The scheduled race of one scenario and op (seed 1) under two schemes:
+// the racy one is caught, the correct one stays clean. Returns the clean run.
+RaceResult expect_caught_only_under(ScenarioKind scenario, HostOp op, const char* racy,
+                                    const char* correct) {
+  const RaceResult caught = run_race(scheduled_config(scenario, racy, op, 1));
+  EXPECT_GT(caught.violations, 0u) << describe(caught);
+  RaceResult clean = run_race(scheduled_config(scenario, correct, op, 1));
+  EXPECT_EQ(clean.violations, 0u) << describe(clean);
+  return clean;
+}
+
 // The chooser's switches are the windows: a racy scheme is caught, a
 // correct one stays clean, in the same number of operations.
 TEST(ScheduledRace, CatchesTheRacySchemeOnly) {
@@ -271,24 +282,16 @@ TEST(ScheduledRace, CatchesTheRacySchemeOnly) {
   }
   // The run that showed the explorer wrong: MADV_DONTNEED frees anonymous
   // pages before range-after's late invalidation (docs/schemes.md).
-  const RaceResult freed_first =
-      run_race(scheduled_config(ScenarioKind::kStaleSpte, "range-after+seq", HostOp::kDontneed, 1));
-  EXPECT_GT(freed_first.violations, 0u) << describe(freed_first);
-  const RaceResult bracketed = run_race(
-      scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq-count", HostOp::kDontneed, 1));
-  EXPECT_EQ(bracketed.violations, 0u) << describe(bracketed);
+  expect_caught_only_under(ScenarioKind::kStaleSpte, HostOp::kDontneed, "range-after+seq",
+                           "start-end+seq-count");
 }
 
 // The explorer's punch-hole column on the stale-spte race: start-end+seq
 // installs an spte inside the zap's bracket and the hole frees the page
 // under it; start-end+seq-count does not.
 TEST(ScheduledRace, PunchHoleFreesThePageUnderTheRacySchemesSpteOnly) {
-  const RaceResult racy =
-      run_race(scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq", HostOp::kPunchHole, 1));
-  EXPECT_GT(racy.violations, 0u) << describe(racy);
-  const RaceResult correct = run_race(
-      scheduled_config(ScenarioKind::kStaleSpte, "start-end+seq-count", HostOp::kPunchHole, 1));
-  EXPECT_EQ(correct.violations, 0u) << describe(correct);
+  const RaceResult correct = expect_caught_only_under(ScenarioKind::kStaleSpte, HostOp::kPunchHole,
+                                                      "start-end+seq", "start-end+seq-count");
   EXPECT_GT(correct.guest_work, 0u);
 }
 
